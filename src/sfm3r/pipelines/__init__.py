@@ -1,0 +1,1 @@
+"""Stage composition: presets, run folder, resume, progress callbacks, timings."""

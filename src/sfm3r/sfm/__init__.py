@@ -1,0 +1,1 @@
+"""Algorithms and networks: pure functions on arrays and tensors. Never imports io/, pipelines/ or cli/."""
