@@ -1,0 +1,92 @@
+"""The run folder (DESIGN.md §4): where one reconstruction writes everything, and how reruns resume.
+
+```
+OUT/
+  images/      the input images as the cameras see them (EXIF applied), unique flat names
+  sparse/0/    the COLMAP model (binary; text too on request)
+  points.ply   coloured points
+  preview.png  top view of cameras and points
+  cache/       the HDF5 store (io/cache.py), reused by reruns
+  run.json     resolved config, versions, per-stage timings and counts
+  log.txt      the run log
+```
+Rerunning into the same folder resumes from `cache/`. `overwrite=True` deletes only the entries above
+(never anything else a user may have put in OUT), so pointing OUT at a wrong folder cannot wipe it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sfm3r.errors import InputError
+
+_OWNED_ENTRIES = ("images", "sparse", "cache", "points.ply", "preview.png", "run.json", "log.txt")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def sparse_dir(self) -> Path:
+        return self.root / "sparse" / "0"
+
+    @property
+    def ply_path(self) -> Path:
+        return self.root / "points.ply"
+
+    @property
+    def preview_path(self) -> Path:
+        return self.root / "preview.png"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "log.txt"
+
+
+def prepare_run_folder(root: Path, overwrite: bool = False) -> RunFolder:
+    """Create (or reuse, to resume) the run folder; with `overwrite`, delete what an earlier run wrote."""
+    root = Path(root).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise InputError(f"output path {root} is a file; give a folder (it will be created if missing)")
+    if overwrite and root.is_dir():
+        for entry in _OWNED_ENTRIES:
+            target = root / entry
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise InputError(
+            f"cannot write to the output folder {root} ({error.strerror or error}); choose another folder"
+        ) from None
+    return RunFolder(root)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
