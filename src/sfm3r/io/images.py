@@ -146,7 +146,7 @@ def _decode(image: Image.Image, path: Path, draft: bool = False) -> Image.Image:
     return image
 
 
-def _exif_orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image) -> int:
     """The EXIF orientation tag (1..8); 1 when absent or invalid (what Pillow's exif_transpose assumes)."""
     try:
         orientation = int(image.getexif().get(_TAG_ORIENTATION, 1))
@@ -252,7 +252,7 @@ def read_image_info(path: Path, name: str) -> ImageInfo:
     data = _read_bytes(path)
     image = _open(data, path)
     stored_w, stored_h = image.size
-    swap = _exif_orientation(image) in _TRANSPOSING_ORIENTATIONS
+    swap = exif_orientation(image) in _TRANSPOSING_ORIENTATIONS
     width, height = (stored_h, stored_w) if swap else (stored_w, stored_h)
     prior_focal = exif_focal_px(image, width, height)
     _decode(image, path, draft=True)
