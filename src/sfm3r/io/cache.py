@@ -1,0 +1,712 @@
+"""The result cache: per-image and per-pair results in HDF5 shards, kill-safe, shared by many workers.
+
+This docstring is the schema. Every read and write of the cache goes through this module.
+
+Folders (schema version 1, :data:`SCHEMA_VERSION`)::
+
+    <root>/                                   e.g. OUT/cache
+      <kind>-<confighash>/                    one namespace = one stage output for one configuration
+        manifest.json                         {"schema_version": 1, "kind", "config_hash", "config", "created"}
+        shards/
+          <host>-<pid>-<token>-<seq>.h5       committed shard: immutable, complete, read by everyone
+          .<host>.<pid>.<token>.<seq>.h5.tmp  shard being written: ignored by readers
+        corrupt/                              unreadable shards moved aside (their units are recomputed)
+
+- ``kind`` names the stage output: ``features-sift``, ``pairs-classic``, ``pairs-mast3r``, ``tokens-mast3r``, …
+  (lower-case letters, digits and ``-``).
+- ``confighash`` = :func:`config_hash` of every setting that affects the results: model / checkpoint
+  sha256, network resolution, backend options. Another config gives another folder, so a changed option
+  never reuses stale results, and two configs can coexist (switching back is free).
+- A *unit* is one complete result (one image, one pair) under a *key* made from content hashes:
+  an image key is its file's sha256 (``ImageInfo.sha256``), a pair key is :func:`pair_key`. Keys are
+  strings of ``[A-Za-z0-9_-]``, at most 200 characters. A changed image gives a changed key, so nothing
+  stale is ever read; unused units simply stay on disk.
+
+Shard file (HDF5, no compression: measured, gzip/lzf save 7-25 % on pair results and nothing on
+float16 tokens while writing 4-6x slower; see ``benchmarks/cache_throughput.py``)::
+
+    /                     attrs: schema_version (int), kind (str), config_hash (str), num_units (int)
+    /units/<key>/         one group per unit; attrs: unit_type (str) + the unit's own attributes
+        <dataset>         one dataset per array, written whole
+
+Unit types written by the typed helpers (other code may store free-form units with :meth:`Writer.add`):
+
+``unit_type = "pair"`` (:func:`write_pair_result` / :func:`read_pair_result`), M matches, M may be 0:
+    xy_i, xy_j        (M, 2) float32  original pixels of image i / j, COLMAP convention (centre of pixel 0 at 0.5)
+    idx_i, idx_j      (M,)   int32    keypoint ids (classic: keypoint index; MASt3R: net pixel y*W+x); int64 in memory
+    conf              (M,)   float32  match confidence, higher is better
+    pts_i, pts_j      (M, 3) float32  the match's 3D point in camera i's / camera j's frame (backend units)
+    rel_rotation      (3, 3) float64  optional: cam_j_from_cam_i rotation; absent = no estimate
+    rel_translation   (3,)   float64  optional: cam_j_from_cam_i translation, at the scale of pts_i
+    attrs: name_i, name_j (str, names when computed), backend (str), verified (bool), num_inliers (int)
+
+``unit_type = "features"`` (:func:`write_features` / :func:`read_features`), N keypoints, N may be 0:
+    keypoints         (N, 2)   float32         original pixels, COLMAP convention
+    descriptors       (N, D)   uint8|float32   dtype kept as given (SIFT: D = 128)
+    scales            (N,)     float32         optional, original pixels
+    orientations      (N,)     float32         optional, radians
+    attrs: width, height (int, original image size after EXIF rotation)
+
+``unit_type = "tokens"`` (:func:`write_tokens` / :func:`read_tokens`), encoder output of one image:
+    tokens            (T, D)   float16|float32 T = (net_height / patch_size) * (net_width / patch_size), row-major
+    attrs: net_height, net_width, patch_size (int)
+
+No ``-1`` placeholders are stored: unmatched keypoints simply do not appear in a pair, and optional
+arrays are absent rather than filled.
+
+Kill safety: a writer collects units into a temp shard (``.…h5.tmp``, written with h5py, never opened
+by readers) and commits it by close, fsync, ``os.replace`` to the final name, fsync of the folder. A unit
+is therefore visible only inside a complete, closed file. ``kill -9`` loses at most the uncommitted batch
+(a temp file, deleted on the next open when its writer is dead); those units are recomputed on resume.
+An unflushed HDF5 file killed mid-write is unopenable (reference/PYTHON_STACK.md §D), hence no appends.
+
+Batching: a writer commits a shard every ``max_units`` units, ``max_bytes`` bytes or ``max_seconds`` seconds
+(checked on :meth:`Writer.add`) and on exit, so 10k pairs make tens of files, not 10k, while a crash loses at
+most one batch. Resume is per unit: a unit is done iff some committed shard holds it.
+
+Sharding: each writer (process, GPU, machine on a shared folder) writes its own uniquely named shards;
+no locks, no shared file is ever modified. A reader indexes all shards and sees their union. If two
+workers computed the same unit, both copies are complete and equivalent; the first shard in name order
+wins. :func:`worker_of` splits keys between workers deterministically. Other workers' new shards become
+visible after :meth:`Store.refresh`.
+
+Corruption: a committed shard that does not open or does not match this namespace (truncated copy,
+foreign file) is logged as a warning and moved to ``corrupt/``; its units count as missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from sfm3r.errors import CacheError
+from sfm3r.types import PairResult
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+CORRUPT = "corrupt"
+STALE_TMP_SECONDS = 6 * 3600  # a temp shard untouched this long belongs to a dead writer (any host)
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+_KIND_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{16,128}$")
+_TMP_RE = re.compile(r"^\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.\d+\.h5\.tmp$")
+
+AttrValue = str | int | float | bool
+
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
+    """Short hex sha256 of a stable JSON form of ``config`` (sorted keys, no whitespace).
+
+    Values may be JSON scalars, lists/tuples, mappings, Paths, Enums, numpy scalars and dataclasses.
+    Two mappings with the same content give the same hash in any key order, across runs and machines.
+    """
+    text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def pair_key(sha_i: str, sha_j: str) -> str:
+    """Key of the ordered pair (i, j): ``"<sha_i>_<sha_j>"``; ``pair_key(a, b) != pair_key(b, a)``.
+
+    Canonical order, for callers: an unordered pair is computed and stored once, with the image whose
+    sha256 sorts first as i (``pair_key(*sorted((a, b)))``); a reader wanting the other order swaps the
+    result (i <-> j fields, inverse relative pose). Sorting by content, not by input order, keeps the key
+    stable when images are added, removed or renamed.
+    """
+    for sha in (sha_i, sha_j):
+        if not _SHA_RE.match(sha):
+            raise ValueError(f"pair_key expects lower-case hex content hashes, got {sha!r}")
+    return f"{sha_i}_{sha_j}"
+
+
+def worker_of(key: str, num_workers: int) -> int:
+    """Deterministic worker index in [0, num_workers) for ``key``, so workers split units disjointly."""
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % num_workers
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Enum):
+        return _jsonable(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"config value {value!r} of type {type(value).__name__} has no stable JSON form")
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise ValueError(f"cache key must match [A-Za-z0-9_-]{{1,200}}, got {key!r}")
+
+
+# --------------------------------------------------------------------------------------------- units
+
+
+@dataclass(frozen=True, eq=False)
+class Unit:
+    """One cached result: named arrays plus scalar attributes (without ``unit_type``)."""
+
+    unit_type: str
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, AttrValue] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
+def _py(value: Any) -> AttrValue:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_group(group: h5py.Group) -> Unit:
+    attrs = {k: _py(v) for k, v in group.attrs.items()}
+    unit_type = str(attrs.pop("unit_type", ""))
+    return Unit(unit_type, {name: ds[()] for name, ds in group.items()}, attrs)
+
+
+# --------------------------------------------------------------------------------------------- store
+
+
+class Store:
+    """One namespace ``<root>/<kind>-<confighash>``: the union of its committed shards.
+
+    Not thread-safe; use one Store per process (or thread). Also a context manager (closes open files).
+    """
+
+    def __init__(self, path: Path, kind: str, config: Mapping[str, Any], *, readonly: bool) -> None:
+        self.path = path
+        self.kind = kind
+        self.config = _jsonable(config)
+        self.config_hash = config_hash(config)
+        self.readonly = readonly
+        self._index: dict[str, list[Path]] = {}  # key -> committed shards holding it, in name order
+        self._seen: set[Path] = set()  # shards already indexed (valid or moved aside)
+        self._open: dict[Path, h5py.File] = {}
+
+    # --- queries
+    def has(self, key: str) -> bool:
+        """Whether a committed shard holds ``key`` (as of the last :meth:`refresh` or own commit)."""
+        return key in self._index
+
+    def keys(self) -> set[str]:
+        """Every key held by committed shards."""
+        return set(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def read(self, key: str) -> Unit:
+        """The unit stored under ``key``. Raises KeyError if absent (compute it, then write it)."""
+        for shard in list(self._index.get(key, ())):
+            try:
+                return _read_group(self._file(shard)["units"][key])
+            except (OSError, KeyError, ValueError) as exc:
+                self._quarantine(shard, f"reading unit {key} failed: {exc}")
+        raise KeyError(f"{key} is not in cache {self.path}")
+
+    def shard_files(self) -> list[Path]:
+        """Committed shard files currently indexed."""
+        return sorted({s for shards in self._index.values() for s in shards})
+
+    # --- maintenance
+    def refresh(self) -> None:
+        """Index shards committed since the last scan (by other workers); clean dead writers' temp files."""
+        folder = self.path / SHARDS
+        if not folder.is_dir():
+            return
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.name.endswith(".tmp"):
+                if not self.readonly:
+                    _remove_if_stale(path)
+            elif entry.name.endswith(".h5") and path not in self._seen:
+                self._seen.add(path)
+                self._index_shard(path)
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def writer(
+        self, *, max_units: int = 256, max_bytes: int = 512 << 20, max_seconds: float = 60.0, durable: bool = True
+    ) -> Writer:
+        """A writer of new shards; use as ``with store.writer() as w: w.add(key, unit)``."""
+        if self.readonly:
+            raise CacheError(f"cache {self.path} was opened read-only; open it with readonly=False to write")
+        return Writer(self, max_units=max_units, max_bytes=max_bytes, max_seconds=max_seconds, durable=durable)
+
+    # --- internals
+    def _file(self, shard: Path) -> h5py.File:
+        f = self._open.get(shard)
+        if f is None:
+            if len(self._open) >= 64:  # bound open handles: drop the oldest
+                oldest = next(iter(self._open))
+                self._open.pop(oldest).close()
+            f = self._open[shard] = h5py.File(shard, "r", locking=False)
+        return f
+
+    def _index_shard(self, shard: Path) -> None:
+        try:
+            with h5py.File(shard, "r", locking=False) as f:
+                got = (int(f.attrs.get("schema_version", -1)), _py(f.attrs.get("config_hash", "")))
+                if got != (SCHEMA_VERSION, self.config_hash):
+                    raise ValueError(f"shard has (schema, config) {got}, this store {SCHEMA_VERSION, self.config_hash}")
+                keys = list(f["units"].keys())
+        except (OSError, KeyError, ValueError) as exc:
+            self._quarantine(shard, str(exc))
+            return
+        for key in keys:
+            self._index.setdefault(key, []).append(shard)
+
+    def _add_committed(self, shard: Path, keys: list[str]) -> None:
+        self._seen.add(shard)
+        for key in keys:
+            self._index.setdefault(key, []).append(shard)
+
+    def _quarantine(self, shard: Path, reason: str) -> None:
+        f = self._open.pop(shard, None)
+        if f is not None:
+            f.close()
+        for key in [k for k, shards in self._index.items() if shard in shards]:
+            self._index[key].remove(shard)
+            if not self._index[key]:
+                del self._index[key]
+        where = "left in place (read-only store)"
+        if not self.readonly:
+            target = self.path / CORRUPT / shard.name
+            try:
+                target.parent.mkdir(exist_ok=True)
+                os.replace(shard, target)
+                where = f"moved to {target}"
+            except FileNotFoundError:
+                where = "already moved by another worker"
+            except OSError as exc:
+                where = f"could not be moved ({exc}); ignored"
+        logger.warning("cache shard %s is unreadable (%s); %s; its units will be recomputed", shard, reason, where)
+
+
+def open_store(
+    root: Path | str, kind: str, config: Mapping[str, Any], *, readonly: bool = False, overwrite: bool = False
+) -> Store:
+    """Open (creating unless ``readonly``) the namespace ``<root>/<kind>-<config_hash(config)>``.
+
+    ``config``: every setting that affects the results (checkpoint sha256, resolution, options).
+    ``overwrite``: delete that namespace first (never while other workers write to it).
+    Raises CacheError if the folder is not usable (a file in the way, not writable, written by another
+    schema version or with another config under the same hash).
+    """
+    root = Path(root)
+    if not _KIND_RE.match(kind):
+        raise ValueError(f"cache kind must match [a-z0-9][a-z0-9-]*, got {kind!r}")
+    store = Store(root / f"{kind}-{config_hash(config)}", kind, config, readonly=readonly)
+    path = store.path
+    for p in (root, path, path / SHARDS):
+        if p.exists() and not p.is_dir():
+            raise CacheError(f"cache path {p} is a file, not a folder: move it away or choose another output folder")
+    if overwrite and not readonly and path.exists():
+        logger.info("deleting cache namespace %s (overwrite)", path)
+        shutil.rmtree(path)
+    manifest = path / MANIFEST
+    if manifest.exists():
+        _check_manifest(manifest, store)
+    elif not readonly:
+        try:
+            (path / SHARDS).mkdir(parents=True, exist_ok=True)
+            _write_manifest(manifest, store)
+        except PermissionError as exc:
+            raise CacheError(f"cannot write the cache folder {path} ({exc}): choose a writable output folder") from exc
+    if not readonly and not os.access(path / SHARDS, os.W_OK | os.X_OK):
+        raise CacheError(f"the cache folder {path / SHARDS} is not writable: fix its permissions or choose another output folder")
+    store.refresh()
+    return store
+
+
+def _write_manifest(manifest: Path, store: Store) -> None:
+    content = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": store.kind,
+        "config_hash": store.config_hash,
+        "config": store.config,
+        "created": {
+            "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+            "h5py": h5py.__version__,
+            "hdf5": h5py.version.hdf5_version,
+        },
+    }
+    tmp = manifest.with_name(f".{MANIFEST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, manifest)  # concurrent creators write equivalent manifests; the last one stays
+
+
+def _check_manifest(manifest: Path, store: Store) -> None:
+    fix = f"delete the folder {manifest.parent} (or rerun with --overwrite) to recompute"
+    try:
+        content = json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"cache manifest {manifest} is unreadable ({exc}): {fix}") from exc
+    version = content.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CacheError(
+            f"cache {manifest.parent} was written with cache schema version {version}, this sfm3r uses "
+            f"{SCHEMA_VERSION}: {fix}"
+        )
+    if content.get("kind") != store.kind or config_hash(content.get("config") or {}) != store.config_hash:
+        raise CacheError(
+            f"cache {manifest.parent} holds kind {content.get('kind')!r} with config {content.get('config')}, "
+            f"not {store.kind!r} with {store.config}: {fix}"
+        )
+
+
+def _remove_if_stale(tmp: Path) -> None:
+    """Delete a temp shard whose writer is dead (same host, pid gone) or that nobody touched for hours."""
+    match = _TMP_RE.match(tmp.name)
+    try:
+        age = time.time() - tmp.stat().st_mtime
+    except FileNotFoundError:
+        return
+    dead = False
+    if match and match["host"] == _host():
+        pid = int(match["pid"])
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                dead = True
+            except PermissionError:
+                pass  # alive, owned by someone else
+    if dead or age > STALE_TMP_SECONDS:
+        try:
+            tmp.unlink()
+            logger.info("removed temp shard %s of a crashed writer", tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+# --------------------------------------------------------------------------------------------- writer
+
+
+class Writer:
+    """Adds units to the store in batches; each batch becomes one committed shard (see module docstring).
+
+    Units added but not yet committed are invisible to :meth:`Store.has` and lost if the process dies.
+    Leaving the ``with`` block commits (also on an exception: the units added are complete).
+    """
+
+    def __init__(self, store: Store, *, max_units: int, max_bytes: int, max_seconds: float, durable: bool) -> None:
+        if max_units < 1 or max_bytes < 1 or max_seconds <= 0:
+            raise ValueError("max_units, max_bytes and max_seconds must be positive")
+        self.store = store
+        self.max_units, self.max_bytes, self.max_seconds, self.durable = max_units, max_bytes, max_seconds, durable
+        self._name = f"{_host()}.{os.getpid()}.{secrets.token_hex(4)}"
+        self._seq = 0
+        self._file: h5py.File | None = None
+        self._tmp: Path | None = None
+        self._pending: list[str] = []
+        self._bytes = 0
+        self._started = 0.0
+        self.committed_units = 0
+        self.committed_shards: list[Path] = []
+
+    @property
+    def pending(self) -> int:
+        """Units added but not committed yet."""
+        return len(self._pending)
+
+    def add(self, key: str, unit: Unit) -> None:
+        """Add one complete unit; commits the batch when it is full. A key already stored is skipped."""
+        _check_key(key)
+        if self.store.has(key) or key in self._pending:
+            logger.debug("cache unit %s already present in %s; not written again", key, self.store.path)
+            return
+        for name, value in unit.attrs.items():
+            if not isinstance(value, (str, int, float, bool, np.generic)) or name == "unit_type":
+                raise TypeError(f"unit attribute {name}={value!r}: only str, int, float and bool are stored")
+        if self._file is None:
+            self._open_batch()
+        group = self._file.create_group(f"units/{key}")
+        try:
+            group.attrs["unit_type"] = unit.unit_type
+            group.attrs.update(unit.attrs)
+            for name, array in unit.arrays.items():
+                group.create_dataset(name, data=np.asarray(array))
+        except BaseException:
+            del self._file[f"units/{key}"]  # never commit a partial unit
+            raise
+        self._pending.append(key)
+        self._bytes += unit.nbytes
+        if (
+            len(self._pending) >= self.max_units
+            or self._bytes >= self.max_bytes
+            or time.monotonic() - self._started >= self.max_seconds
+        ):
+            self.commit()
+
+    def commit(self) -> Path | None:
+        """Make every pending unit visible (one new shard); returns its path, or None if nothing was pending."""
+        if self._file is None:
+            return None
+        f, tmp, keys = self._file, self._tmp, self._pending
+        f.attrs["num_units"] = len(keys)
+        f.close()
+        self._file, self._tmp, self._pending, self._bytes = None, None, [], 0
+        final = tmp.with_name(f"{self._name.replace('.', '-')}-{self._seq:06d}.h5")
+        self._seq += 1
+        if self.durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        if self.durable:
+            _fsync_dir(final.parent)
+        self.store._add_committed(final, keys)
+        self.committed_units += len(keys)
+        self.committed_shards.append(final)
+        logger.debug("committed %d cache units to %s", len(keys), final)
+        return final
+
+    def abort(self) -> None:
+        """Drop the pending units (delete the temp shard)."""
+        if self._file is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+        self._file, self._tmp, self._pending, self._bytes = None, None, [], 0
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            self.commit()
+        except Exception:
+            self.abort()
+            if exc_type is None:
+                raise
+
+    def _open_batch(self) -> None:
+        folder = self.store.path / SHARDS
+        self._tmp = folder / f".{self._name}.{self._seq:06d}.h5.tmp"
+        try:
+            self._file = h5py.File(self._tmp, "w", locking=False)
+        except OSError as exc:
+            raise CacheError(f"cannot create a cache shard in {folder} ({exc}): is the disk full or read-only?") from exc
+        self._file.attrs.update(
+            {"schema_version": SCHEMA_VERSION, "kind": self.store.kind, "config_hash": self.store.config_hash}
+        )
+        self._file.create_group("units")
+        self._started = time.monotonic()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def iter_units(store: Store, keys: list[str] | None = None) -> Iterator[tuple[str, Unit]]:
+    """(key, unit) for ``keys`` (default: all, sorted) that are present."""
+    for key in sorted(store.keys()) if keys is None else keys:
+        if store.has(key):
+            yield key, store.read(key)
+
+
+# --------------------------------------------------------------------------------------------- typed units
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise ValueError(what)
+
+
+def _expect_type(unit: Unit, unit_type: str, key: str, store: Store) -> None:
+    if unit.unit_type != unit_type:
+        raise CacheError(
+            f"cache unit {key} in {store.path} is a {unit.unit_type!r} unit, not {unit_type!r}: "
+            "the namespace mixes stage outputs; delete the folder (or rerun with --overwrite)"
+        )
+
+
+def pair_unit(result: PairResult) -> Unit:
+    """A PairResult as a cache unit (schema ``unit_type = "pair"``); checks shapes."""
+    m = result.num_matches
+    for name, shape in [("xy_i", (m, 2)), ("xy_j", (m, 2)), ("idx_i", (m,)), ("idx_j", (m,)), ("conf", (m,)),
+                        ("pts_i", (m, 3)), ("pts_j", (m, 3))]:  # fmt: skip
+        got = np.shape(getattr(result, name))
+        _require(got == shape, f"PairResult {result.name_i}/{result.name_j}: {name} has shape {got}, expected {shape}")
+    arrays: dict[str, np.ndarray] = {
+        "xy_i": np.asarray(result.xy_i, np.float32),
+        "xy_j": np.asarray(result.xy_j, np.float32),
+        "idx_i": _as_int32(result.idx_i, "idx_i"),
+        "idx_j": _as_int32(result.idx_j, "idx_j"),
+        "conf": np.asarray(result.conf, np.float32),
+        "pts_i": np.asarray(result.pts_i, np.float32),
+        "pts_j": np.asarray(result.pts_j, np.float32),
+    }
+    _require((result.rel_rotation is None) == (result.rel_translation is None),
+             "rel_rotation and rel_translation must be both given or both None")  # fmt: skip
+    if result.rel_rotation is not None:
+        _require(np.shape(result.rel_rotation) == (3, 3) and np.shape(result.rel_translation) == (3,),
+                 "rel_rotation must be (3, 3) and rel_translation (3,)")  # fmt: skip
+        arrays["rel_rotation"] = np.asarray(result.rel_rotation, np.float64)
+        arrays["rel_translation"] = np.asarray(result.rel_translation, np.float64)
+    attrs = {"name_i": result.name_i, "name_j": result.name_j, "backend": result.backend,
+             "verified": bool(result.verified), "num_inliers": int(result.num_inliers)}  # fmt: skip
+    return Unit("pair", arrays, attrs)
+
+
+def write_pair_result(writer: Writer, key: str, result: PairResult) -> None:
+    """Add one pair result under ``key`` (normally :func:`pair_key` of the two images' sha256)."""
+    writer.add(key, pair_unit(result))
+
+
+def read_pair_result(store: Store, key: str, *, name_i: str | None = None, name_j: str | None = None) -> PairResult:
+    """The PairResult stored under ``key``; ``name_i``/``name_j`` replace the stored names (the key is by
+    content, so the same pair may have been computed under other file names)."""
+    unit = store.read(key)
+    _expect_type(unit, "pair", key, store)
+    a, at = unit.arrays, unit.attrs
+    return PairResult(
+        name_i=name_i if name_i is not None else str(at["name_i"]),
+        name_j=name_j if name_j is not None else str(at["name_j"]),
+        backend=str(at["backend"]),
+        xy_i=a["xy_i"], xy_j=a["xy_j"],
+        idx_i=a["idx_i"].astype(np.int64), idx_j=a["idx_j"].astype(np.int64),
+        conf=a["conf"], pts_i=a["pts_i"], pts_j=a["pts_j"],
+        verified=bool(at["verified"]), num_inliers=int(at["num_inliers"]),
+        rel_rotation=a.get("rel_rotation"), rel_translation=a.get("rel_translation"),
+    )  # fmt: skip
+
+
+def _as_int32(values: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.size and (values.min() < 0 or values.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{name} holds ids outside [0, 2**31): cannot be cached as int32")
+    return values.astype(np.int32)
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Local features of one image (schema ``unit_type = "features"``)."""
+
+    keypoints: np.ndarray  # (N, 2) float32, original pixels, COLMAP convention
+    descriptors: np.ndarray  # (N, D) uint8 or float32
+    width: int  # original image size after EXIF rotation
+    height: int
+    scales: np.ndarray | None = None  # (N,) float32, original pixels
+    orientations: np.ndarray | None = None  # (N,) float32, radians
+
+
+def write_features(writer: Writer, key: str, features: Features) -> None:
+    """Add the features of one image under ``key`` (the image's sha256)."""
+    n = features.keypoints.shape[0]
+    _require(features.keypoints.shape == (n, 2), f"keypoints must be (N, 2), got {features.keypoints.shape}")
+    d = features.descriptors
+    _require(d.ndim == 2 and d.shape[0] == n, f"descriptors must be (N={n}, D), got {d.shape}")
+    _require(d.dtype in (np.uint8, np.float32), f"descriptors must be uint8 or float32, got {d.dtype}")
+    arrays = {"keypoints": np.asarray(features.keypoints, np.float32), "descriptors": d}
+    for name in ("scales", "orientations"):
+        value = getattr(features, name)
+        if value is not None:
+            _require(np.shape(value) == (n,), f"{name} must be (N={n},), got {np.shape(value)}")
+            arrays[name] = np.asarray(value, np.float32)
+    writer.add(key, Unit("features", arrays, {"width": int(features.width), "height": int(features.height)}))
+
+
+def read_features(store: Store, key: str) -> Features:
+    """The Features stored under ``key``."""
+    unit = store.read(key)
+    _expect_type(unit, "features", key, store)
+    a = unit.arrays
+    return Features(
+        keypoints=a["keypoints"], descriptors=a["descriptors"],
+        width=int(unit.attrs["width"]), height=int(unit.attrs["height"]),
+        scales=a.get("scales"), orientations=a.get("orientations"),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Tokens:
+    """Encoder output of one image at network resolution (schema ``unit_type = "tokens"``)."""
+
+    tokens: np.ndarray  # (T, D) float16 or float32, T = (net_height // patch_size) * (net_width // patch_size)
+    net_height: int  # image size the network saw
+    net_width: int
+    patch_size: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the token grid."""
+        return self.net_height // self.patch_size, self.net_width // self.patch_size
+
+
+def write_tokens(writer: Writer, key: str, tokens: Tokens) -> None:
+    """Add the encoder tokens of one image under ``key`` (image sha256; the namespace names the model)."""
+    rows, cols = tokens.grid
+    t = tokens.tokens
+    _require(t.ndim == 2 and t.shape[0] == rows * cols,
+             f"tokens must be (T={rows}*{cols}, D) for a {tokens.net_height}x{tokens.net_width} net image, got {t.shape}")  # fmt: skip
+    _require(t.dtype in (np.float16, np.float32), f"tokens must be float16 or float32, got {t.dtype}")
+    attrs = {"net_height": int(tokens.net_height), "net_width": int(tokens.net_width), "patch_size": int(tokens.patch_size)}
+    writer.add(key, Unit("tokens", {"tokens": t}, attrs))
+
+
+def read_tokens(store: Store, key: str) -> Tokens:
+    """The Tokens stored under ``key``."""
+    unit = store.read(key)
+    _expect_type(unit, "tokens", key, store)
+    at = unit.attrs
+    return Tokens(unit.arrays["tokens"], int(at["net_height"]), int(at["net_width"]), int(at["patch_size"]))
