@@ -75,10 +75,11 @@ class RefineConf:
     min_tri_angle: float = 1.5  # deg, a point's largest ray angle (approx., see _tri_angles)
     min_track_length: int = 2  # inlier observations a point needs
     loss: LossType = LossType.CAUCHY
-    loss_scale: float = 1.0  # px; round 0 uses max(this, robust sigma) since its residuals are large
+    loss_scale: float = 2.0  # px; round 0 uses max(this, robust sigma) since its residuals are large
     rounds: int = 4  # triangulate + BA rounds (at most)
     stop_rel_change: float = 0.01  # stop when the mean reprojection error changes less than this fraction
     max_ba_iterations: int = 100  # Ceres iterations per BA
+    function_tolerance: float = 1e-6  # Ceres relative cost change to stop (pycolmap's default 0 crawls)
     refine_focal: bool = True
     refine_principal_point: bool = False
     refine_poses: bool = True
@@ -457,6 +458,7 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     opts.ceres.loss_function_scale = float(loss_scale)
     so = opts.ceres.solver_options
     so.max_num_iterations = int(conf.max_ba_iterations)
+    so.function_tolerance = float(conf.function_tolerance)
     so.num_threads = int(conf.num_threads if conf.num_threads > 0 else (os.cpu_count() or 1))
     cfg = pycolmap.BundleAdjustmentConfig()
     has_obs = counts > 0
@@ -465,6 +467,7 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     if conf.refine_poses and has_obs.sum() >= 2:
         cfg.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
     summary = pycolmap.create_default_bundle_adjuster(opts, cfg, rec).solve()
+    logger.debug("BA: %s", summary.brief_report())
     iterations = _num_iterations(summary)
     if not summary.is_solution_usable():
         logger.warning("refine_scene: bundle adjustment reports an unusable solution (%s); keeping the input",
