@@ -10,14 +10,14 @@ all vectorised (scipy connected components, no Python loop over nodes or edges):
 
 1. *Strong edges.* An edge (a, b) is strong when a third node c is matched to both a and b (the edge
    closes a triangle of matches). Random outlier matches almost never close triangles, true multi-view
-   matches almost always do. Inside conflicting components only strong edges are kept and the
-   components recomputed.
-2. *Support peeling.* Components that still conflict keep, per image, the keypoint with the most
-   support (sum of the confidences of its edges in the component; ties: smaller keypoint id). The other
-   keypoints leave the component and are re-grouped, over the edges among themselves, in the next round
-   (at most ``_MAX_PEEL_ROUNDS`` rounds; what remains after that is dropped).
-3. *Weak edges back.* The edges removed in step 1 are added back where they merge components without
-   creating a conflict (a merged group that would conflict keeps its step-2 split).
+   matches almost always do. Inside conflicting components the strong edges alone form groups.
+2. *Support peeling.* Groups that still conflict keep, per image, the keypoint with the most support
+   (sum of the confidences of its strong edges; ties: smaller keypoint id). The other keypoints leave
+   and are re-grouped, over the strong edges among themselves, in the next round (at most
+   ``_MAX_PEEL_ROUNDS`` rounds; what still conflicts after that is dropped).
+3. *Weak edges back, group by group.* The remaining edges link step-2 groups; a link between two groups
+   that share an image is rejected. Links that would still chain into a conflict are added greedily by
+   total confidence, heaviest first (a Python union-find over only those groups, usually few).
 
 Components that never conflicted are returned unchanged. Tracks shorter than ``min_length`` images are
 dropped. ``obs_xy`` of a node is the keypoint's pixel from the first pair that mentions it (identical
@@ -206,8 +206,7 @@ def _strong_edges(ea: np.ndarray, eb: np.ndarray, num_nodes: int) -> np.ndarray:
 def _split_conflicts(ea, eb, conf, node_image, num_nodes) -> np.ndarray:
     """(num_nodes,) int64 track label per node, -1 for dropped nodes. See the module docstring."""
     labels = _components(ea, eb, num_nodes)
-    all_nodes = np.ones(num_nodes, bool)
-    bad_label = _conflicting(labels, node_image, all_nodes)
+    bad_label = _conflicting(labels, node_image, np.ones(num_nodes, bool))
     if not bad_label.any():
         return labels
     bad_node = bad_label[labels]
@@ -218,15 +217,98 @@ def _split_conflicts(ea, eb, conf, node_image, num_nodes) -> np.ndarray:
     # Step 1: inside conflicting components keep only edges that close a triangle.
     ba, bb, bc = ea[in_bad], eb[in_bad], conf[in_bad]
     strong = _strong_edges(ba, bb, num_nodes)
-    sa, sb, sc = ba[strong], bb[strong], bc[strong]
 
-    # Step 2: peel by support until conflict-free.
-    offset = int(labels.max()) + 1
+    # Step 2: peel the strong-edge components by support until conflict-free.
     out = np.where(bad_node, -1, labels)
-    active = bad_node.copy()
+    offset = int(labels.max()) + 1
+    no_priority = np.zeros(num_nodes)
+    offset = _peel(ba[strong], bb[strong], bc[strong], no_priority, node_image, bad_node.copy(), out, offset)
+
+    # Step 3: weak edges back, merging step-2 groups whose image sets are disjoint.
+    return _merge_groups(ba[~strong], bb[~strong], bc[~strong], out, node_image)
+
+
+def _merge_groups(wa, wb, wc, out, node_image) -> np.ndarray:
+    """Merge the groups ``out`` (labels, -1 = dropped) along edges (wa, wb) without creating conflicts.
+
+    Group links whose image sets overlap are rejected. Where the remaining links still chain into a
+    conflict, links are added greedily by total confidence (a short Python union-find over those groups).
+    """
+    use = (out[wa] >= 0) & (out[wb] >= 0) & (out[wa] != out[wb])
+    if not use.any():
+        return out
+    assigned = out >= 0
+    labels, compact = np.unique(out[assigned], return_inverse=True)
+    num_g = labels.size
+    group = np.full(out.size, -1, np.int64)
+    group[assigned] = compact
+    num_images = int(node_image.max()) + 1
+    gmat = sp.csr_matrix((np.ones(compact.size, np.float32), (compact, node_image[assigned])),
+                         shape=(num_g, num_images))
+    ga, gb = group[wa[use]], group[wb[use]]
+    lo, hi = np.minimum(ga, gb), np.maximum(ga, gb)
+    link_key, inv = np.unique(lo * num_g + hi, return_inverse=True)
+    link_w = np.bincount(inv, wc[use])
+    la, lb = link_key // num_g, link_key % num_g
+    disjoint = np.asarray(gmat[la].multiply(gmat[lb]).sum(axis=1)).ravel() == 0
+    la, lb, link_w = la[disjoint], lb[disjoint], link_w[disjoint]
+    merged = _components(la, lb, num_g)
+    node_merged = np.where(assigned, merged[np.maximum(group, 0)], -1)
+    bad = _conflicting(np.maximum(node_merged, 0), node_image, assigned)
+    final = merged.copy()  # group -> final label
+    bad_links = bad[merged[la]]
+    if bad_links.any():
+        final = _greedy_merge(la[bad_links], lb[bad_links], link_w[bad_links], merged, bad, gmat)
+    new = np.full(out.size, -1, np.int64)
+    new[assigned] = final[compact]
+    return new
+
+
+def _greedy_merge(la, lb, w, merged, bad, gmat) -> np.ndarray:
+    """Greedy conflict-free union of groups along links (heaviest first); groups of conflict-free merged
+    components keep their merged label. Returns (G,) final label per group."""
+    num_g = merged.size
+    final = merged.copy()
+    parent = {}
+    images = {}
+    gcsr = gmat.tocsr()
+    for g in np.flatnonzero(bad[merged]).tolist():
+        parent[g] = g
+        bits = 0
+        for im in gcsr.indices[gcsr.indptr[g]:gcsr.indptr[g + 1]].tolist():
+            bits |= 1 << im
+        images[g] = bits
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for k in np.argsort(-w, kind="stable").tolist():
+        ra, rb = find(int(la[k])), find(int(lb[k]))
+        if ra == rb or images[ra] & images[rb]:
+            continue
+        parent[rb] = ra
+        images[ra] |= images[rb]
+    base = int(merged.max()) + 1
+    for g in parent:
+        final[g] = base + find(g)
+    return final
+
+
+def _peel(ea, eb, conf, priority, node_image, active, out, offset) -> int:
+    """Label the ``active`` nodes conflict-free in ``out`` (in place) using edges (ea, eb, conf).
+
+    Each round: components over the edges among active nodes; conflict-free ones are final; in the
+    others every (component, image) keeps its node of highest (priority, support, -node id), the winners
+    become tracks (components over edges among winners) and the losers go to the next round.
+    Returns the next free label.
+    """
+    num_nodes = node_image.size
     for _ in range(_MAX_PEEL_ROUNDS):
-        use = active[sa] & active[sb]
-        ra, rb, rc = sa[use], sb[use], sc[use]
+        use = active[ea] & active[eb]
+        ra, rb, rc = ea[use], eb[use], conf[use]
         sub = _components(ra, rb, num_nodes)
         bad_sub = _conflicting(sub, node_image, active)
         ok_nodes = active & ~bad_sub[sub]
@@ -234,17 +316,15 @@ def _split_conflicts(ea, eb, conf, node_image, num_nodes) -> np.ndarray:
         offset += num_nodes
         active &= ~ok_nodes
         if not active.any():
-            break
-        # keep, per (component, image), the node with the largest support
+            return offset
         support = np.bincount(ra, rc, minlength=num_nodes) + np.bincount(rb, rc, minlength=num_nodes)
         nodes = np.flatnonzero(active)
-        order = np.lexsort((nodes, -support[nodes], node_image[nodes], sub[nodes]))
+        order = np.lexsort((nodes, -support[nodes], -priority[nodes], node_image[nodes], sub[nodes]))
         nodes = nodes[order]
-        grp = np.stack([sub[nodes], node_image[nodes]], 1)
+        grp = sub[nodes] * (int(node_image.max()) + 1) + node_image[nodes]
         first = np.ones(nodes.size, bool)
-        first[1:] = np.any(grp[1:] != grp[:-1], axis=1)
+        first[1:] = grp[1:] != grp[:-1]
         winners = nodes[first]
-        # winners form conflict-free components over the edges among them
         win = np.zeros(num_nodes, bool)
         win[winners] = True
         use_w = win[ra] & win[rb]
@@ -255,17 +335,4 @@ def _split_conflicts(ea, eb, conf, node_image, num_nodes) -> np.ndarray:
     if active.any():
         logger.info("build_tracks: dropping %d nodes still in conflict after %d rounds",
                     int(active.sum()), _MAX_PEEL_ROUNDS)
-
-    # Step 3: weak edges back, where they merge without conflict.
-    weak_a, weak_b = ba[~strong], bb[~strong]
-    use = (out[weak_a] >= 0) & (out[weak_b] >= 0) & (out[weak_a] != out[weak_b])
-    if use.any():
-        _, compact = np.unique(np.where(out >= 0, out, -1), return_inverse=True)  # -1 -> 0 (ignored)
-        num_lab = int(compact.max()) + 1
-        la, lb = compact[weak_a[use]], compact[weak_b[use]]
-        merged = _components(la, lb, num_lab)  # component over track labels
-        node_merged = np.where(out >= 0, merged[compact], -1)
-        bad_m = _conflicting(np.maximum(node_merged, 0), node_image, out >= 0)
-        accept = (out >= 0) & ~bad_m[np.maximum(node_merged, 0)]
-        out = np.where(accept, node_merged + offset, out)
-    return out
+    return offset
