@@ -26,11 +26,13 @@ from enum import StrEnum
 import numpy as np
 
 from sfm3r.errors import InputError, ReconstructionError
+from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
 from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
 from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
-from sfm3r.sfm.edge_verification import VerifyConf, verify_edges
+from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
 from sfm3r.sfm.pose_init import initial_poses
 from sfm3r.sfm.reprojection_refinement import RefineConf2D, refine_reprojection
+from sfm3r.sfm.tracks import build_tracks
 from sfm3r.types import Camera, ImageInfo, PairResult, Scene
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class AlignConf:
     coarse_enabled: bool = True
     refine: Refinement = Refinement.REPROJECTION
     reprojection: RefineConf2D = field(default_factory=RefineConf2D)
+    ba: RefineConf = field(default_factory=RefineConf)
     shared_intrinsics: bool = False
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
     default_focal_factor: float = 1.2  # focal = factor·max(W, H) when nothing better is known
@@ -91,11 +94,6 @@ def _initial_intrinsics(
         est = canon.focal[k]
         if im.name in known:
             cam = known[im.name]
-            if (cam.width, cam.height) != (im.width, im.height):
-                raise InputError(
-                    f"known camera of {im.name} is {cam.width}x{cam.height} but the image is "
-                    f"{im.width}x{im.height}; give intrinsics at the original image resolution"
-                )
             focal[k] = (cam.fx + cam.fy) / 2
             pp[k] = (cam.cx, cam.cy)
             fixed[k] = conf.known_intrinsics == KnownIntrinsics.FIXED
@@ -181,6 +179,13 @@ def align_scene(
     names = [im.name for im in images]
     if len(set(names)) != len(names):
         raise InputError("image names given to align_scene are not unique")
+    for im in images:
+        cam = known.get(im.name)
+        if cam is not None and (cam.width, cam.height) != (im.width, im.height):
+            raise InputError(
+                f"known camera of {im.name} is {cam.width}x{cam.height} but the image is "
+                f"{im.width}x{im.height}; give intrinsics at the original image resolution"
+            )
     report = progress or (lambda stage, frac: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -230,20 +235,39 @@ def align_scene(
         canon, model_images, R, C, depth, focal, pp, conf.shared_intrinsics, keep, unregistered, info
     )
     if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
-        scene = _refine_with_ba(scene, pair_results, conf)
+        t0 = time.perf_counter()
+        pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
+        scene = _refine_with_ba(scene, pairs, conf, fixed)
+        timings["ba"] = time.perf_counter() - t0
     return scene
 
 
-def _refine_with_ba(scene: Scene, pair_results: Sequence[PairResult], conf: AlignConf) -> Scene:
-    """(b): tracks + triangulation + pycolmap BA from sfm.tracks / sfm.bundle_adjustment."""
-    from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene  # noqa: PLC0415 (sibling branch)
-    from sfm3r.sfm.tracks import build_tracks  # noqa: PLC0415
+def _filtered_pairs(
+    pair_results: Sequence[PairResult], edges: Sequence[VerifiedEdge], canon: CanonicalData, keep: np.ndarray
+) -> list[PairResult]:
+    """The verified pairs reduced to their kept matches (inliers of every stage so far)."""
+    out, start = [], 0
+    for e in edges:
+        k = e.inliers[keep[start : start + e.inliers.size]]
+        start += e.inliers.size
+        p = pair_results[e.pair_index]
+        fields = ("xy_i", "xy_j", "idx_i", "idx_j", "conf", "pts_i", "pts_j")
+        out.append(replace(p, **{f: getattr(p, f)[k] for f in fields}, num_inliers=int(k.size)))
+    return out
 
-    names = set(scene.image_names)
-    pairs = [p for p in pair_results if p.name_i in names and p.name_j in names]
-    tracks = build_tracks(pairs, list(scene.image_names))
+
+def _refine_with_ba(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf, fixed_focal: np.ndarray) -> Scene:
+    """(b): tracks + triangulation + pycolmap BA (sfm.tracks, sfm.bundle_adjustment)."""
+    tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
+    ba_conf = replace(
+        conf.ba,
+        shared_intrinsics=conf.shared_intrinsics,
+        refine_focal=conf.ba.refine_focal and not bool(fixed_focal.all()),
+    )
     out = refine_scene(
         tracks, list(scene.image_names), list(scene.cameras), scene.camera_of_image,
-        scene.rotations, scene.translations, RefineConf(),
+        scene.rotations, scene.translations, ba_conf,
     )
-    return replace(out, unregistered=tuple(scene.unregistered) + tuple(out.unregistered), info={**scene.info, **out.info})
+    return replace(
+        out, unregistered=tuple(scene.unregistered) + tuple(out.unregistered), info={**scene.info, "ba": out.info}
+    )

@@ -202,6 +202,7 @@ def refine_reprojection(
     logger.info("reprojection refinement: cost %.4g -> %.4g in %d iterations, inlier rms %.3f px",
                 history[0], history[-1], len(history) - 1, rms)
     fl = np.exp(logf.cpu().numpy())[fidx]
+    fl[fixed_focal] = focal[fixed_focal]  # exactly as given (no exp/log round trip)
     return RefineResult2D(
         rotations=np.transpose(Q.cpu().numpy(), (0, 2, 1)),
         centres=C.cpu().numpy(),
