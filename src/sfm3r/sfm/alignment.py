@@ -1,0 +1,273 @@
+"""Global alignment: pairwise results from any backend -> one consistent scene (cameras, poses, points).
+
+Stages (each its own module):
+1. ``edge_verification``: robust Sim(3) RANSAC per pair, verified match graph, largest component kept;
+2. ``canonical``: per-image anchor keypoints with canonical depths (streaming over MASt3R DenseViews
+   when given) and focal estimates;
+3. ``pose_init``: per-edge similarities chained along a maximum spanning tree, optional rotation averaging;
+4. ``coarse_alignment``: 3D matching objective (poses + per-image scales), robust LM;
+5. ``reprojection_refinement``: 2D reprojection objective on anchor depths, focals and poses, robust LM;
+6. optional tracks + triangulation + bundle adjustment (``refine="ba"``, sfm.bundle_adjustment).
+
+Intrinsics: known cameras (fixed, or as a starting point with ``known_intrinsics="prior"``) > EXIF prior >
+the backend's focal (Weiszfeld fit of its pointmaps) > ``default_focal_factor``·max(W, H). Principal
+points stay at the image centre unless known. ``shared_intrinsics`` uses one camera for all images
+(they must have the same size).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+import numpy as np
+
+from sfm3r.errors import InputError, ReconstructionError
+from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
+from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
+from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
+from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
+from sfm3r.sfm.pose_init import initial_poses
+from sfm3r.sfm.reprojection_refinement import RefineConf2D, refine_reprojection
+from sfm3r.sfm.tracks import build_tracks
+from sfm3r.types import Camera, ImageInfo, PairResult, Scene
+
+logger = logging.getLogger(__name__)
+
+
+class Refinement(StrEnum):
+    NONE = "none"  # coarse 3D alignment only
+    REPROJECTION = "reprojection"  # (a): 2D reprojection refinement on anchor depths
+    BA = "ba"  # (b): tracks + triangulation + pycolmap bundle adjustment
+    REPROJECTION_BA = "reprojection+ba"  # (a) then (b)
+
+
+class KnownIntrinsics(StrEnum):
+    FIXED = "fixed"  # known cameras are kept as given
+    PRIOR = "prior"  # known cameras are the starting point; focals are refined
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignConf:
+    verify: VerifyConf = field(default_factory=VerifyConf)
+    rotation_averaging: bool = True
+    coarse: CoarseConf = field(default_factory=CoarseConf)
+    coarse_enabled: bool = True
+    refine: Refinement = Refinement.REPROJECTION
+    reprojection: RefineConf2D = field(default_factory=RefineConf2D)
+    ba: RefineConf = field(default_factory=RefineConf)
+    shared_intrinsics: bool = False
+    known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
+    default_focal_factor: float = 1.2  # focal = factor·max(W, H) when nothing better is known
+    focal_sanity: tuple[float, float] = (0.25, 6.0)  # backend focal estimates outside ·max(W,H) are ignored
+    device: str = "cpu"
+
+
+PRESETS: dict[str, AlignConf] = {
+    "fast": AlignConf(refine=Refinement.NONE, rotation_averaging=False),
+    "default": AlignConf(),
+    "accurate": AlignConf(refine=Refinement.REPROJECTION, reprojection=RefineConf2D(max_iters=60)),
+}
+
+
+def get_conf(name: str) -> AlignConf:
+    if name not in PRESETS:
+        raise InputError(f"unknown alignment preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def _initial_intrinsics(
+    images: Sequence[ImageInfo], canon: CanonicalData, known: Mapping[str, Camera], conf: AlignConf
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """focal (N,), pp (N, 2), fixed (N,) bool, source per image."""
+    N = len(images)
+    focal = np.zeros(N)
+    pp = np.zeros((N, 2))
+    fixed = np.zeros(N, bool)
+    source = []
+    for k, im in enumerate(images):
+        size = max(im.width, im.height)
+        pp[k] = (im.width / 2, im.height / 2)
+        est = canon.focal[k]
+        if im.name in known:
+            cam = known[im.name]
+            focal[k] = (cam.fx + cam.fy) / 2
+            pp[k] = (cam.cx, cam.cy)
+            fixed[k] = conf.known_intrinsics == KnownIntrinsics.FIXED
+            source.append("known")
+        elif im.prior_focal_px:
+            focal[k] = im.prior_focal_px
+            source.append("exif")
+        elif np.isfinite(est) and conf.focal_sanity[0] * size < est < conf.focal_sanity[1] * size:
+            focal[k] = est
+            source.append("backend")
+        else:
+            focal[k] = conf.default_focal_factor * size
+            source.append("default")
+    if conf.shared_intrinsics:
+        if len({(im.width, im.height) for im in images}) > 1:
+            raise InputError("shared_intrinsics needs images of one size; these images have several sizes")
+        k_fixed = np.flatnonzero(fixed)
+        f = focal[k_fixed[0]] if k_fixed.size else float(np.median(focal))
+        focal[:] = f
+        pp[:] = pp[k_fixed[0]] if k_fixed.size else pp[0]
+        fixed[:] = bool(k_fixed.size)
+    return focal, pp, fixed, source
+
+
+def _scene_from_anchors(
+    canon: CanonicalData,
+    images: Sequence[ImageInfo],
+    rotations: np.ndarray,
+    centres: np.ndarray,
+    depth: np.ndarray,  # (A,) world-unit anchor depths
+    focal: np.ndarray,
+    pp: np.ndarray,
+    shared: bool,
+    keep: np.ndarray,  # (K,) bool matches to output as points
+    unregistered: tuple[str, ...],
+    info: dict,
+) -> Scene:
+    """One point per kept match (mean of its two anchors' world points), observed in both images."""
+    X = rotations.transpose(0, 2, 1)[canon.anchor_image] @ (anchor_rays(canon, focal, pp) * depth[:, None])[..., None]
+    X = X[..., 0] + centres[canon.anchor_image]
+    a, b = canon.match_a[keep], canon.match_b[keep]
+    pts = 0.5 * (X[a] + X[b])
+    P = pts.shape[0]
+    N = len(images)
+    if shared:
+        cams = (Camera(images[0].width, images[0].height, focal[0], focal[0], pp[0, 0], pp[0, 1]),)
+        coi = np.zeros(N, np.int64)
+    else:
+        cams = tuple(Camera(im.width, im.height, focal[k], focal[k], pp[k, 0], pp[k, 1]) for k, im in enumerate(images))
+        coi = np.arange(N, dtype=np.int64)
+    t = -np.einsum("nij,nj->ni", rotations, centres)
+    return Scene(
+        image_names=tuple(im.name for im in images),
+        cameras=cams,
+        camera_of_image=coi,
+        rotations=rotations,
+        translations=t,
+        points_xyz=pts,
+        points_rgb=np.full((P, 3), 128, np.uint8),
+        points_error=np.full(P, np.nan),
+        obs_point=np.repeat(np.arange(P), 2),
+        obs_image=np.stack([canon.anchor_image[a], canon.anchor_image[b]], 1).reshape(-1),
+        obs_xy=np.stack([canon.anchor_xy[a], canon.anchor_xy[b]], 1).reshape(-1, 2),
+        unregistered=unregistered,
+        info=info,
+    )
+
+
+def align_scene(
+    pair_results: Sequence[PairResult],
+    images: Sequence[ImageInfo],
+    conf: AlignConf = AlignConf(),
+    dense_views: DenseViewSource | None = None,
+    known_cameras: Mapping[str, Camera] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> Scene:
+    """Align all pairwise results into one scene (cameras at original resolution, cam_from_world poses).
+
+    Images outside the largest verified component are listed in ``Scene.unregistered``. Raises
+    ReconstructionError when fewer than two images can be placed.
+    """
+    known = dict(known_cameras or {})
+    names = [im.name for im in images]
+    if len(set(names)) != len(names):
+        raise InputError("image names given to align_scene are not unique")
+    for im in images:
+        cam = known.get(im.name)
+        if cam is not None and (cam.width, cam.height) != (im.width, im.height):
+            raise InputError(
+                f"known camera of {im.name} is {cam.width}x{cam.height} but the image is "
+                f"{im.width}x{im.height}; give intrinsics at the original image resolution"
+            )
+    report = progress or (lambda stage, frac: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    graph = verify_edges(pair_results, names, conf.verify)
+    timings["verify"] = time.perf_counter() - t0
+    if len(graph.component) < 2:
+        raise ReconstructionError(
+            f"no two images could be aligned: {len(graph.edges)} of {len(pair_results)} pairs passed the "
+            "geometric check; add more overlapping images or pairs"
+        )
+    report("verify", 1.0)
+    model_images = [im for im in images if im.name in set(graph.component)]
+    unregistered = tuple(n for c in graph.other_components for n in c)
+    t0 = time.perf_counter()
+    canon = build_canonical(pair_results, graph.edges, model_images, dense_views)
+    focal, pp, fixed, source = _initial_intrinsics(model_images, canon, known, conf)
+    timings["canonical"] = time.perf_counter() - t0
+    report("canonical", 1.0)
+    t0 = time.perf_counter()
+    init = initial_poses(canon, graph.edges, average_rotations=conf.rotation_averaging)
+    R, C, lam = init.rotations, init.centres, init.scales
+    timings["init"] = time.perf_counter() - t0
+    report("init", 1.0)
+    keep = np.ones(canon.match_a.size, bool)
+    info: dict = {"focal_source": dict(zip(canon.image_names, source, strict=True)), "timings": timings}
+    if conf.coarse_enabled:
+        t0 = time.perf_counter()
+        res = coarse_align(canon, R, C, lam, focal, pp, init.root, conf.coarse, conf.device)
+        R, C, lam, keep = res.rotations, res.centres, res.scales, res.inlier_matches
+        info["coarse_cost"] = res.cost_history
+        timings["coarse"] = time.perf_counter() - t0
+        report("coarse", 1.0)
+    depth = canon.anchor_depth * lam[canon.anchor_image]
+    if conf.refine in (Refinement.REPROJECTION, Refinement.REPROJECTION_BA):
+        t0 = time.perf_counter()
+        res2 = refine_reprojection(
+            canon, R, C, depth, focal, pp, keep, fixed, init.root, conf.reprojection,
+            shared=conf.shared_intrinsics, device=conf.device,
+        )
+        R, C, depth, focal, keep = res2.rotations, res2.centres, res2.depths, res2.focal, res2.inlier_matches
+        info["reprojection_cost"] = res2.cost_history
+        timings["reprojection"] = time.perf_counter() - t0
+        report("reprojection", 1.0)
+    if not (np.isfinite(R).all() and np.isfinite(C).all() and np.isfinite(focal).all()):
+        raise ReconstructionError("the alignment diverged (non-finite poses); check the pairwise results")
+    scene = _scene_from_anchors(
+        canon, model_images, R, C, depth, focal, pp, conf.shared_intrinsics, keep, unregistered, info
+    )
+    if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
+        t0 = time.perf_counter()
+        pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
+        scene = _refine_with_ba(scene, pairs, conf, fixed)
+        timings["ba"] = time.perf_counter() - t0
+    return scene
+
+
+def _filtered_pairs(
+    pair_results: Sequence[PairResult], edges: Sequence[VerifiedEdge], canon: CanonicalData, keep: np.ndarray
+) -> list[PairResult]:
+    """The verified pairs reduced to their kept matches (inliers of every stage so far)."""
+    out, start = [], 0
+    for e in edges:
+        k = e.inliers[keep[start : start + e.inliers.size]]
+        start += e.inliers.size
+        p = pair_results[e.pair_index]
+        fields = ("xy_i", "xy_j", "idx_i", "idx_j", "conf", "pts_i", "pts_j")
+        out.append(replace(p, **{f: getattr(p, f)[k] for f in fields}, num_inliers=int(k.size)))
+    return out
+
+
+def _refine_with_ba(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf, fixed_focal: np.ndarray) -> Scene:
+    """(b): tracks + triangulation + pycolmap BA (sfm.tracks, sfm.bundle_adjustment)."""
+    tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
+    ba_conf = replace(
+        conf.ba,
+        shared_intrinsics=conf.shared_intrinsics,
+        refine_focal=conf.ba.refine_focal and not bool(fixed_focal.all()),
+    )
+    out = refine_scene(
+        tracks, list(scene.image_names), list(scene.cameras), scene.camera_of_image,
+        scene.rotations, scene.translations, ba_conf,
+    )
+    return replace(
+        out, unregistered=tuple(scene.unregistered) + tuple(out.unregistered), info={**scene.info, "ba": out.info}
+    )

@@ -1,0 +1,73 @@
+"""A small block-sparse Levenberg–Marquardt step shared by the coarse and the reprojection stages.
+
+Residuals come in groups of `d` rows; each group depends on two parameter blocks of size `p` (the two images
+of a match). Per-group Jacobian blocks (K, d, p) are reduced per unique block pair with ``index_add_`` into
+the blocks of JᵀWJ, which is assembled as a scipy sparse matrix and solved with a sparse LU. Memory is
+O(K·d·p) for the Jacobians plus O((N + E)·p²) for the normal equations: no dense N×N matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+
+def normal_equations(
+    J_a: torch.Tensor,  # (K, d, p) Jacobian w.r.t. block a of each group
+    J_b: torch.Tensor,  # (K, d, p) Jacobian w.r.t. block b
+    r: torch.Tensor,  # (K, d) residuals
+    w: torch.Tensor,  # (K,) weights (confidence × robust IRLS weight)
+    block_a: torch.Tensor,  # (K,) int64 parameter block index
+    block_b: torch.Tensor,  # (K,) int64
+    pair_id: torch.Tensor,  # (K,) int64 id of the unordered (a, b) block pair, in [0, P)
+    pair_ab: np.ndarray,  # (P, 2) int64 the blocks of each pair id
+    num_blocks: int,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """JᵀWJ (num_blocks·p square, sparse) and JᵀWr (num_blocks·p,)."""
+    p = J_a.shape[-1]
+    wa = J_a * w[:, None, None]
+    wb = J_b * w[:, None, None]
+    H_aa = torch.zeros(num_blocks, p, p, dtype=r.dtype, device=r.device)
+    H_aa.index_add_(0, block_a, wa.transpose(1, 2) @ J_a)
+    H_aa.index_add_(0, block_b, wb.transpose(1, 2) @ J_b)
+    P = pair_ab.shape[0]
+    H_ab = torch.zeros(P, p, p, dtype=r.dtype, device=r.device)
+    H_ab.index_add_(0, pair_id, wa.transpose(1, 2) @ J_b)
+    g = torch.zeros(num_blocks, p, dtype=r.dtype, device=r.device)
+    g.index_add_(0, block_a, (wa.transpose(1, 2) @ r[..., None])[..., 0])
+    g.index_add_(0, block_b, (wb.transpose(1, 2) @ r[..., None])[..., 0])
+    ar = np.arange(p)
+    rows, cols, vals = [], [], []
+    bi = np.arange(num_blocks)
+    rows.append((bi[:, None, None] * p + ar[None, :, None]).repeat(p, 2).ravel())
+    cols.append((bi[:, None, None] * p + ar[None, None, :]).repeat(p, 1).ravel())
+    vals.append(H_aa.cpu().numpy().ravel())
+    Hab = H_ab.cpu().numpy()
+    a, b = pair_ab[:, 0], pair_ab[:, 1]
+    ra = (a[:, None, None] * p + ar[None, :, None]).repeat(p, 2)
+    cb = (b[:, None, None] * p + ar[None, None, :]).repeat(p, 1)
+    rows += [ra.ravel(), cb.transpose(0, 2, 1).ravel()]
+    cols += [cb.ravel(), ra.transpose(0, 2, 1).ravel()]
+    vals += [Hab.ravel(), Hab.transpose(0, 2, 1).ravel()]
+    n = num_blocks * p
+    H = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return H, g.cpu().numpy().ravel()
+
+
+def solve_damped(H: sp.csr_matrix, g: np.ndarray, damping: float, free: np.ndarray) -> np.ndarray:
+    """Solve (H + μ·diag(H)) δ = −g on the `free` (bool, (n,)) parameters; fixed ones get δ = 0."""
+    Hf = H[free][:, free]
+    d = Hf.diagonal()
+    Hf = Hf + sp.diags(damping * np.maximum(d, 1e-9 * max(d.max(initial=0.0), 1e-12)) + 1e-12)
+    delta = np.zeros(H.shape[0])
+    delta[free] = spla.splu(Hf.tocsc()).solve(-g[free])
+    return delta
+
+
+def pair_ids(block_a: np.ndarray, block_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique unordered block pairs: (pair_id (K,), pair_ab (P, 2)) with block_a ≠ block_b."""
+    ab = np.stack([block_a, block_b], 1)
+    uniq, inv = np.unique(ab, axis=0, return_inverse=True)
+    return inv.reshape(-1), uniq

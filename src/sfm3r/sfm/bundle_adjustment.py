@@ -1,0 +1,582 @@
+"""Second-order finish: triangulate tracks with given cameras and poses, then robust bundle adjustment.
+
+``refine_scene`` runs a few rounds of
+
+1. **robust triangulation** of every track with the current cameras and poses (vectorised over all
+   tracks, no Python loop per track): a few two-view hypotheses per track (random observation pairs),
+   scored by MSAC over all its observations (reprojection error, cheirality); the best one is refined
+   by an iteratively reweighted linear least-squares fit to the inlier rays (weights 1/depth², so the
+   cost approximates the reprojection error). Observations are inliers below the round's threshold;
+   tracks need ``min_track_length`` inliers and a triangulation angle of at least ``min_tri_angle``.
+   Re-triangulating every track from scratch each round also *completes* tracks: observations rejected
+   under the rough input poses come back once the poses are good.
+2. **bundle adjustment** (pycolmap / Ceres, robust loss) of poses, points and optionally focal lengths
+   on an in-memory ``pycolmap.Reconstruction``; the gauge is fixed with ``TWO_CAMS_FROM_WORLD``, so the
+   result stays in the frame (and scale) of the input poses.
+
+The inlier threshold starts loose (``initial_max_error_frac`` of the image size: the input poses come from
+a coarse alignment and can be tens of pixels off), then shrinks to ``outlier_sigmas`` robust standard
+deviations of the residuals, never below ``max_reproj_error``. Rounds stop early when the mean
+reprojection error changes by less than ``stop_rel_change``. A final filter drops observations above
+``max_reproj_error`` and points that lost their angle or length.
+
+Cameras. The Scene holds PINHOLE cameras. Inside BA a camera whose fx and fy agree within 1 % (or any
+camera when ``camera_model="simple_pinhole"``) is a SIMPLE_PINHOLE starting at the mean focal: one focal
+per camera, square pixels (the differences between fx and fy of network-derived intrinsics are resize
+rounding, not a property of the lens). Otherwise PINHOLE (fx, fy refined separately). Principal points
+stay fixed by default (graphdeco 3DGS ignores them). ``shared_intrinsics=True`` merges all cameras of the
+same image size into one; otherwise the input grouping (``camera_of_image``) is kept.
+
+Colours. ``points_rgb`` is 128 grey: the pipeline colours the points from the images afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pycolmap
+
+from ..errors import InputError, ReconstructionError
+from ..types import Camera, Scene
+from .tracks import Tracks
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LossType", "CameraModel", "RefineConf", "refine_scene"]
+
+_SQUARE_PIXEL_TOL = 0.01  # fx, fy within 1 % -> one focal (SIMPLE_PINHOLE) in "auto" mode
+_GREY = 128
+
+
+class LossType(StrEnum):
+    TRIVIAL = "trivial"
+    HUBER = "huber"
+    SOFT_L1 = "soft_l1"
+    CAUCHY = "cauchy"
+
+
+class CameraModel(StrEnum):
+    AUTO = "auto"  # SIMPLE_PINHOLE when fx ≈ fy (1 %), else PINHOLE
+    SIMPLE_PINHOLE = "simple_pinhole"  # always one focal (mean of fx, fy)
+    PINHOLE = "pinhole"  # always fx, fy
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefineConf:
+    max_reproj_error: float = 4.0  # px: final observation filter, and the floor of every round's threshold
+    initial_max_error_frac: float = 0.05  # round-0 inlier threshold, fraction of the image's larger side
+    outlier_sigmas: float = 3.0  # later rounds: threshold = this many robust sigmas of the residuals
+    min_tri_angle: float = 1.5  # deg, a point's largest ray angle (approx., see _tri_angles)
+    min_track_length: int = 2  # inlier observations a point needs
+    loss: LossType = LossType.CAUCHY
+    loss_scale: float = 2.0  # px; round 0 uses max(this, robust sigma) since its residuals are large
+    rounds: int = 4  # triangulate + BA rounds (at most)
+    stop_rel_change: float = 0.01  # stop when the mean reprojection error changes less than this fraction
+    max_ba_iterations: int = 100  # Ceres iterations per BA
+    function_tolerance: float = 1e-6  # Ceres relative cost change to stop (pycolmap's default 0 crawls)
+    refine_focal: bool = True
+    refine_principal_point: bool = False
+    refine_poses: bool = True
+    shared_intrinsics: bool = False  # one camera per image size instead of the input grouping
+    camera_model: CameraModel = CameraModel.AUTO
+    num_hypotheses: int = 8  # two-view triangulation hypotheses per track
+    num_threads: int = -1  # Ceres threads; -1 = all cores
+    seed: int = 0
+
+
+def refine_scene(
+    tracks: Tracks,
+    image_names: Sequence[str],  # (N,)
+    cameras: Sequence[Camera],  # (C,)
+    camera_of_image: np.ndarray,  # (N,) int index into cameras
+    rotations: np.ndarray,  # (N, 3, 3) float64 cam_from_world
+    translations: np.ndarray,  # (N, 3) float64 cam_from_world
+    conf: RefineConf = RefineConf(),
+) -> Scene:
+    """Triangulate ``tracks`` and bundle-adjust poses, points and intrinsics (see module docstring).
+
+    Returns:
+        Scene with every input image registered (unless its refined pose became non-finite: then it is
+        listed in ``unregistered`` with a warning), PINHOLE cameras, points with at least
+        ``min_track_length`` observations under ``max_reproj_error``, grey colours, and ``info`` with
+        counts, errors before/after, BA iterations and time.
+
+    Raises:
+        InputError: inconsistent shapes or indices.
+        ReconstructionError: no track could be triangulated, or BA produced unusable intrinsics.
+    """
+    t_start = time.perf_counter()
+    n = len(image_names)
+    cam_of_img, rot, trans = _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations)
+    order = np.lexsort((tracks.obs_image, tracks.obs_track))
+    obs_track = tracks.obs_track[order]
+    obs_image = tracks.obs_image[order]
+    obs_xy = np.asarray(tracks.obs_xy, np.float64)[order]
+
+    group_of_img, params = _initial_intrinsics(cameras, cam_of_img, conf)
+    sizes = np.array([[cameras[c].width, cameras[c].height] for c in cam_of_img], np.float64).reshape(n, 2)
+    rng = np.random.default_rng(conf.seed)
+
+    thr = np.maximum(conf.max_reproj_error, conf.initial_max_error_frac * sizes.max(axis=1))[obs_image]
+    loss_scale = conf.loss_scale
+    rounds: list[dict] = []
+    err_before = None
+    prev_err = None
+    ba_iterations = 0
+    state = None
+    for r in range(conf.rounds):
+        K = _intrinsics_per_image(params, group_of_img)
+        tri = _triangulate(obs_track, obs_image, obs_xy, tracks.num_tracks, K, rot, trans, thr, conf, rng)
+        if tri.num_points == 0:
+            raise ReconstructionError(
+                f"refine_scene: no track could be triangulated in round {r} ({tracks.num_tracks} tracks, "
+                f"{obs_track.size} observations); are the poses and cameras consistent with the matches?")
+        if err_before is None:
+            err_before = float(tri.errors[tri.obs_keep].mean())
+        if r == 0:
+            sigma0 = 1.4826 * float(np.median(tri.errors[tri.obs_keep]))
+            loss_scale = max(conf.loss_scale, sigma0)
+        state = _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans,
+                               sizes, conf, loss_scale)
+        rot, trans, params = state.rot, state.trans, state.params
+        ba_iterations += state.iterations
+        res = state.errors
+        err = float(res.mean())
+        sigma = 1.4826 * float(np.median(res))
+        rounds.append({"points": tri.num_points, "observations": int(tri.obs_keep.sum()),
+                       "threshold_px": float(np.max(thr)), "error_px": err, "ba_iterations": state.iterations})
+        logger.info("refine_scene round %d: %d points, %d obs, thr %.1f px, BA %d it, error %.3f px",
+                    r, tri.num_points, int(tri.obs_keep.sum()), float(np.max(thr)), state.iterations, err)
+        thr = np.full(obs_track.size, max(conf.max_reproj_error, min(float(np.max(thr)), conf.outlier_sigmas * sigma)))
+        loss_scale = conf.loss_scale
+        if prev_err is not None and abs(prev_err - err) <= conf.stop_rel_change * prev_err:
+            break
+        prev_err = err
+
+    scene = _final_scene(state, obs_track, obs_image, obs_xy, image_names, group_of_img, conf)
+    info = dict(scene.info)
+    info.update(
+        tracks_in=int(tracks.num_tracks),
+        observations_in=int(obs_track.size),
+        mean_reproj_error_before=err_before,
+        ba_iterations=int(ba_iterations),
+        rounds=rounds,
+        time_s=time.perf_counter() - t_start,
+    )
+    object.__setattr__(scene, "info", info)
+    logger.info("refine_scene: %d tracks -> %d points, %d obs, error %.3f -> %.3f px in %.1f s",
+                tracks.num_tracks, scene.num_points, scene.obs_point.size, err_before,
+                info["mean_reproj_error_after"], info["time_s"])
+    return scene
+
+
+# ----------------------------------------------------------------------------------------------------
+# inputs and intrinsics
+
+
+def _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations):
+    n = len(image_names)
+    cam_of_img = np.asarray(camera_of_image, np.int64).reshape(-1)
+    rot = np.asarray(rotations, np.float64)
+    trans = np.asarray(translations, np.float64)
+    if rot.shape != (n, 3, 3) or trans.shape != (n, 3) or cam_of_img.shape != (n,):
+        raise InputError(f"refine_scene: expected rotations (N,3,3), translations (N,3), camera_of_image (N,) "
+                         f"for N={n} images, got {rot.shape}, {trans.shape}, {cam_of_img.shape}")
+    if n and (cam_of_img.min() < 0 or cam_of_img.max() >= len(cameras)):
+        raise InputError(f"refine_scene: camera_of_image indexes outside the {len(cameras)} cameras")
+    if not (np.all(np.isfinite(rot)) and np.all(np.isfinite(trans))):
+        raise InputError("refine_scene: input poses contain NaN or inf")
+    k = tracks.obs_track.shape[0]
+    if tracks.obs_image.shape != (k,) or tracks.obs_xy.shape != (k, 2):
+        raise InputError("refine_scene: Tracks arrays disagree in length")
+    if k and (tracks.obs_image.min() < 0 or tracks.obs_image.max() >= n):
+        raise InputError(f"refine_scene: Tracks.obs_image indexes outside the {n} images")
+    if k and (tracks.obs_track.min() < 0 or tracks.obs_track.max() >= tracks.num_tracks):
+        raise InputError("refine_scene: Tracks.obs_track outside [0, num_tracks)")
+    for c in cameras:
+        if not (c.fx > 0 and c.fy > 0 and np.isfinite([c.fx, c.fy, c.cx, c.cy]).all()):
+            raise InputError(f"refine_scene: camera {c} has a non-positive or non-finite focal length")
+    return cam_of_img, rot, trans
+
+
+def _initial_intrinsics(cameras, cam_of_img, conf):
+    """Camera groups of the BA and their parameters.
+
+    Returns:
+        group_of_img (N,) int64, params list of dicts {model, width, height, fx, fy, cx, cy}.
+    """
+    if conf.shared_intrinsics:
+        sizes = [(cameras[c].width, cameras[c].height) for c in cam_of_img]
+        uniq = sorted(set(sizes))
+        if len(uniq) > 1:
+            logger.warning("refine_scene: shared_intrinsics with %d different image sizes: sharing one camera "
+                           "per size", len(uniq))
+        group_of_img = np.array([uniq.index(s) for s in sizes], np.int64)
+        members = [np.unique(cam_of_img[group_of_img == g]) for g in range(len(uniq))]
+    else:
+        used, group_of_img = np.unique(cam_of_img, return_inverse=True)
+        members = [np.array([c]) for c in used]
+    params = []
+    for mem in members:
+        cams = [cameras[c] for c in mem]
+        fx = float(np.mean([c.fx for c in cams]))
+        fy = float(np.mean([c.fy for c in cams]))
+        square = abs(fx - fy) <= _SQUARE_PIXEL_TOL * 0.5 * (fx + fy)
+        model = {CameraModel.AUTO: "SIMPLE_PINHOLE" if square else "PINHOLE",
+                 CameraModel.SIMPLE_PINHOLE: "SIMPLE_PINHOLE", CameraModel.PINHOLE: "PINHOLE"}[conf.camera_model]
+        if model == "SIMPLE_PINHOLE":
+            fx = fy = 0.5 * (fx + fy)
+        params.append(dict(model=model, width=cams[0].width, height=cams[0].height, fx=fx, fy=fy,
+                           cx=float(np.mean([c.cx for c in cams])), cy=float(np.mean([c.cy for c in cams]))))
+    return group_of_img.astype(np.int64), params
+
+
+def _intrinsics_per_image(params, group_of_img) -> np.ndarray:
+    """(N, 4) float64 fx, fy, cx, cy of each image."""
+    table = np.array([[p["fx"], p["fy"], p["cx"], p["cy"]] for p in params], np.float64)
+    return table[group_of_img]
+
+
+# ----------------------------------------------------------------------------------------------------
+# vectorised robust triangulation
+
+
+@dataclass(frozen=True, eq=False)
+class _Triangulation:
+    point_of_track: np.ndarray  # (T,) int64 point index or -1
+    xyz: np.ndarray  # (P, 3)
+    obs_keep: np.ndarray  # (K,) bool observation is an inlier of a kept point
+    errors: np.ndarray  # (K,) reprojection error to its track's point (inf for dropped tracks)
+
+    @property
+    def num_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+
+def _project(xyz, K, rot, trans, obs_image):
+    """Per observation: (K, 2) pixel and (K,) depth of points xyz (K, 3) in the observing image."""
+    R = rot[obs_image]
+    pc = np.einsum("kij,kj->ki", R, xyz) + trans[obs_image]
+    z = pc[:, 2]
+    zs = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    k = K[obs_image]
+    uv = np.stack([k[:, 0] * pc[:, 0] / zs + k[:, 2], k[:, 1] * pc[:, 1] / zs + k[:, 3]], axis=1)
+    return uv, z
+
+
+def _reproj_errors(xyz_obs, obs_xy, K, rot, trans, obs_image):
+    uv, z = _project(xyz_obs, K, rot, trans, obs_image)
+    err = np.linalg.norm(uv - obs_xy, axis=1)
+    return np.where((z > 1e-9) & np.isfinite(err), err, np.inf)
+
+
+def _rays(obs_xy, K, rot, trans, obs_image):
+    """World-frame camera centres (K, 3) and unit ray directions (K, 3) of the observations."""
+    k = K[obs_image]
+    d_cam = np.stack([(obs_xy[:, 0] - k[:, 2]) / k[:, 0], (obs_xy[:, 1] - k[:, 3]) / k[:, 1],
+                      np.ones(obs_xy.shape[0])], axis=1)
+    R = rot[obs_image]
+    d = np.einsum("kji,kj->ki", R, d_cam)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    centers = -np.einsum("kji,kj->ki", R, trans[obs_image])
+    return centers, d
+
+
+def _two_ray_midpoint(c1, d1, c2, d2):
+    """(H, 3) midpoint of the shortest segment between rays (c1, d1) and (c2, d2) (unit d)."""
+    w = c1 - c2
+    b = np.sum(d1 * d2, axis=1)
+    d = np.sum(d1 * w, axis=1)
+    e = np.sum(d2 * w, axis=1)
+    den = 1.0 - b * b
+    den = np.where(den > 1e-12, den, 1e-12)
+    s = (b * e - d) / den
+    t = (e - b * d) / den
+    return 0.5 * (c1 + s[:, None] * d1 + c2 + t[:, None] * d2)
+
+
+def _ray_least_squares(centers, dirs, weights, obs_track, num_tracks):
+    """(T, 3) points minimising sum_k w_k |(I - d dᵀ)(X - c)|² per track; NaN for singular tracks."""
+    proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (K, 3, 3)
+    A = np.zeros((num_tracks, 3, 3))
+    b = np.zeros((num_tracks, 3))
+    np.add.at(A, obs_track, proj * weights[:, None, None])
+    np.add.at(b, obs_track, np.einsum("kij,kj->ki", proj, centers) * weights[:, None])
+    det = np.linalg.det(A)
+    ok = np.abs(det) > 1e-300
+    X = np.full((num_tracks, 3), np.nan)
+    X[ok] = np.linalg.solve(A[ok], b[ok][..., None])[..., 0]
+    return X
+
+
+def _tri_angles(xyz_obs, centers, obs_track, num_tracks, mask):
+    """(T,) deg: twice the largest angle between a kept ray and the track's mean ray (exact for 2 views)."""
+    v = xyz_obs - centers
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
+    mean = np.zeros((num_tracks, 3))
+    np.add.at(mean, obs_track[mask], v[mask])
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-300)
+    cosang = np.clip(np.sum(v * mean[obs_track], axis=1), -1.0, 1.0)
+    dev = np.where(mask, np.degrees(np.arccos(cosang)), 0.0)
+    out = np.zeros(num_tracks)
+    np.maximum.at(out, obs_track, dev)
+    return 2.0 * out
+
+
+def _triangulate(obs_track, obs_image, obs_xy, num_tracks, K, rot, trans, thr, conf, rng) -> _Triangulation:
+    """Robust multi-view triangulation of every track (see module docstring). obs sorted by track."""
+    k_total = obs_track.size
+    lengths = np.bincount(obs_track, minlength=num_tracks)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    tri_tracks = np.flatnonzero(lengths >= 2)
+    centers, dirs = _rays(obs_xy, K, rot, trans, obs_image)
+    thr2 = thr * thr
+
+    best_cost = np.full(num_tracks, np.inf)
+    best_X = np.full((num_tracks, 3), np.nan)
+    L = lengths[tri_tracks]
+    s = starts[tri_tracks]
+    for h in range(conf.num_hypotheses):
+        a = rng.integers(0, L)
+        b = (a + 1 + rng.integers(0, np.maximum(L - 1, 1))) % L
+        if h == 0:  # deterministic first hypothesis: first and last observation
+            a, b = np.zeros_like(L), L - 1
+        ia, ib = s + a, s + b
+        Xh = np.full((num_tracks, 3), np.nan)
+        Xh[tri_tracks] = _two_ray_midpoint(centers[ia], dirs[ia], centers[ib], dirs[ib])
+        err = _reproj_errors(Xh[obs_track], obs_xy, K, rot, trans, obs_image)
+        cost = np.bincount(obs_track, np.minimum(err * err, thr2), minlength=num_tracks)
+        better = cost < best_cost
+        best_cost[better] = cost[better]
+        best_X[better] = Xh[better]
+
+    X = best_X
+    for _ in range(3):  # reweighted least squares on the inliers
+        err = _reproj_errors(X[obs_track], obs_xy, K, rot, trans, obs_image)
+        inl = err < thr
+        _, depth = _project(X[obs_track], K, rot, trans, obs_image)
+        w = np.where(inl, 1.0 / np.maximum(depth, 1e-12) ** 2, 0.0)
+        n_inl = np.bincount(obs_track, inl, minlength=num_tracks)
+        Xn = _ray_least_squares(centers, dirs, w, obs_track, num_tracks)
+        upd = (n_inl >= 2) & np.all(np.isfinite(Xn), axis=1)
+        X = np.where(upd[:, None], Xn, X)
+    err = _reproj_errors(X[obs_track], obs_xy, K, rot, trans, obs_image)
+    inl = err < thr
+    n_inl = np.bincount(obs_track, inl, minlength=num_tracks)
+    angle = _tri_angles(X[obs_track], centers, obs_track, num_tracks, inl)
+    keep_track = (n_inl >= max(conf.min_track_length, 2)) & (angle >= conf.min_tri_angle) & np.all(np.isfinite(X), 1)
+    point_of_track = np.full(num_tracks, -1, np.int64)
+    point_of_track[keep_track] = np.arange(int(keep_track.sum()))
+    obs_keep = inl & keep_track[obs_track]
+    logger.debug("triangulation: %d of %d tracks kept, %d of %d obs", int(keep_track.sum()), num_tracks,
+                 int(obs_keep.sum()), k_total)
+    return _Triangulation(point_of_track=point_of_track, xyz=X[keep_track], obs_keep=obs_keep,
+                          errors=np.where(keep_track[obs_track], err, np.inf))
+
+
+# ----------------------------------------------------------------------------------------------------
+# bundle adjustment with pycolmap
+
+
+@dataclass(frozen=True, eq=False)
+class _BAState:
+    rot: np.ndarray  # (N, 3, 3)
+    trans: np.ndarray  # (N, 3)
+    params: list  # camera group parameters (dicts)
+    xyz: np.ndarray  # (P, 3) points after BA
+    point_of_track: np.ndarray  # (T,) int64
+    obs_keep: np.ndarray  # (K,) bool observations used in the BA
+    errors: np.ndarray  # (obs_keep.sum(),) reprojection errors after BA
+    iterations: int
+
+
+def _camera_params(p) -> list[float]:
+    if p["model"] == "SIMPLE_PINHOLE":
+        return [p["fx"], p["cx"], p["cy"]]
+    return [p["fx"], p["fy"], p["cx"], p["cy"]]
+
+
+def _loss_type(loss: LossType):
+    return {LossType.TRIVIAL: pycolmap.LossFunctionType.TRIVIAL, LossType.HUBER: pycolmap.LossFunctionType.HUBER,
+            LossType.SOFT_L1: pycolmap.LossFunctionType.SOFT_L1,
+            LossType.CAUCHY: pycolmap.LossFunctionType.CAUCHY}[LossType(loss)]
+
+
+def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, sizes, conf,
+                   loss_scale) -> _BAState:
+    """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back."""
+    n = len(image_names)
+    kept = np.flatnonzero(tri.obs_keep)
+    k_img = obs_image[kept]
+    # point2D index of each kept observation inside its image's keypoint list
+    by_img = np.lexsort((kept, k_img))
+    p2d = np.empty(kept.size, np.int64)
+    counts = np.bincount(k_img, minlength=n)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    p2d[by_img] = np.arange(kept.size) - first[k_img[by_img]]
+
+    rec = pycolmap.Reconstruction()
+    for g, p in enumerate(params):
+        cam = pycolmap.Camera(camera_id=g + 1, model=p["model"], width=int(p["width"]), height=int(p["height"]),
+                              params=_camera_params(p))
+        rec.add_camera_with_trivial_rig(cam)
+    sorted_kept = kept[by_img]
+    for i in range(n):
+        kp = obs_xy[sorted_kept[first[i]:first[i] + counts[i]]]
+        img = pycolmap.Image(name=str(image_names[i]), keypoints=np.ascontiguousarray(kp, np.float64),
+                             camera_id=int(group_of_img[i]) + 1, image_id=i + 1)
+        rec.add_image_with_trivial_frame(img, pycolmap.Rigid3d(pycolmap.Rotation3d(rot[i]), trans[i]))
+
+    point_ids = np.zeros(tri.num_points, np.int64)
+    # kept observations are grouped by track (obs sorted by track); split per point
+    pt_of_kept = tri.point_of_track[obs_track[kept]]
+    bounds = np.flatnonzero(np.diff(pt_of_kept)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [kept.size]])
+    grey = np.full(3, _GREY, np.uint8)
+    img_ids = (k_img + 1).tolist()
+    p2d_l = p2d.tolist()
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        pt = int(pt_of_kept[s])
+        track = pycolmap.Track([pycolmap.TrackElement(img_ids[k], p2d_l[k]) for k in range(s, e)])
+        point_ids[pt] = rec.add_point3D(tri.xyz[pt], track, grey)
+
+    opts = pycolmap.BundleAdjustmentOptions()
+    opts.print_summary = False
+    opts.refine_focal_length = bool(conf.refine_focal)
+    opts.refine_principal_point = bool(conf.refine_principal_point)
+    opts.refine_extra_params = False
+    opts.refine_rig_from_world = bool(conf.refine_poses)
+    opts.refine_sensor_from_rig = False
+    opts.ceres.loss_function_type = _loss_type(conf.loss)
+    opts.ceres.loss_function_scale = float(loss_scale)
+    so = opts.ceres.solver_options
+    so.max_num_iterations = int(conf.max_ba_iterations)
+    so.function_tolerance = float(conf.function_tolerance)
+    so.num_threads = int(conf.num_threads if conf.num_threads > 0 else (os.cpu_count() or 1))
+    cfg = pycolmap.BundleAdjustmentConfig()
+    has_obs = counts > 0
+    for i in np.flatnonzero(has_obs):
+        cfg.add_image(int(i) + 1)
+    if conf.refine_poses and has_obs.sum() >= 2:
+        cfg.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+    summary = pycolmap.create_default_bundle_adjuster(opts, cfg, rec).solve()
+    logger.debug("BA: %s", summary.brief_report())
+    iterations = _num_iterations(summary)
+    if not summary.is_solution_usable():
+        logger.warning("refine_scene: bundle adjustment reports an unusable solution (%s); keeping the input",
+                       summary.termination_type)
+        xyz = tri.xyz.copy()
+    else:
+        xyz = np.array([rec.point3D(int(pid)).xyz for pid in point_ids]).reshape(-1, 3)
+        rot = rot.copy()
+        trans = trans.copy()
+        for i in range(n):
+            T = rec.image(i + 1).cam_from_world()
+            rot[i] = T.rotation.matrix()
+            trans[i] = T.translation
+        params = [dict(p) for p in params]
+        for g, p in enumerate(params):
+            v = np.asarray(rec.camera(g + 1).params, np.float64)
+            if p["model"] == "SIMPLE_PINHOLE":
+                p["fx"] = p["fy"] = float(v[0])
+                p["cx"], p["cy"] = float(v[1]), float(v[2])
+            else:
+                p["fx"], p["fy"], p["cx"], p["cy"] = map(float, v[:4])
+    K = _intrinsics_per_image(params, group_of_img)
+    pt = tri.point_of_track[obs_track[kept]]
+    errors = _reproj_errors(xyz[pt], obs_xy[kept], K, rot, trans, obs_image[kept])
+    return _BAState(rot=rot, trans=trans, params=params, xyz=xyz, point_of_track=tri.point_of_track,
+                    obs_keep=tri.obs_keep, errors=errors, iterations=iterations)
+
+
+def _num_iterations(summary) -> int:
+    """Ceres iterations of a BA summary (successful + unsuccessful steps), 0 if unavailable."""
+    cs = getattr(summary, "ceres_summary", None)
+    if cs is None:
+        return 0
+    steps = getattr(cs, "num_successful_steps", 0) + getattr(cs, "num_unsuccessful_steps", 0)
+    if steps:
+        return int(steps)
+    return len(getattr(cs, "iterations", []) or [])
+
+
+# ----------------------------------------------------------------------------------------------------
+# final filter and Scene
+
+
+def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, group_of_img, conf) -> Scene:
+    """Filter the last BA's observations and points, check finiteness, and package a Scene."""
+    n = len(image_names)
+    kept = np.flatnonzero(state.obs_keep)
+    pt = state.point_of_track[obs_track[kept]]
+    finite_img = np.all(np.isfinite(state.rot.reshape(n, 9)), axis=1) & np.all(np.isfinite(state.trans), axis=1)
+    for p in state.params:
+        if not (np.isfinite([p["fx"], p["fy"], p["cx"], p["cy"]]).all() and p["fx"] > 0 and p["fy"] > 0):
+            raise ReconstructionError(f"refine_scene: bundle adjustment produced invalid intrinsics {p}; "
+                                      "try refine_focal=False or better initial cameras")
+    if not finite_img.all():
+        logger.warning("refine_scene: %d images got non-finite poses and are left unregistered: %s",
+                       int((~finite_img).sum()), [image_names[i] for i in np.flatnonzero(~finite_img)])
+    good = (state.errors <= conf.max_reproj_error) & finite_img[obs_image[kept]]
+    good &= np.all(np.isfinite(state.xyz), axis=1)[pt]
+    kept, pt = kept[good], pt[good]
+    # points keep >= min_track_length observations and their triangulation angle
+    num_pts = state.xyz.shape[0]
+    n_obs = np.bincount(pt, minlength=num_pts)
+    K = _intrinsics_per_image(state.params, group_of_img)
+    centers, _ = _rays(obs_xy[kept], K, state.rot, state.trans, obs_image[kept])
+    angle = _tri_angles(state.xyz[pt], centers, pt, num_pts, np.ones(pt.size, bool))
+    keep_pt = (n_obs >= max(conf.min_track_length, 2)) & (angle >= conf.min_tri_angle)
+    sel = keep_pt[pt]
+    kept, pt = kept[sel], pt[sel]
+    new_index = np.cumsum(keep_pt) - 1
+    obs_point = new_index[pt].astype(np.int64)
+    xyz = state.xyz[keep_pt]
+    errors = state.errors[good][sel]
+    num_out = int(keep_pt.sum())
+    points_error = np.bincount(obs_point, errors, minlength=num_out) / np.maximum(
+        np.bincount(obs_point, minlength=num_out), 1)
+
+    # drop non-finite images (their observations were already removed above)
+    reg = np.flatnonzero(finite_img)
+    remap = np.full(n, -1, np.int64)
+    remap[reg] = np.arange(reg.size)
+    obs_img_out = remap[obs_image[kept]]
+    groups_used, cam_index = np.unique(group_of_img[reg], return_inverse=True)
+    cameras = tuple(Camera(width=int(state.params[g]["width"]), height=int(state.params[g]["height"]),
+                           fx=state.params[g]["fx"], fy=state.params[g]["fy"], cx=state.params[g]["cx"],
+                           cy=state.params[g]["cy"]) for g in groups_used)
+    obs_per_image = np.bincount(obs_img_out, minlength=reg.size)
+    no_obs = [image_names[reg[i]] for i in np.flatnonzero(obs_per_image == 0)]
+    if no_obs:
+        logger.warning("refine_scene: %d registered images have no observations left: %s", len(no_obs),
+                       no_obs[:10])
+    info = dict(
+        points_out=num_out,
+        observations_out=int(kept.size),
+        mean_reproj_error_after=float(errors.mean()) if errors.size else float("nan"),
+        images_without_observations=no_obs,
+        camera_models=[p["model"] for p in state.params],
+    )
+    return Scene(
+        image_names=tuple(image_names[i] for i in reg),
+        cameras=cameras,
+        camera_of_image=cam_index.astype(np.int64),
+        rotations=state.rot[reg].copy(),
+        translations=state.trans[reg].copy(),
+        points_xyz=xyz.astype(np.float64),
+        points_rgb=np.full((num_out, 3), _GREY, np.uint8),
+        points_error=points_error.astype(np.float64),
+        obs_point=obs_point,
+        obs_image=obs_img_out.astype(np.int64),
+        obs_xy=obs_xy[kept].astype(np.float64),
+        unregistered=tuple(image_names[i] for i in np.flatnonzero(~finite_img)),
+        info=info,
+    )

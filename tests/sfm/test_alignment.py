@@ -1,0 +1,124 @@
+"""Global alignment on synthetic ground truth: cameras around a random scene, PairResults with per-pair
+scale, pixel noise, depth noise, a wrong backend focal and 20 % outlier matches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sfm3r.errors import InputError, ReconstructionError
+from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, Refinement, align_scene, get_conf
+from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
+from sfm3r.sfm.evaluation import evaluate_poses
+from sfm3r.types import Camera
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small batched ops are much slower with several threads on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _gt(scene):
+    class GT:
+        image_names = scene.image_names
+        rotations = scene.rotations
+        translations = scene.translations
+        cameras = scene.cameras
+        camera_of_image = None
+
+    return GT
+
+
+def _check_accuracy(out, scene, rot_deg=0.2, centre_frac=0.01, focal_frac=0.01):
+    m = evaluate_poses(out, _gt(scene))
+    assert m["registration_rate"] == 100.0
+    assert m["rot_err_max_deg"] < rot_deg, m
+    assert m["ATE_max"] < centre_frac, m
+    assert m["focal_err_max"] < focal_frac, m
+    assert np.isfinite(out.rotations).all() and np.isfinite(out.translations).all()
+    np.testing.assert_allclose(out.rotations @ out.rotations.transpose(0, 2, 1), np.broadcast_to(np.eye(3), out.rotations.shape), atol=1e-9)
+    assert np.allclose(np.linalg.det(out.rotations), 1.0)
+    return m
+
+
+@pytest.fixture(scope="module")
+def ring():
+    scene = make_scene(12, seed=1)
+    pairs = make_pair_results(scene, neighbour_pairs(12, 3), backend_focal_error=0.05, outlier_ratio=0.2, seed=2)
+    return scene, pairs
+
+
+def test_default_recovers_poses_and_focals(ring):
+    scene, pairs = ring
+    out = align_scene(pairs, scene.images, AlignConf())
+    _check_accuracy(out, scene)
+    assert out.num_points > 1000 and out.unregistered == ()
+    assert out.obs_point.max() < out.num_points and out.obs_image.max() < out.num_images
+
+
+def test_reprojection_refinement_alone_recovers_poses_and_focals(ring):
+    scene, pairs = ring
+    out = align_scene(pairs, scene.images, AlignConf(refine=Refinement.REPROJECTION))
+    _check_accuracy(out, scene)
+    assert "reprojection" in out.info["timings"]
+
+
+def test_coarse_alignment_improves_the_initialisation(ring):
+    scene, pairs = ring
+    init = evaluate_poses(align_scene(pairs, scene.images, AlignConf(refine=Refinement.NONE, coarse_enabled=False)), _gt(scene))
+    coarse = evaluate_poses(align_scene(pairs, scene.images, AlignConf(refine=Refinement.NONE)), _gt(scene))
+    assert coarse["ATE"] < init["ATE"]
+    assert coarse["rot_err_max_deg"] < 1.0 and init["rot_err_max_deg"] < 2.0
+
+
+def test_disconnected_components_keep_the_largest_and_report_the_rest():
+    scene = make_scene(13, seed=3)
+    pairs = neighbour_pairs(8, 2, cyclic=False) + [(8 + i, 8 + j) for i, j in neighbour_pairs(5, 2, cyclic=False)]
+    prs = make_pair_results(scene, pairs, seed=4)
+    out = align_scene(prs, scene.images, AlignConf(refine=Refinement.NONE))
+    assert out.image_names == scene.image_names[:8]
+    assert set(out.unregistered) == set(scene.image_names[8:])
+
+
+def test_sparse_views_on_a_short_arc():
+    scene = make_scene(5, arc_deg=80.0, seed=5)
+    prs = make_pair_results(scene, [(i, j) for i in range(5) for j in range(i + 1, 5)], backend_focal_error=0.03, seed=6)
+    out = align_scene(prs, scene.images, AlignConf())
+    _check_accuracy(out, scene)
+
+
+def test_shared_intrinsics_give_one_camera(ring):
+    scene, pairs = ring
+    out = align_scene(pairs, scene.images, AlignConf(shared_intrinsics=True, refine=Refinement.REPROJECTION))
+    assert len(out.cameras) == 1 and (out.camera_of_image == 0).all()
+    _check_accuracy(out, scene)
+
+
+def test_known_cameras_are_kept_fixed(ring):
+    scene, pairs = ring
+    known = {n: Camera(640, 480, 650.0, 650.0, 320.0, 240.0) for n in scene.image_names[:3]}
+    out = align_scene(pairs, scene.images, AlignConf(refine=Refinement.REPROJECTION,
+                                                     known_intrinsics=KnownIntrinsics.FIXED), known_cameras=known)
+    assert [c.fx for c in out.cameras[:3]] == [650.0] * 3
+    with pytest.raises(InputError, match="original image resolution"):
+        align_scene(pairs, scene.images, known_cameras={scene.image_names[0]: Camera(320, 240, 300, 300, 160, 120)})
+
+
+def test_no_verified_pair_raises_a_clear_error(ring):
+    scene, pairs = ring
+    from dataclasses import replace
+
+    bad = [replace(p, verified=False) for p in pairs]
+    with pytest.raises(ReconstructionError, match="passed the geometric check"):
+        align_scene(bad, scene.images, AlignConf())
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    assert get_conf("fast").refine == Refinement.NONE
+    with pytest.raises(InputError, match="default"):
+        get_conf("fastest")
