@@ -14,17 +14,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(verbose: bool, log_file: Path | None = None) -> logging.Handler | None:
+def configure_logging(verbose: bool = False, quiet: bool = False, log_file: Path | None = None) -> logging.Handler | None:
     """Send sfm3r's log records to the terminal (rich) and, when given, to `log_file` (appended).
 
     Returns the file handler so the caller can detach it when the run ends.
     """
     root = logging.getLogger("sfm3r")
     root.setLevel(logging.DEBUG)
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
+    console = next((h for h in root.handlers if isinstance(h, RichHandler)), None)
+    if console is None:
         console = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
-        console.setLevel(logging.DEBUG if verbose else logging.INFO)
         root.addHandler(console)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     file_handler = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

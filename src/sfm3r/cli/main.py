@@ -1,13 +1,21 @@
-"""The `sfm3r` console script: the top-level click group and the user-error boundary."""
+"""The `sfm3r` console script. Each command parses options, builds a config, calls one pipeline function and
+prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from sfm3r import __version__
 from sfm3r.errors import Sfm3rError
+from sfm3r.pipelines.config import PRESETS, Backend, CameraModel
+
+_EXISTING_DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
+_EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_EXISTING_PATH = click.Path(exists=True, path_type=Path)
+_OUT_DIR = click.Path(path_type=Path)
 
 
 class Sfm3rGroup(click.Group):
@@ -19,12 +27,201 @@ class Sfm3rGroup(click.Group):
         except Sfm3rError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted. Finished work is kept in the cache: rerun the same command to resume.", err=True)
+            sys.exit(130)
 
 
-@click.group(cls=Sfm3rGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Sfm3rGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sfm3r")
 def cli() -> None:
-    """sfm3r: camera poses, intrinsics and a sparse point cloud in COLMAP format from a folder of photos."""
+    """sfm3r: camera poses, intrinsics and a sparse point cloud in COLMAP format from a folder of photos.
+
+    Start with `sfm3r reconstruct PHOTOS OUT`: OUT becomes a folder that Gaussian Splatting trainers
+    (graphdeco 3DGS, gsplat, nerfstudio) read as is. The per-stage commands (pairs, match, align) run
+    the pipeline up to that stage; every command resumes from OUT/cache when rerun.
+    """
+
+
+def _pipeline_options(func):
+    """The options shared by reconstruct and the per-stage commands."""
+    options = [
+        click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
+                     help="Named settings: fast (previews, big sets), default, accurate (COLMAP-sized SIFT)."),
+        click.option("--checkpoint", type=_EXISTING_FILE, default=None,
+                     help="MASt3R checkpoint (.pth or .safetensors). Without it the weight-free classic SIFT "
+                          "backend is used."),
+        click.option("--backend", type=click.Choice([b.value for b in Backend]), default=None,
+                     help="Pairwise backend [default: mast3r with --checkpoint, else classic]."),
+        click.option("--retrieval-checkpoint", type=_EXISTING_FILE, default=None,
+                     help="MASt3R retrieval head (*_retrieval_trainingfree.pth) for retrieval graphs; "
+                          "without it retrieval uses the images' SIFT features."),
+        click.option("--codebook", type=_EXISTING_FILE, default=None,
+                     help="ASMK codebook (.pkl) that goes with --retrieval-checkpoint."),
+        click.option("--scene-graph", default=None,
+                     help="Which pairs to match: auto (complete up to 40 images, else retrieval-20-10), "
+                          "complete, swin-W[-noncyclic], logwin-W[-noncyclic], oneref-R, retrieval-NA-K."),
+        click.option("--pairs-file", type=_EXISTING_FILE, default=None,
+                     help="Match exactly these pairs ('name1 name2' per line, as COLMAP/hloc); overrides "
+                          "--scene-graph."),
+        click.option("--device", default=None, help="auto (CUDA when available), cpu, cuda, cuda:N [default: auto]."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="MASt3R pairs decoded per batch [default: 4]."),
+        click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
+                     help="Mixed precision for MASt3R on CUDA [default: auto = bf16 on CUDA, off on CPU]."),
+        click.option("--max-image-size", type=click.IntRange(min=0), default=None,
+                     help="Longest side (px) at which SIFT runs; 0 = full size [default: from the preset]."),
+        click.option("--shared-intrinsics", is_flag=True, default=None,
+                     help="One camera for all images (same camera, same zoom)."),
+        click.option("--camera-model", type=click.Choice([m.value for m in CameraModel]), default=None,
+                     help="Camera model written to the COLMAP model [default: PINHOLE]."),
+        click.option("--known-intrinsics", type=_EXISTING_PATH, default=None,
+                     help="Known cameras, kept fixed: a COLMAP model folder, or a cameras.txt with one camera."),
+        click.option("--recursive", is_flag=True, default=None, help="Also take images from sub-folders."),
+        click.option("--skip-bad-images", is_flag=True, default=None,
+                     help="Warn about unreadable images and go on without them (default: stop)."),
+        click.option("--text", "write_text", is_flag=True, default=None,
+                     help="Also write the COLMAP model as text (.txt) next to the binary files."),
+        click.option("--overwrite", is_flag=True, default=None,
+                     help="Delete OUT's earlier results and cache first (default: resume from them)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars, warnings only."),
+        click.option("--verbose", "-v", is_flag=True, help="Debug messages."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _conf_from_options(options: dict):
+    import dataclasses
+
+    from sfm3r.pipelines.config import preset_conf
+
+    preset = options.pop("preset")
+    max_image_size = options.pop("max_image_size")
+    shared = options.pop("shared_intrinsics")
+    for key in ("quiet", "verbose"):
+        options.pop(key)
+    conf = preset_conf(preset, **options)
+    if max_image_size is not None:
+        conf = dataclasses.replace(conf, sift=dataclasses.replace(conf.sift, max_image_size=max_image_size))
+    if shared:
+        conf = dataclasses.replace(conf, align=dataclasses.replace(conf.align, shared_intrinsics=True))
+    return conf
+
+
+def _run(images: Path, out: Path, options: dict, stop_after) -> None:
+    """Set up logging and progress, run the pipeline up to `stop_after`, print the summary."""
+    import dataclasses
+
+    from sfm3r.cli.logging_setup import configure_logging, detach_handler, rich_progress
+    from sfm3r.pipelines.reconstruct import reconstruct
+    from sfm3r.pipelines.run_folder import prepare_run_folder
+    from sfm3r.pipelines.summary import format_summary
+
+    quiet, verbose = options["quiet"], options["verbose"]
+    conf = _conf_from_options(dict(options))
+    # Prepare (or clean, with --overwrite) the run folder first, so the log file lands in it.
+    run = prepare_run_folder(out, overwrite=conf.overwrite)
+    conf = dataclasses.replace(conf, overwrite=False)
+    handler = configure_logging(verbose=verbose, quiet=quiet, log_file=run.log_path)
+    try:
+        with rich_progress(enabled=not quiet) as progress:
+            result = reconstruct(images, run.root, conf, progress=progress, stop_after=stop_after)
+    finally:
+        detach_handler(handler)
+    click.echo(format_summary(result))
+
+
+@cli.command()
+@click.argument("images", type=_EXISTING_DIR)
+@click.argument("out", type=_OUT_DIR)
+@_pipeline_options
+def reconstruct(images: Path, out: Path, **options) -> None:
+    """Reconstruct the photos in IMAGES into OUT (COLMAP model + Gaussian Splatting folder).
+
+    OUT gets images/ (EXIF-rotated copies), sparse/0/ (cameras.bin, images.bin, points3D.bin),
+    points.ply, preview.png, run.json and log.txt. Rerunning resumes from OUT/cache.
+    """
+    from sfm3r.pipelines.reconstruct import Stage
+
+    _run(images, out, options, Stage.EXPORT)
+
+
+@cli.command()
+@click.argument("images", type=_EXISTING_DIR)
+@click.argument("out", type=_OUT_DIR)
+@_pipeline_options
+def pairs(images: Path, out: Path, **options) -> None:
+    """Choose the image pairs to match; writes OUT/pairs.txt ('name1 name2' per line)."""
+    from sfm3r.pipelines.reconstruct import Stage
+
+    _run(images, out, options, Stage.PAIRS)
+
+
+@cli.command()
+@click.argument("images", type=_EXISTING_DIR)
+@click.argument("out", type=_OUT_DIR)
+@_pipeline_options
+def match(images: Path, out: Path, **options) -> None:
+    """Compute the pairwise matches and 3D points into OUT/cache (after the pairs stage)."""
+    from sfm3r.pipelines.reconstruct import Stage
+
+    _run(images, out, options, Stage.MATCH)
+
+
+@cli.command()
+@click.argument("images", type=_EXISTING_DIR)
+@click.argument("out", type=_OUT_DIR)
+@_pipeline_options
+def align(images: Path, out: Path, **options) -> None:
+    """Align the cached pairs into one model: OUT/sparse/0, OUT/points.ply, OUT/preview.png."""
+    from sfm3r.pipelines.reconstruct import Stage
+
+    _run(images, out, options, Stage.ALIGN)
+
+
+@cli.command()
+@click.argument("model", type=_EXISTING_DIR)
+@click.argument("images", type=_EXISTING_DIR)
+@click.argument("out", type=_OUT_DIR)
+@click.option("--text", "write_text", is_flag=True, help="Also write the model as text.")
+@click.option("--recursive", is_flag=True, help="Images may be in sub-folders (names like a/b.jpg).")
+def export(model: Path, images: Path, out: Path, write_text: bool, recursive: bool) -> None:
+    """Lay out a Gaussian Splatting folder OUT from a COLMAP MODEL folder and its IMAGES folder.
+
+    OUT gets images/ (EXIF applied, flat unique names), sparse/0/ and points.ply. Works with any COLMAP
+    model with pinhole cameras, also one not made by sfm3r.
+    """
+    from sfm3r.pipelines.export import export_model
+
+    written = export_model(model, images, out, text=write_text, recursive=recursive)
+    click.echo(f"Wrote {written}")
+
+
+@cli.command()
+@click.argument("estimate", type=_EXISTING_DIR)
+@click.argument("ground_truth", type=_EXISTING_DIR)
+@click.option("--json", "json_path", type=_OUT_DIR, default=None, help="Also write the metrics as JSON here.")
+def evaluate(estimate: Path, ground_truth: Path, json_path: Path | None) -> None:
+    """Compare the COLMAP model ESTIMATE with GROUND_TRUTH (images matched by name).
+
+    Either argument may be a model folder (cameras/images/points3D) or a run folder holding sparse/0.
+    Prints registration rate, RRA/RTA@5/15, mAA@30, AUC@3/5/10 of pairwise relative poses, ATE and focal error.
+    """
+    from sfm3r.pipelines.evaluate import evaluate_models, format_metrics
+
+    metrics = evaluate_models(estimate, ground_truth, json_path)
+    click.echo(format_metrics(metrics))
+
+
+@cli.command()
+@click.argument("model", type=_EXISTING_DIR)
+def info(model: Path) -> None:
+    """Summarise a COLMAP model (or a run folder holding sparse/0): cameras, images, points, errors."""
+    from sfm3r.pipelines.evaluate import describe_model
+
+    click.echo(describe_model(model))
 
 
 def main() -> None:

@@ -1,0 +1,117 @@
+"""The configuration of one reconstruction: named presets plus typed overrides (no eval, no strings to parse).
+
+`ReconstructConf` gathers every stage's options. The CLI picks a preset (`fast`, `default`, `accurate`)
+and replaces the fields the user set; the resolved config is saved in OUT/run.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sfm3r.errors import InputError
+from sfm3r.sfm import alignment as alignment_module
+from sfm3r.sfm import sift as sift_module
+from sfm3r.sfm.alignment import AlignConf
+from sfm3r.sfm.sift import SiftConf
+from sfm3r.sfm.two_view import TwoViewConf
+
+
+class Backend(enum.StrEnum):
+    AUTO = "auto"  # mast3r when a checkpoint is given, else classic
+    CLASSIC = "classic"  # SIFT + two-view geometry (pycolmap), no network weights
+    MAST3R = "mast3r"  # MASt3R network (needs --checkpoint)
+
+
+class CameraModel(enum.StrEnum):
+    PINHOLE = "PINHOLE"  # fx, fy, cx, cy
+    SIMPLE_PINHOLE = "SIMPLE_PINHOLE"  # one focal
+
+
+# Up to this many images the default scene graph matches every pair (as `colmap exhaustive_matcher`);
+# beyond, retrieval keeps the pair count linear in the number of images.
+COMPLETE_GRAPH_MAX_IMAGES = 40
+DEFAULT_RETRIEVAL_GRAPH = "retrieval-20-10"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructConf:
+    # Inputs
+    recursive: bool = False  # look for images in sub-folders too
+    skip_bad_images: bool = False  # warn and skip unreadable images instead of stopping
+    # Pairs
+    scene_graph: str = "auto"  # "auto": complete up to COMPLETE_GRAPH_MAX_IMAGES images, else retrieval
+    pairs_file: Path | None = None  # user-given pairs ("name1 name2" per line); overrides scene_graph
+    # Pairwise backend
+    backend: Backend = Backend.AUTO
+    checkpoint: Path | None = None  # MASt3R checkpoint (.pth or .safetensors)
+    retrieval_checkpoint: Path | None = None  # MASt3R retrieval head (*_retrieval_trainingfree.pth)
+    codebook: Path | None = None  # ASMK codebook (.pkl) for the retrieval head
+    net_image_size: int = 512  # MASt3R input size (512 or 224)
+    batch_size: int = 4  # MASt3R decoder pairs per batch
+    amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "fp16" or "off"
+    sift: SiftConf = field(default_factory=SiftConf)
+    two_view: TwoViewConf = field(default_factory=TwoViewConf)
+    # Alignment
+    align: AlignConf = field(default_factory=AlignConf)
+    known_intrinsics: Path | None = None  # COLMAP model folder or cameras.txt with known cameras
+    camera_model: CameraModel = CameraModel.PINHOLE  # written model (SIMPLE_PINHOLE averages fx, fy)
+    # Output and execution
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    write_text: bool = False  # also write the COLMAP model as .txt
+    overwrite: bool = False  # delete an earlier run's outputs and cache in OUT first
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", Backend(self.backend))
+        object.__setattr__(self, "camera_model", CameraModel(self.camera_model))
+        if self.net_image_size not in (224, 512):
+            raise InputError(f"net_image_size must be 224 or 512, got {self.net_image_size}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise InputError(f"amp must be one of auto, bf16, fp16, off; got {self.amp!r}")
+
+    @property
+    def resolved_backend(self) -> Backend:
+        if self.backend == Backend.AUTO:
+            return Backend.MAST3R if self.checkpoint is not None else Backend.CLASSIC
+        return self.backend
+
+
+PRESETS: dict[str, ReconstructConf] = {
+    # Fewer features and no refinement beyond the coarse alignment: previews, large collections.
+    "fast": ReconstructConf(sift=sift_module.PRESETS["fast"], align=alignment_module.PRESETS["fast"]),
+    "default": ReconstructConf(),
+    # COLMAP-sized SIFT and the most thorough alignment.
+    "accurate": ReconstructConf(sift=sift_module.PRESETS["colmap"], align=alignment_module.PRESETS["accurate"]),
+}
+
+
+def preset_conf(name: str, **overrides: Any) -> ReconstructConf:
+    """The preset `name` with the given fields replaced (None values are ignored: "not set by the user")."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(ReconstructConf)})
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown} for the reconstruction config")
+    return dataclasses.replace(PRESETS[name], **given)
+
+
+def conf_to_dict(conf: Any) -> Any:
+    """A JSON-ready view of a (nested) config dataclass: enums as values, paths as strings."""
+    if dataclasses.is_dataclass(conf):
+        return {f.name: conf_to_dict(getattr(conf, f.name)) for f in dataclasses.fields(conf)}
+    if isinstance(conf, enum.Enum):
+        return conf.value
+    if isinstance(conf, Path):
+        return str(conf)
+    if isinstance(conf, (tuple, list)):
+        return [conf_to_dict(v) for v in conf]
+    if isinstance(conf, dict):
+        return {str(k): conf_to_dict(v) for k, v in conf.items()}
+    return conf
+

@@ -1,0 +1,19 @@
+"""`sfm3r export`: a Gaussian Splatting folder from any COLMAP model and its images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sfm3r.io.colmap import read_colmap_model
+from sfm3r.io.export import export_gaussian_splatting_folder
+from sfm3r.io.images import load_image_infos
+from sfm3r.pipelines.evaluate import model_folder
+
+
+def export_model(model: Path, images_dir: Path, out: Path, text: bool = False, recursive: bool = False) -> Path:
+    """Write `out`/images, `out`/sparse/0 and `out`/points.ply from the model folder `model`."""
+    scene = read_colmap_model(model_folder(model))
+    wanted = set(scene.image_names)
+    recursive = recursive or any("/" in name for name in wanted)
+    infos = [info for info in load_image_infos(images_dir, recursive=recursive) if info.name in wanted]
+    return export_gaussian_splatting_folder(scene, infos, Path(out), text=text)

@@ -1,0 +1,225 @@
+"""`reconstruct`: images -> pairs -> pairwise backend -> alignment -> COLMAP model + 3DGS folder.
+
+Each stage reads and writes the run's cache (OUT/cache) and skips finished units, so rerunning the same
+command after a crash or a kill resumes where it stopped. `stop_after` runs the pipeline only up to a
+stage (the per-stage CLI commands); the earlier stages then resume from the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import sfm3r
+from sfm3r.errors import InputError
+from sfm3r.io.colmap import write_colmap_model
+from sfm3r.io.export import export_gaussian_splatting_folder
+from sfm3r.io.images import load_image_infos, read_image
+from sfm3r.io.pairs_file import write_pairs_file
+from sfm3r.io.ply import write_ply
+from sfm3r.io.preview import write_preview
+from sfm3r.pipelines.classic import extract_features, match_classic
+from sfm3r.pipelines.colors import color_points
+from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
+from sfm3r.pipelines.known_cameras import load_known_cameras
+from sfm3r.pipelines.pairs import select_pairs, sift_similarity
+from sfm3r.pipelines.run_folder import RunFolder, prepare_run_folder, write_json_atomic
+from sfm3r.sfm.alignment import align_scene
+from sfm3r.types import ImageInfo, Scene
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class Stage(enum.StrEnum):
+    PAIRS = "pairs"  # scene graph -> OUT/pairs.txt
+    MATCH = "match"  # pairwise results -> OUT/cache
+    ALIGN = "align"  # alignment -> OUT/sparse/0, OUT/points.ply, OUT/preview.png
+    EXPORT = "export"  # + OUT/images/ (the 3DGS folder): the whole pipeline
+
+
+@dataclass(eq=False)
+class ReconstructResult:
+    run: RunFolder
+    images: list[ImageInfo]
+    backend: Backend
+    scene: Scene | None = None  # None when stopped before the alignment
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - start, 3)
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when available, else "cpu"; an unavailable CUDA device is a user error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
+    """The input images, identical duplicates removed (kept: the first name), at least two."""
+    images_dir = Path(images_dir)
+    infos = load_image_infos(images_dir, recursive=conf.recursive, skip_bad_images=conf.skip_bad_images)
+    unique: dict[str, ImageInfo] = {}
+    for info in infos:
+        if info.sha256 in unique:
+            logger.warning("skipping %s: identical to %s (same file content)", info.name, unique[info.sha256].name)
+            continue
+        unique[info.sha256] = info
+    images = list(unique.values())
+    if len(images) < 2:
+        raise InputError(
+            f"{images_dir} holds {len(images)} usable image(s); Structure-from-Motion needs at least two "
+            "overlapping photos"
+        )
+    logger.info("images: %d in %s", len(images), images_dir)
+    return images
+
+
+def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
+    """SIMPLE_PINHOLE output: one focal per camera (the mean of fx and fy)."""
+    if model != CameraModel.SIMPLE_PINHOLE:
+        return scene
+    cameras = tuple(dataclasses.replace(c, fx=(c.fx + c.fy) / 2, fy=(c.fx + c.fy) / 2) for c in scene.cameras)
+    return dataclasses.replace(scene, cameras=cameras)
+
+
+def _scene_counts(scene: Scene, num_images: int) -> dict[str, Any]:
+    track_lengths = np.bincount(scene.obs_point, minlength=scene.num_points) if scene.num_points else np.zeros(0)
+    finite = scene.points_error[np.isfinite(scene.points_error)]
+    return {
+        "images": num_images,
+        "registered": scene.num_images,
+        "unregistered": list(scene.unregistered),
+        "points": scene.num_points,
+        "observations": int(scene.obs_point.size),
+        "mean_track_length": float(track_lengths.mean()) if track_lengths.size else 0.0,
+        "mean_reprojection_error_px": float(finite.mean()) if finite.size else float("nan"),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import pycolmap
+    import torch
+
+    return {
+        "sfm3r": sfm3r.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pycolmap": pycolmap.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def reconstruct(
+    images_dir: Path,
+    output_dir: Path,
+    conf: ReconstructConf = ReconstructConf(),
+    progress: Progress | None = None,
+    stop_after: Stage = Stage.EXPORT,
+) -> ReconstructResult:
+    """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4)."""
+    started = time.perf_counter()
+    run = prepare_run_folder(output_dir, overwrite=conf.overwrite)
+    device = resolve_device(conf.device)
+    backend = conf.resolved_backend
+    result = ReconstructResult(run=run, images=[], backend=backend)
+    timings = result.timings
+    logger.info("sfm3r %s: %s -> %s (backend %s, device %s)", sfm3r.__version__, images_dir, run.root, backend, device)
+    if backend == Backend.MAST3R:
+        raise InputError("the MASt3R backend is not available in this build yet; run without --checkpoint")
+
+    with _timed(timings, "images"):
+        images = result.images = load_images(images_dir, conf)
+        known = load_known_cameras(conf.known_intrinsics, images) if conf.known_intrinsics else {}
+
+    with _timed(timings, "features"):
+        features, feature_counts = extract_features(images, conf.sift, run.cache_dir, progress)
+    result.counts["features"] = dataclasses.asdict(feature_counts)
+
+    with _timed(timings, "pairs"):
+        pairs, graph_report = select_pairs(
+            images, conf, similarity=lambda: sift_similarity(images, features, run.cache_dir, device)
+        )
+        write_pairs_file(run.root / "pairs.txt", pairs)
+    result.counts["pairs"] = {
+        "graph": graph_report.graph,
+        "pairs": graph_report.num_pairs,
+        "added_for_connectivity": graph_report.num_added,
+    }
+    if stop_after == Stage.PAIRS:
+        return _finish(result, conf, started)
+
+    with _timed(timings, "matching"):
+        pair_results, match_counts = match_classic(
+            images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress
+        )
+    result.counts["matching"] = dataclasses.asdict(match_counts) | {
+        "verified": int(sum(r.verified for r in pair_results))
+    }
+    if stop_after == Stage.MATCH:
+        return _finish(result, conf, started)
+
+    with _timed(timings, "alignment"):
+        align_conf = dataclasses.replace(conf.align, device=device)
+        scene = align_scene(
+            pair_results, images, align_conf, known_cameras=known,
+            progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
+            if progress else None,
+        )  # fmt: skip
+    with _timed(timings, "colors"):
+        paths = {info.name: info.path for info in images}
+        scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)
+    result.scene = scene
+    result.counts["scene"] = _scene_counts(scene, len(images))
+
+    with _timed(timings, "export"):
+        if stop_after == Stage.ALIGN:
+            run.sparse_dir.mkdir(parents=True, exist_ok=True)
+            write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
+            write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
+        else:
+            export_gaussian_splatting_folder(scene, images, run.root, text=conf.write_text)
+        write_preview(scene, run.preview_path)
+    return _finish(result, conf, started)
+
+
+def _finish(result: ReconstructResult, conf: ReconstructConf, started: float) -> ReconstructResult:
+    result.timings["total"] = round(time.perf_counter() - started, 3)
+    write_json_atomic(
+        result.run.run_json,
+        {
+            "config": conf_to_dict(conf),
+            "backend": result.backend.value,
+            "versions": _versions(),
+            "timings_s": result.timings,
+            "counts": result.counts,
+            "images": [{"name": i.name, "sha256": i.sha256, "width": i.width, "height": i.height} for i in result.images],
+        },
+    )
+    logger.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    return result
+
