@@ -63,26 +63,26 @@ def run_case(folder: Path, name: str, units: list[tuple[str, cache.Unit]], reade
     shutil.rmtree(folder, ignore_errors=True)
     store = cache.open_store(folder, name.split("/")[0], {"bench": name})
     total = sum(nbytes_of(u) for _, u in units)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with store.writer(**writer_kw) as w:
         for key, unit in units:
             w.add(key, unit)
-    t_write = time.perf_counter() - t0
+    t_write, c_write = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     fresh = cache.open_store(folder, name.split("/")[0], {"bench": name})
     t_index = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for key, _ in units:
         reader(fresh, key)
-    t_read = time.perf_counter() - t0
+    t_read, c_read = time.perf_counter() - t0, time.process_time() - c0
     fresh.close()
     files = list(fresh.path.rglob("*.h5"))
     n = len(units)
     return {
         "case": name, "units": n, "unit_kb": total / n / 1e3,
-        "write_mb_s": total / t_write / 1e6, "write_units_s": n / t_write,
+        "write_mb_s": total / t_write / 1e6, "write_units_s": n / t_write, "write_cpu_ms_unit": c_write / n * 1e3,
         "index_s": t_index,
-        "read_mb_s": total / t_read / 1e6, "read_units_s": n / t_read,
+        "read_mb_s": total / t_read / 1e6, "read_units_s": n / t_read, "read_cpu_ms_unit": c_read / n * 1e3,
         "files": len(files), "disk_mb": sum(f.stat().st_size for f in files) / 1e6, "raw_mb": total / 1e6,
     }  # fmt: skip
 
@@ -141,12 +141,12 @@ def main() -> None:
                 print(f"done {rows[-1]['case']}", flush=True)
         comp = compression_table(Path(tmp), {"pair-mast3r": mast3r[0], "pair-classic": classic[0],
                                              "tokens-f16": tok_units[0]})  # fmt: skip
-    header = f"{'case':34s} {'units':>5s} {'KB/unit':>8s} {'write MB/s':>10s} {'units/s':>8s} {'index s':>8s} " \
-             f"{'read MB/s':>9s} {'units/s':>8s} {'files':>5s} {'disk MB':>8s}"  # fmt: skip
-    print(header)
+    print(f"{'case':30s} {'units':>5s} {'KB/unit':>7s} | {'write MB/s':>10s} {'units/s':>7s} {'cpu ms':>6s} | "
+          f"{'index s':>7s} | {'read MB/s':>9s} {'units/s':>7s} {'cpu ms':>6s} | {'files':>5s} {'disk MB':>7s}")
     for r in rows:
-        print(f"{r['case']:34s} {r['units']:5d} {r['unit_kb']:8.0f} {r['write_mb_s']:10.0f} {r['write_units_s']:8.0f} "
-              f"{r['index_s']:8.3f} {r['read_mb_s']:9.0f} {r['read_units_s']:8.0f} {r['files']:5d} {r['disk_mb']:8.1f}")
+        print(f"{r['case']:30s} {r['units']:5d} {r['unit_kb']:7.0f} | {r['write_mb_s']:10.0f} {r['write_units_s']:7.0f} "
+              f"{r['write_cpu_ms_unit']:6.2f} | {r['index_s']:7.3f} | {r['read_mb_s']:9.0f} {r['read_units_s']:7.0f} "
+              f"{r['read_cpu_ms_unit']:6.2f} | {r['files']:5d} {r['disk_mb']:7.1f}")
     print(f"\n{'unit':14s} {'filter':8s} {'size/raw':>8s} {'write MB/s':>10s} {'read MB/s':>9s}")
     for r in comp:
         print(f"{r['unit']:14s} {r['filter']:8s} {r['size_ratio']:8.2f} {r['write_mb_s']:10.0f} {r['read_mb_s']:9.0f}")

@@ -188,12 +188,16 @@ def test_reading_a_unit_as_the_wrong_type_raises_cache_error(store):
 
 
 def test_free_form_unit_round_trip_and_missing_key(store):
-    unit = cache.Unit("stage-x", {"a": np.arange(5, dtype=np.int16)}, {"label": "x", "score": 0.25, "ok": True, "n": 3})
+    attrs = {"label": "x", "score": 0.25, "ok": True, "n": 3, "none": None, "shape": [2, 3]}
+    unit = cache.Unit("stage-x", {"a": np.arange(5, dtype=np.int16)}, {**attrs, "n": np.int64(3)})
     with store.writer() as w:
         w.add("my_key-1", unit)
+        with pytest.raises(TypeError, match="no stable JSON form"):
+            w.add("my_key-2", cache.Unit("stage-x", {}, {"bad": object()}))
     got = store.read("my_key-1")
-    assert got.unit_type == "stage-x" and got.attrs == {"label": "x", "score": 0.25, "ok": True, "n": 3}
-    assert all(type(v) in (str, float, bool, int) for v in got.attrs.values())
+    assert got.unit_type == "stage-x" and got.attrs == attrs
+    assert [type(v) for v in got.attrs.values()] == [type(v) for v in attrs.values()]
+    assert not store.has("my_key-2")
     np.testing.assert_array_equal(got.arrays["a"], np.arange(5, dtype=np.int16))
     with pytest.raises(KeyError):
         store.read("absent")
@@ -476,8 +480,10 @@ def test_shard_layout_matches_the_documented_schema(store):
         assert f.attrs["schema_version"] == cache.SCHEMA_VERSION and f.attrs["num_units"] == 1
         assert f.attrs["config_hash"] == cache.config_hash(CONFIG) and f.attrs["kind"] == KIND
         group = f["units"][key]
-        assert sorted(group) == ["matches", "rel_pose"] and group.attrs["unit_type"] == "pair"
-        assert set(group.attrs) == {"unit_type", "name_i", "name_j", "backend", "verified", "num_inliers"}
+        assert sorted(group) == ["matches", "rel_pose"] and list(group.attrs) == ["meta"]
+        meta = json.loads(group.attrs["meta"])
+        assert meta["unit_type"] == "pair"
+        assert set(meta["attrs"]) == {"name_i", "name_j", "backend", "verified", "num_inliers"}
         matches = group["matches"]
         assert matches.shape == (4,) and matches.dtype.names == ("xy_i", "xy_j", "idx_i", "idx_j", "conf", "pts_i", "pts_j")
         assert matches.dtype["xy_i"] == np.dtype(("<f4", (2,))) and matches.dtype["idx_i"] == np.int32
