@@ -214,6 +214,9 @@ def test_a_failed_add_leaves_no_partial_unit(store):
     assert store.keys() == {"k2"}
     reopened = cache.open_store(store.path.parent, KIND, CONFIG)
     assert reopened.keys() == {"k2"}
+    with store.writer() as w, pytest.raises(TypeError):
+        w.add("k3", bad)  # the only add of this batch fails: no empty shard, no temp file left
+    assert len(list((store.path / cache.SHARDS).iterdir())) == 1
 
 
 # ------------------------------------------------------------------------------------------ batching, resume

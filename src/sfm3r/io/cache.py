@@ -501,7 +501,8 @@ class Writer:
 
     def commit(self) -> Path | None:
         """Make every pending unit visible (one new shard); returns its path, or None if nothing was pending."""
-        if self._file is None:
+        if not self._pending:
+            self.abort()  # nothing complete to publish (e.g. the only add failed)
             return None
         f, tmp, keys = self._file, self._tmp, self._pending
         f.attrs["num_units"] = len(keys)
