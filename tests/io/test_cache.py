@@ -188,12 +188,16 @@ def test_reading_a_unit_as_the_wrong_type_raises_cache_error(store):
 
 
 def test_free_form_unit_round_trip_and_missing_key(store):
-    unit = cache.Unit("stage-x", {"a": np.arange(5, dtype=np.int16)}, {"label": "x", "score": 0.25, "ok": True, "n": 3})
+    attrs = {"label": "x", "score": 0.25, "ok": True, "n": 3, "none": None, "shape": [2, 3]}
+    unit = cache.Unit("stage-x", {"a": np.arange(5, dtype=np.int16)}, {**attrs, "n": np.int64(3)})
     with store.writer() as w:
         w.add("my_key-1", unit)
+        with pytest.raises(TypeError, match="no stable JSON form"):
+            w.add("my_key-2", cache.Unit("stage-x", {}, {"bad": object()}))
     got = store.read("my_key-1")
-    assert got.unit_type == "stage-x" and got.attrs == {"label": "x", "score": 0.25, "ok": True, "n": 3}
-    assert all(type(v) in (str, float, bool, int) for v in got.attrs.values())
+    assert got.unit_type == "stage-x" and got.attrs == attrs
+    assert [type(v) for v in got.attrs.values()] == [type(v) for v in attrs.values()]
+    assert not store.has("my_key-2")
     np.testing.assert_array_equal(got.arrays["a"], np.arange(5, dtype=np.int16))
     with pytest.raises(KeyError):
         store.read("absent")
@@ -210,6 +214,9 @@ def test_a_failed_add_leaves_no_partial_unit(store):
     assert store.keys() == {"k2"}
     reopened = cache.open_store(store.path.parent, KIND, CONFIG)
     assert reopened.keys() == {"k2"}
+    with store.writer() as w, pytest.raises(TypeError):
+        w.add("k3", bad)  # the only add of this batch fails: no empty shard, no temp file left
+    assert len(list((store.path / cache.SHARDS).iterdir())) == 1
 
 
 # ------------------------------------------------------------------------------------------ batching, resume
@@ -231,9 +238,10 @@ def test_writer_batches_units_into_shards_and_units_are_visible_only_when_commit
 
 
 def test_writer_commits_after_max_seconds(store):
-    with store.writer(max_units=1000, max_seconds=0.01) as w:
+    with store.writer(max_units=1000, max_seconds=1.0) as w:
         w.add("a", cache.Unit("x", {"v": np.zeros(2)}))
-        time.sleep(0.02)
+        assert w.pending == 1
+        time.sleep(1.1)
         w.add("b", cache.Unit("x", {"v": np.zeros(2)}))  # the batch is old: commits a and b
         assert w.pending == 0 and store.keys() == {"a", "b"}
 
@@ -447,3 +455,39 @@ def test_read_only_store_reads_but_refuses_to_write(tmp_path):
         ro.writer()
     missing = cache.open_store(tmp_path / "nothing", KIND, CONFIG, readonly=True)
     assert len(missing) == 0 and not (tmp_path / "nothing").exists()
+
+
+def test_temp_shard_deleted_by_another_process_loses_only_that_batch(store, caplog):
+    with store.writer() as w:
+        w.add("first", cache.Unit("x", {"v": np.zeros(2)}))
+        w.commit()
+        w.add("second", cache.Unit("x", {"v": np.zeros(2)}))
+        for tmp in (store.path / cache.SHARDS).glob(".*.tmp"):
+            tmp.unlink()  # e.g. a worker on a machine with the same hostname judged it stale
+        with caplog.at_level(logging.WARNING, logger="sfm3r.io.cache"):
+            assert w.commit() is None
+    assert "will be recomputed" in caplog.text
+    assert store.keys() == {"first"} and cache.open_store(store.path.parent, KIND, CONFIG).keys() == {"first"}
+
+
+def test_shard_layout_matches_the_documented_schema(store):
+    """Plain h5py sees the layout documented in the module docstring (other tools can read the cache)."""
+    key = unit_keys(1)[0]
+    with store.writer() as w:
+        cache.write_pair_result(w, key, make_pair(key, 4))
+    manifest = json.loads((store.path / cache.MANIFEST).read_text())
+    assert manifest["schema_version"] == cache.SCHEMA_VERSION and manifest["config"] == CONFIG
+    assert store.path.name == f"{KIND}-{cache.config_hash(CONFIG)}" == f"{KIND}-{manifest['config_hash']}"
+    (shard,) = store.shard_files()
+    with h5py.File(shard, "r") as f:
+        assert f.attrs["schema_version"] == cache.SCHEMA_VERSION and f.attrs["num_units"] == 1
+        assert f.attrs["config_hash"] == cache.config_hash(CONFIG) and f.attrs["kind"] == KIND
+        group = f["units"][key]
+        assert sorted(group) == ["matches", "rel_pose"] and list(group.attrs) == ["meta"]
+        meta = json.loads(group.attrs["meta"])
+        assert meta["unit_type"] == "pair"
+        assert set(meta["attrs"]) == {"name_i", "name_j", "backend", "verified", "num_inliers"}
+        matches = group["matches"]
+        assert matches.shape == (4,) and matches.dtype.names == ("xy_i", "xy_j", "idx_i", "idx_j", "conf", "pts_i", "pts_j")
+        assert matches.dtype["xy_i"] == np.dtype(("<f4", (2,))) and matches.dtype["idx_i"] == np.int32
+        assert group["rel_pose"].shape == (3, 4) and group["rel_pose"].dtype == np.float64

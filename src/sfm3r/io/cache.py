@@ -18,26 +18,33 @@ Folders (schema version 1, :data:`SCHEMA_VERSION`)::
   sha256, network resolution, backend options. Another config gives another folder, so a changed option
   never reuses stale results, and two configs can coexist (switching back is free).
 - A *unit* is one complete result (one image, one pair) under a *key* made from content hashes:
-  an image key is its file's sha256 (``ImageInfo.sha256``), a pair key is :func:`pair_key`. Keys are
-  strings of ``[A-Za-z0-9_-]``, at most 200 characters. A changed image gives a changed key, so nothing
-  stale is ever read; unused units simply stay on disk.
+  an image key is its file's sha256 (``ImageInfo.sha256``), a pair key is :func:`pair_key` of the two
+  sha256 in canonical (sorted) order. A unit that depends on more inputs (e.g. an image's canonical map
+  depends on its pair set) takes ``config_hash`` of all of them as key. Keys are strings of
+  ``[A-Za-z0-9_-]``, at most 200 characters. A changed image gives a changed key, so nothing stale is
+  ever read; unused units simply stay on disk.
 
-Shard file (HDF5, no compression: measured, gzip/lzf save 7-25 % on pair results and nothing on
-float16 tokens while writing 4-6x slower; see ``benchmarks/cache_throughput.py``)::
+Shard file (HDF5, uncompressed: measured on these units, gzip saves 11 % on MASt3R pairs, 0 % on classic
+pairs and 7 % on float16 tokens but writes 7-40x slower; lzf saves <= 2 %; see benchmarks/cache_throughput.py)::
 
     /                     attrs: schema_version (int), kind (str), config_hash (str), num_units (int)
-    /units/<key>/         one group per unit; attrs: unit_type (str) + the unit's own attributes
+    /units/<key>/         one group per unit, with one attribute ``meta``: a JSON object string
+                          {"unit_type": str, "attrs": {the unit's attributes}} (one attribute, not one per
+                          value: h5py reads each attribute in ~0.1 ms, a fifth of a pair's read time)
         <dataset>         one dataset per array, written whole
 
-Unit types written by the typed helpers (other code may store free-form units with :meth:`Writer.add`):
+Unit types written by the typed helpers (other code may store free-form units with :meth:`Writer.add`;
+"attrs" below are the entries of ``meta["attrs"]``):
 
 ``unit_type = "pair"`` (:func:`write_pair_result` / :func:`read_pair_result`), M matches, M may be 0:
-    xy_i, xy_j        (M, 2) float32  original pixels of image i / j, COLMAP convention (centre of pixel 0 at 0.5)
-    idx_i, idx_j      (M,)   int32    keypoint ids (classic: keypoint index; MASt3R: net pixel y*W+x); int64 in memory
-    conf              (M,)   float32  match confidence, higher is better
-    pts_i, pts_j      (M, 3) float32  the match's 3D point in camera i's / camera j's frame (backend units)
-    rel_rotation      (3, 3) float64  optional: cam_j_from_cam_i rotation; absent = no estimate
-    rel_translation   (3,)   float64  optional: cam_j_from_cam_i translation, at the scale of pts_i
+    matches           (M,) compound, one row per match (44 bytes; one table instead of seven datasets
+                      halves the h5py per-object cost, which dominates at these sizes), fields:
+        xy_i, xy_j    (2,) float32  original pixels of image i / j, COLMAP convention (centre of pixel 0 at 0.5)
+        idx_i, idx_j  int32         keypoint ids (classic: keypoint index; MASt3R: net pixel y*W+x); int64 in memory
+        conf          float32       match confidence, higher is better
+        pts_i, pts_j  (3,) float32  the match's 3D point in camera i's / camera j's frame (backend units)
+    rel_pose          (3, 4) float64  optional [R | t], cam_j_from_cam_i (x_j = R x_i + t, t at the scale of
+                                      pts_i); absent = no estimate
     attrs: name_i, name_j (str, names when computed), backend (str), verified (bool), num_inliers (int)
 
 ``unit_type = "features"`` (:func:`write_features` / :func:`read_features`), N keypoints, N may be 0:
@@ -62,7 +69,8 @@ An unflushed HDF5 file killed mid-write is unopenable (reference/PYTHON_STACK.md
 
 Batching: a writer commits a shard every ``max_units`` units, ``max_bytes`` bytes or ``max_seconds`` seconds
 (checked on :meth:`Writer.add`) and on exit, so 10k pairs make tens of files, not 10k, while a crash loses at
-most one batch. Resume is per unit: a unit is done iff some committed shard holds it.
+most one batch. Resume is per unit: a unit is done iff some committed shard holds it. Measured: one unit per
+file costs 3-4x the CPU per write and 2.5 ms per file to index on open, batches cost neither.
 
 Sharding: each writer (process, GPU, machine on a shared folder) writes its own uniquely named shards;
 no locks, no shared file is ever modified. A reader indexes all shards and sees their union. If two
@@ -85,7 +93,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -111,8 +119,6 @@ _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{16,128}$")
 _TMP_RE = re.compile(r"^\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.\d+\.h5\.tmp$")
 
-AttrValue = str | int | float | bool
-
 
 # --------------------------------------------------------------------------------------------- keys
 
@@ -121,7 +127,8 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
     """Short hex sha256 of a stable JSON form of ``config`` (sorted keys, no whitespace).
 
     Values may be JSON scalars, lists/tuples, mappings, Paths, Enums, numpy scalars and dataclasses.
-    Two mappings with the same content give the same hash in any key order, across runs and machines.
+    Two mappings with the same content give the same hash in any key order, across runs and machines
+    (but ``1`` and ``1.0`` differ: pass values with the types the config dataclass holds).
     """
     text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
@@ -163,7 +170,7 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    raise TypeError(f"config value {value!r} of type {type(value).__name__} has no stable JSON form")
+    raise TypeError(f"value {value!r} of type {type(value).__name__} has no stable JSON form")
 
 
 def _check_key(key: str) -> None:
@@ -176,18 +183,18 @@ def _check_key(key: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class Unit:
-    """One cached result: named arrays plus scalar attributes (without ``unit_type``)."""
+    """One cached result: named arrays plus JSON-serialisable attributes (str, int, float, bool, None, lists)."""
 
     unit_type: str
     arrays: dict[str, np.ndarray]
-    attrs: dict[str, AttrValue] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
 
-def _py(value: Any) -> AttrValue:
+def _py(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.generic):
@@ -196,9 +203,8 @@ def _py(value: Any) -> AttrValue:
 
 
 def _read_group(group: h5py.Group) -> Unit:
-    attrs = {k: _py(v) for k, v in group.attrs.items()}
-    unit_type = str(attrs.pop("unit_type", ""))
-    return Unit(unit_type, {name: ds[()] for name, ds in group.items()}, attrs)
+    meta = json.loads(group.attrs["meta"])
+    return Unit(meta["unit_type"], {name: ds[()] for name, ds in group.items()}, meta["attrs"])
 
 
 # --------------------------------------------------------------------------------------------- store
@@ -353,10 +359,11 @@ def open_store(
     manifest = path / MANIFEST
     if manifest.exists():
         _check_manifest(manifest, store)
-    elif not readonly:
+    if not readonly:
         try:
             (path / SHARDS).mkdir(parents=True, exist_ok=True)
-            _write_manifest(manifest, store)
+            if not manifest.exists():
+                _write_manifest(manifest, store)
         except PermissionError as exc:
             raise CacheError(f"cannot write the cache folder {path} ({exc}): choose a writable output folder") from exc
     if not readonly and not os.access(path / SHARDS, os.W_OK | os.X_OK):
@@ -428,7 +435,12 @@ def _remove_if_stale(tmp: Path) -> None:
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    """This machine in temp shard names: hostname plus a hash of /etc/machine-id (containers share hostnames)."""
+    try:
+        machine = hashlib.sha256(Path("/etc/machine-id").read_bytes()).hexdigest()[:6]
+    except OSError:
+        machine = "0"
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] + "-" + machine
 
 
 # --------------------------------------------------------------------------------------------- writer
@@ -467,15 +479,12 @@ class Writer:
         if self.store.has(key) or key in self._pending:
             logger.debug("cache unit %s already present in %s; not written again", key, self.store.path)
             return
-        for name, value in unit.attrs.items():
-            if not isinstance(value, (str, int, float, bool, np.generic)) or name == "unit_type":
-                raise TypeError(f"unit attribute {name}={value!r}: only str, int, float and bool are stored")
+        meta = json.dumps({"unit_type": unit.unit_type, "attrs": _jsonable(unit.attrs)})
         if self._file is None:
             self._open_batch()
         group = self._file.create_group(f"units/{key}")
         try:
-            group.attrs["unit_type"] = unit.unit_type
-            group.attrs.update(unit.attrs)
+            group.attrs["meta"] = meta
             for name, array in unit.arrays.items():
                 group.create_dataset(name, data=np.asarray(array))
         except BaseException:
@@ -492,7 +501,8 @@ class Writer:
 
     def commit(self) -> Path | None:
         """Make every pending unit visible (one new shard); returns its path, or None if nothing was pending."""
-        if self._file is None:
+        if not self._pending:
+            self.abort()  # nothing complete to publish (e.g. the only add failed)
             return None
         f, tmp, keys = self._file, self._tmp, self._pending
         f.attrs["num_units"] = len(keys)
@@ -500,10 +510,15 @@ class Writer:
         self._file, self._tmp, self._pending, self._bytes = None, None, [], 0
         final = tmp.with_name(f"{self._name.replace('.', '-')}-{self._seq:06d}.h5")
         self._seq += 1
-        if self.durable:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        try:
+            if self.durable:
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except FileNotFoundError:
+            logger.warning("temp cache shard %s was deleted by another process; its %d units will be recomputed",
+                           tmp, len(keys))  # fmt: skip
+            return None
         if self.durable:
             _fsync_dir(final.parent)
         self.store._add_committed(final, keys)
@@ -557,13 +572,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def iter_units(store: Store, keys: list[str] | None = None) -> Iterator[tuple[str, Unit]]:
-    """(key, unit) for ``keys`` (default: all, sorted) that are present."""
-    for key in sorted(store.keys()) if keys is None else keys:
-        if store.has(key):
-            yield key, store.read(key)
-
-
 # --------------------------------------------------------------------------------------------- typed units
 
 
@@ -580,29 +588,30 @@ def _expect_type(unit: Unit, unit_type: str, key: str, store: Store) -> None:
         )
 
 
+MATCH_DTYPE = np.dtype(
+    [("xy_i", "<f4", (2,)), ("xy_j", "<f4", (2,)), ("idx_i", "<i4"), ("idx_j", "<i4"), ("conf", "<f4"),
+     ("pts_i", "<f4", (3,)), ("pts_j", "<f4", (3,))]
+)  # fmt: skip
+"""Row of the ``matches`` table of a pair unit (see the module docstring)."""
+
+
 def pair_unit(result: PairResult) -> Unit:
     """A PairResult as a cache unit (schema ``unit_type = "pair"``); checks shapes."""
     m = result.num_matches
-    for name, shape in [("xy_i", (m, 2)), ("xy_j", (m, 2)), ("idx_i", (m,)), ("idx_j", (m,)), ("conf", (m,)),
-                        ("pts_i", (m, 3)), ("pts_j", (m, 3))]:  # fmt: skip
+    matches = np.empty(m, MATCH_DTYPE)
+    for name in MATCH_DTYPE.names:
+        shape = (m, *MATCH_DTYPE[name].shape)
         got = np.shape(getattr(result, name))
         _require(got == shape, f"PairResult {result.name_i}/{result.name_j}: {name} has shape {got}, expected {shape}")
-    arrays: dict[str, np.ndarray] = {
-        "xy_i": np.asarray(result.xy_i, np.float32),
-        "xy_j": np.asarray(result.xy_j, np.float32),
-        "idx_i": _as_int32(result.idx_i, "idx_i"),
-        "idx_j": _as_int32(result.idx_j, "idx_j"),
-        "conf": np.asarray(result.conf, np.float32),
-        "pts_i": np.asarray(result.pts_i, np.float32),
-        "pts_j": np.asarray(result.pts_j, np.float32),
-    }
+        value = getattr(result, name)
+        matches[name] = _as_int32(value, name) if name.startswith("idx") else value
+    arrays: dict[str, np.ndarray] = {"matches": matches}
     _require((result.rel_rotation is None) == (result.rel_translation is None),
              "rel_rotation and rel_translation must be both given or both None")  # fmt: skip
     if result.rel_rotation is not None:
         _require(np.shape(result.rel_rotation) == (3, 3) and np.shape(result.rel_translation) == (3,),
                  "rel_rotation must be (3, 3) and rel_translation (3,)")  # fmt: skip
-        arrays["rel_rotation"] = np.asarray(result.rel_rotation, np.float64)
-        arrays["rel_translation"] = np.asarray(result.rel_translation, np.float64)
+        arrays["rel_pose"] = np.concatenate([result.rel_rotation, np.reshape(result.rel_translation, (3, 1))], 1)
     attrs = {"name_i": result.name_i, "name_j": result.name_j, "backend": result.backend,
              "verified": bool(result.verified), "num_inliers": int(result.num_inliers)}  # fmt: skip
     return Unit("pair", arrays, attrs)
@@ -618,16 +627,19 @@ def read_pair_result(store: Store, key: str, *, name_i: str | None = None, name_
     content, so the same pair may have been computed under other file names)."""
     unit = store.read(key)
     _expect_type(unit, "pair", key, store)
-    a, at = unit.arrays, unit.attrs
+    m, at = unit.arrays["matches"], unit.attrs
+    pose = unit.arrays.get("rel_pose")
     return PairResult(
         name_i=name_i if name_i is not None else str(at["name_i"]),
         name_j=name_j if name_j is not None else str(at["name_j"]),
         backend=str(at["backend"]),
-        xy_i=a["xy_i"], xy_j=a["xy_j"],
-        idx_i=a["idx_i"].astype(np.int64), idx_j=a["idx_j"].astype(np.int64),
-        conf=a["conf"], pts_i=a["pts_i"], pts_j=a["pts_j"],
+        xy_i=np.ascontiguousarray(m["xy_i"]), xy_j=np.ascontiguousarray(m["xy_j"]),
+        idx_i=m["idx_i"].astype(np.int64), idx_j=m["idx_j"].astype(np.int64),
+        conf=np.ascontiguousarray(m["conf"]),
+        pts_i=np.ascontiguousarray(m["pts_i"]), pts_j=np.ascontiguousarray(m["pts_j"]),
         verified=bool(at["verified"]), num_inliers=int(at["num_inliers"]),
-        rel_rotation=a.get("rel_rotation"), rel_translation=a.get("rel_translation"),
+        rel_rotation=None if pose is None else np.ascontiguousarray(pose[:, :3]),
+        rel_translation=None if pose is None else np.ascontiguousarray(pose[:, 3]),
     )  # fmt: skip
 
 
