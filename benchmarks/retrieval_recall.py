@@ -92,7 +92,7 @@ def gt_geometric(rec: pycolmap.Reconstruction, names: list[str]) -> tuple[np.nda
         cam = rec.cameras[im.camera_id]
         xc = R[i] @ x0 + t[i]
         if xc[2] > 0:
-            uv = cam.img_from_cam(xc[None, :2] / xc[2])[0]
+            uv = cam.img_from_cam(xc[None, :])[0]
             inside[i] = 0 <= uv[0] < cam.width and 0 <= uv[1] < cam.height
     angle = np.degrees(np.arccos(np.clip(dirs @ dirs.T, -1, 1)))
     covis = (angle < ANGLE_DEG) & inside[:, None] & inside[None, :]

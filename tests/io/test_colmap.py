@@ -52,7 +52,8 @@ def test_reconstruction_holds_cameras_poses_and_tracks_of_the_scene():
         point = rec.points3D[p + 1]
         np.testing.assert_array_equal(point.xyz, scene.points_xyz[p])
         np.testing.assert_array_equal(point.color, scene.points_rgb[p])
-        got = {(rec.images[e.image_id].name, *rec.images[e.image_id].points2D[e.point2D_idx].xy) for e in point.track.elements}
+        elements = [(rec.images[e.image_id], e.point2D_idx) for e in point.track.elements]
+        got = {(image.name, *image.points2D[idx].xy) for image, idx in elements}
         assert got == tracks[p]
         for e in point.track.elements:  # the point2D links back to its point
             assert rec.images[e.image_id].points2D[e.point2D_idx].point3D_id == p + 1
@@ -90,9 +91,9 @@ def test_written_model_parses_with_an_independent_classic_reader(tmp_path, ext):
         image, camera = by_name[name], _camera_of(scene, i)
         model, width, height, params = cameras[image["camera_id"]]
         assert (width, height) == (camera.width, camera.height)
-        expected = [camera.fx, camera.cx, camera.cy] if model == "SIMPLE_PINHOLE" else [camera.fx, camera.fy, camera.cx, camera.cy]
         assert model == ("SIMPLE_PINHOLE" if camera.fx == camera.fy else "PINHOLE")
-        np.testing.assert_allclose(params, expected, rtol=1e-15)
+        focals = [camera.fx] if model == "SIMPLE_PINHOLE" else [camera.fx, camera.fy]
+        np.testing.assert_allclose(params, focals + [camera.cx, camera.cy], rtol=1e-15)
         np.testing.assert_allclose(quaternion_wxyz_to_matrix(image["q"]), scene.rotations[i], atol=1e-9)
         np.testing.assert_allclose(image["t"], scene.translations[i], atol=1e-9)
         assert (image["point3D_ids"] != -1).all()

@@ -172,17 +172,22 @@ def test_read_image_rejects_truncated_jpeg(tmp_path, kept_fraction):
     (tmp_path / "cut.jpg").write_bytes(data[:keep])
     with pytest.raises(ImageReadError, match="cut.jpg"):
         read_image(tmp_path / "cut.jpg")
-
-
-def test_read_image_rejects_truncated_jpeg_even_if_pillow_was_told_to_accept_them(tmp_path, monkeypatch):
-    """Regression: with Pillow's global LOAD_TRUNCATED_IMAGES on, half a JPEG used to load grey-padded."""
-    data = _jpeg_bytes(tmp_path)
-    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    with pytest.raises(ImageReadError, match="cut.jpg"):
-        read_image(tmp_path / "cut.jpg")
-    with pytest.raises(ImageReadError, match="cut.jpg"):
+    with pytest.raises(ImageReadError, match="cut.jpg"):  # the 1/8-scale check decodes every byte too
         read_image_info(tmp_path / "cut.jpg", "cut.jpg")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_files_are_rejected_even_if_pillow_was_told_to_accept_them(tmp_path, monkeypatch, suffix):
+    """Regression: with Pillow's global LOAD_TRUNCATED_IMAGES on, half a file used to load grey-padded
+    (for PNG through the EXIF lookup, which decodes the file before the strict check)."""
+    Image.fromarray(_pattern(120, 160)).save(tmp_path / f"full{suffix}")  # a PNG without EXIF: see above
+    data = (tmp_path / f"full{suffix}").read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ImageReadError, match=f"cut{suffix}"):
+        read_image(tmp_path / f"cut{suffix}")
+    with pytest.raises(ImageReadError, match=f"cut{suffix}"):
+        read_image_info(tmp_path / f"cut{suffix}", f"cut{suffix}")
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
 
 

@@ -53,7 +53,7 @@ _TAG_FOCAL_35MM = 0xA405  # mm, 35 mm film equivalent (36 mm wide frame)
 _TAG_FOCAL_PLANE_X_RES = 0xA20E  # sensor pixels per unit, x axis of the stored image
 _TAG_FOCAL_PLANE_RES_UNIT = 0xA210  # 2 = inch (default), 3 = cm, 4 = mm, 5 = um
 _TAG_PIXEL_X_DIMENSION = 0xA002  # width the focal plane resolution refers to
-_MM_PER_UNIT = {1: 25.4, 2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
+_MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}  # unit 1 means "no absolute unit": unusable
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
@@ -147,7 +147,10 @@ def _decode(image: Image.Image, path: Path, draft: bool = False) -> Image.Image:
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1..8); 1 when absent or invalid (what Pillow's exif_transpose assumes)."""
+    """The EXIF orientation tag (1..8) of an opened image; 1 when absent or invalid, as Pillow assumes.
+
+    Orientations 5 to 8 swap width and height. For a PNG, Pillow may decode the file to find its EXIF.
+    """
     try:
         orientation = int(image.getexif().get(_TAG_ORIENTATION, 1))
     except (TypeError, ValueError, OSError, SyntaxError):
@@ -198,27 +201,29 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def _float_tag(ifd, tag: int) -> float | None:
+    """A positive finite EXIF number, or None (missing, zero denominator, not a number)."""
     try:
-        value = float(ifd.get(tag)) if ifd.get(tag) is not None else None
-    except (TypeError, ValueError, ZeroDivisionError):
+        value = float(ifd[tag])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
-    return value if value is not None and np.isfinite(value) and value > 0 else None
+    return value if np.isfinite(value) and value > 0 else None
 
 
-def exif_focal_px(image: Image.Image, width: int, height: int) -> float | None:
+def exif_focal_px(exif: Image.Exif, stored_width: int, width: int, height: int) -> float | None:
     """Focal length in pixels of the displayed image from EXIF, or None.
 
     1. ``FocalLengthIn35mmFilm``: f_px = f35 / 36 * max(W, H) (the 35 mm frame is 36 mm wide).
     2. Else ``FocalLength`` (mm) times the sensor resolution ``FocalPlaneXResolution`` (pixels per
-       ``FocalPlaneResolutionUnit``), rescaled when the stored width differs from
-       ``PixelXDimension`` (an image resized after capture).
+       ``FocalPlaneResolutionUnit``: inch, cm, mm or um), rescaled by ``stored_width /
+       PixelXDimension`` when the image was resized after capture.
 
     Args:
-        image: an opened Pillow image (only its EXIF is read).
+        exif: the image's EXIF (``Image.getexif()``).
+        stored_width: width of the stored pixels (before EXIF rotation).
         width, height: size of the displayed image (after EXIF rotation).
     """
     try:
-        exif_ifd = image.getexif().get_ifd(_TAG_EXIF_IFD)
+        exif_ifd = exif.get_ifd(_TAG_EXIF_IFD)
     except (OSError, ValueError, SyntaxError, TypeError, KeyError):
         return None
     focal_35 = _float_tag(exif_ifd, _TAG_FOCAL_35MM)
@@ -226,24 +231,19 @@ def exif_focal_px(image: Image.Image, width: int, height: int) -> float | None:
         return focal_35 / 36.0 * max(width, height)
     focal_mm = _float_tag(exif_ifd, _TAG_FOCAL_LENGTH)
     x_res = _float_tag(exif_ifd, _TAG_FOCAL_PLANE_X_RES)
-    if focal_mm is None or x_res is None:
+    unit = _float_tag(exif_ifd, _TAG_FOCAL_PLANE_RES_UNIT) or 2.0  # EXIF default: inch
+    if focal_mm is None or x_res is None or int(unit) not in _MM_PER_UNIT:
         return None
-    unit = exif_ifd.get(_TAG_FOCAL_PLANE_RES_UNIT, 2)
-    mm_per_unit = _MM_PER_UNIT.get(int(unit) if isinstance(unit, (int, float)) else 2)
-    if mm_per_unit is None:
-        return None
-    focal_px = focal_mm * x_res / mm_per_unit  # at the resolution of PixelXDimension
+    focal_px = focal_mm * x_res / _MM_PER_UNIT[int(unit)]  # at the resolution of PixelXDimension
     capture_width = _float_tag(exif_ifd, _TAG_PIXEL_X_DIMENSION)
-    if capture_width is not None:
-        focal_px *= image.width / capture_width  # stored width (before EXIF rotation)
-    return focal_px
+    return focal_px * stored_width / capture_width if capture_width is not None else focal_px
 
 
 def read_image_info(path: Path, name: str) -> ImageInfo:
     """The :class:`ImageInfo` of one file: hash of its bytes, size after EXIF, focal prior.
 
-    Reads the header for size and EXIF, and decodes the pixels to prove the file is whole (JPEGs
-    are decoded at 1/8 scale, which still reads every byte of the compressed stream).
+    Decodes the pixels to prove the file is whole (JPEGs at 1/8 scale, which still reads every byte
+    of the compressed stream), then reads the size and EXIF.
 
     Raises:
         ImageReadError: the file is missing, empty, truncated or undecodable.
@@ -251,18 +251,17 @@ def read_image_info(path: Path, name: str) -> ImageInfo:
     path = Path(path)
     data = _read_bytes(path)
     image = _open(data, path)
-    stored_w, stored_h = image.size
+    stored_w, stored_h = image.size  # before a JPEG draft shrinks it
+    _decode(image, path, draft=True)  # first: reading EXIF may load a PNG outside the strict guard
     swap = exif_orientation(image) in _TRANSPOSING_ORIENTATIONS
     width, height = (stored_h, stored_w) if swap else (stored_w, stored_h)
-    prior_focal = exif_focal_px(image, width, height)
-    _decode(image, path, draft=True)
     return ImageInfo(
         name=name,
         path=path.absolute(),
         sha256=hashlib.sha256(data).hexdigest(),
         width=width,
         height=height,
-        prior_focal_px=prior_focal,
+        prior_focal_px=exif_focal_px(image.getexif(), stored_w, width, height),
     )
 
 

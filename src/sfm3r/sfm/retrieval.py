@@ -63,7 +63,7 @@ class AsmkConf:
     similarity_threshold: float = 0.0  # word similarities below this are ignored
     db_multiple_assignment: int = 1  # words per feature on the database side
     query_multiple_assignment: int = 5  # words per feature on the query side
-    chunk_size: int = 8192  # features per block when assigning words (memory vs. speed)
+    chunk_size: int = 8192  # features per block when assigning words on a GPU (memory vs. speed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,16 +181,39 @@ def train_codebook(descriptors: Sequence[np.ndarray], conf: CodebookConf = Codeb
     return centroids
 
 
-def _assign_words(
+class _WordAssigner:
+    """Exact nearest-centroid search: faiss ``IndexFlatL2`` on CPU (2.5× faster than torch matmul +
+    topk there, and what the asmk package uses), torch matmul + topk on a GPU."""
+
+    def __init__(self, centroids: np.ndarray, device: str | torch.device, chunk: int):
+        self.device = torch.device(device)
+        self.chunk = chunk
+        if self.device.type == "cpu":
+            import faiss
+
+            self.index = faiss.IndexFlatL2(centroids.shape[1])
+            self.index.add(centroids)
+        else:
+            self.centroids = torch.from_numpy(centroids).to(self.device)
+            self.sqnorm = (self.centroids * self.centroids).sum(dim=1)
+
+    def __call__(self, x: np.ndarray, k: int) -> np.ndarray:
+        """Nearest ``k`` centroids of each row of x (n, D), nearest first -> (n, k) int64."""
+        if self.device.type == "cpu":
+            return self.index.search(x, k)[1].astype(np.int64)
+        return _assign_words_torch(x, self.centroids, self.sqnorm, k, self.chunk)
+
+
+def _assign_words_torch(
     x: np.ndarray, centroids: torch.Tensor, centroid_sqnorm: torch.Tensor, k: int, chunk: int
 ) -> np.ndarray:
-    """Nearest ``k`` centroids of each row of x (n, D), exact L2, sorted nearest first -> (n, k) int64."""
+    """Torch version of the nearest-centroid search (any device) -> (n, k) int64."""
     device = centroids.device
     out = np.empty((x.shape[0], k), dtype=np.int64)
     for s in range(0, x.shape[0], chunk):
         xb = torch.from_numpy(x[s : s + chunk]).to(device)
         # ||x - c||² = ||x||² - 2 x·c + ||c||²; ||x||² does not change the ranking of one row
-        d = centroid_sqnorm[None, :] - 2.0 * (xb @ centroids.T)
+        d = torch.addmm(centroid_sqnorm[None, :], xb, centroids.T, alpha=-2.0)
         out[s : s + chunk] = torch.topk(d, k, dim=1, largest=False, sorted=True).indices.cpu().numpy()
     return out
 
@@ -270,7 +293,8 @@ def asmk_similarity(
             with everything). MASt3R retrieval features go in as produced by the model.
         codebook: (K, D) float32 centroids of the same feature space.
         conf: ASMK parameters (defaults = MASt3R-SfM's).
-        device: where word assignment (the costly part, features × K × D) runs.
+        device: where word assignment (the costly part, features × K × D) runs: "cpu" uses faiss,
+            a GPU uses torch.
 
     Returns:
         (N, N) float32 ``sim[q, d]``, row = query image, column = database image; not symmetric.
@@ -287,8 +311,7 @@ def asmk_similarity(
             f"got {conf.db_multiple_assignment} (database) / {conf.query_multiple_assignment} (query)"
         )
     num_images, dim = len(feats), cb.shape[1]
-    centroids = torch.from_numpy(cb).to(device)
-    sqnorm = (centroids * centroids).sum(dim=1)
+    assign = _WordAssigner(cb, device, conf.chunk_size)
     db_entries, q_entries = [], []
     for i, f in enumerate(feats):
         if f.shape[0] == 0:
@@ -297,7 +320,7 @@ def asmk_similarity(
             db_entries.append(empty)
             q_entries.append(empty)
             continue
-        words = _assign_words(f, centroids, sqnorm, k_max, conf.chunk_size)
+        words = assign(f, k_max)
         db_entries.append(_aggregate(f, words[:, : conf.db_multiple_assignment], cb))
         q_entries.append(_aggregate(f, words[:, : conf.query_multiple_assignment], cb))
     db = _word_table(db_entries)
