@@ -1,0 +1,98 @@
+"""End to end through the command line on real photos (the bundled fountain-P11 sample, 4 of 6 images)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import pytest
+from click.testing import CliRunner
+
+from sfm3r.cli.main import cli
+from sfm3r.io.colmap import read_colmap_model
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample"
+NAMES = ["0003.jpg", "0004.jpg", "0005.jpg", "0006.jpg"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for name in NAMES:
+        shutil.copy(SAMPLE / "images" / name, folder / name)
+    return folder
+
+
+def _invoke(*args: str):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def full_run(photos, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = _invoke("reconstruct", photos, out, "--quiet")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_reconstruct_registers_every_image_accurately(full_run):
+    result = _invoke("evaluate", full_run, SAMPLE / "gt", "--json", full_run / "metrics.json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    assert metrics["num_images"] == 6  # the GT has all six sample images
+    est = read_colmap_model(full_run / "sparse" / "0")
+    assert sorted(est.image_names) == NAMES
+    # Relative poses among the four registered images: every one within 1 degree of the GT.
+    gt = read_colmap_model(SAMPLE / "gt")
+    sub = [gt.image_names.index(n) for n in NAMES]
+    gt_r = gt.rotations[sub]
+    est_r = est.rotations[[est.image_names.index(n) for n in NAMES]]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            rel_est = est_r[b] @ est_r[a].T
+            rel_gt = gt_r[b] @ gt_r[a].T
+            angle = np.degrees(np.arccos(np.clip((np.trace(rel_est @ rel_gt.T) - 1) / 2, -1, 1)))
+            assert angle < 1.0
+
+
+def test_output_folder_is_ready_for_gaussian_splatting(full_run):
+    rec = pycolmap.Reconstruction(str(full_run / "sparse" / "0"))
+    assert rec.num_reg_images() == 4
+    assert rec.num_points3D() > 500
+    for image in rec.images.values():
+        camera = rec.cameras[image.camera_id]
+        assert camera.model.name in ("PINHOLE", "SIMPLE_PINHOLE")
+        assert (full_run / "images" / image.name).is_file()
+        assert (camera.width, camera.height) == (768, 512)
+    for name in ("points.ply", "preview.png", "run.json", "log.txt", "pairs.txt"):
+        assert (full_run / name).is_file(), name
+    run = json.loads((full_run / "run.json").read_text())
+    assert run["backend"] == "classic"
+    assert run["counts"]["scene"]["registered"] == 4
+
+
+def test_resume_after_the_pairwise_stage_recomputes_nothing(photos, full_run, tmp_path):
+    out = tmp_path / "out"
+    assert _invoke("match", photos, out, "--quiet").exit_code == 0
+    first = json.loads((out / "run.json").read_text())["counts"]["matching"]
+    assert first["computed"] == 6 and first["cached"] == 0
+    assert _invoke("reconstruct", photos, out, "--quiet").exit_code == 0
+    second = json.loads((out / "run.json").read_text())["counts"]
+    assert second["matching"]["computed"] == 0 and second["matching"]["cached"] == 6
+    assert second["features"]["computed"] == 0
+    assert "matching: 6 pairs, 6 cached, 0 to compute" in (out / "log.txt").read_text()
+    # Same result as the uninterrupted run.
+    resumed = read_colmap_model(out / "sparse" / "0")
+    reference = read_colmap_model(full_run / "sparse" / "0")
+    assert resumed.image_names == reference.image_names
+    np.testing.assert_allclose(resumed.rotations, reference.rotations, atol=1e-9)
+    np.testing.assert_allclose(resumed.translations, reference.translations, atol=1e-9)
+    np.testing.assert_allclose(resumed.points_xyz, reference.points_xyz, atol=1e-9)
+
+
+def test_info_summarises_the_model(full_run):
+    result = _invoke("info", full_run)
+    assert result.exit_code == 0
+    assert "registered images: 4" in result.output
