@@ -24,7 +24,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/sfm3r reconstruct sample/images demo_out --overwrite
+	$(VENV)/bin/sfm3r reconstruct sample/images demo_out
+	$(VENV)/bin/sfm3r evaluate demo_out sample/gt
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_quick.py
