@@ -94,8 +94,8 @@ def _grid_seeds(height: int, width: int, subsample: int, device: torch.device) -
     """Flat indices of the cell centres ``y = S//2, S//2+S, ...``, ``x = S//2, ...`` (sorted, int64)."""
     if subsample < 1:
         raise ValueError(f"subsample must be >= 1, got {subsample}")
-    ys = torch.arange(subsample // 2, height, subsample, device=device)
-    xs = torch.arange(subsample // 2, width, subsample, device=device)
+    ys = torch.tensor(range(subsample // 2, height, subsample), dtype=torch.int64, device=device)
+    xs = torch.tensor(range(subsample // 2, width, subsample), dtype=torch.int64, device=device)
     return (ys[:, None] * width + xs[None, :]).reshape(-1)
 
 
