@@ -49,6 +49,9 @@ __all__ = [
 
 DEFAULT_BLOCK_SIZE = 8192  # tile edge of the similarity search: at most 8192**2 similarities in memory
 DEFAULT_MAX_ITER = 10  # hop pairs per walk for grid seeds (official value)
+# On CPU, tiles larger than this edge spill out of the last-level cache (measured on a 32 MiB L3:
+# 2048 is ~30 % faster than 8192); the GPU uses the full block_size.
+_CPU_TILE_EDGE = 2048
 
 Tensorish = torch.Tensor | np.ndarray
 
@@ -229,6 +232,8 @@ def _blocked_argmax_dot(queries: torch.Tensor, database: torch.Tensor, block_siz
     """
     n_dir, n_query, _ = queries.shape
     n_db = database.shape[1]
+    if queries.device.type == "cpu":
+        block_size = min(block_size, _CPU_TILE_EDGE)
     db_step = min(n_db, block_size)
     q_step = max(1, (block_size * block_size) // (n_dir * db_step))
     out = torch.empty((n_dir, n_query), dtype=torch.int64, device=queries.device)
