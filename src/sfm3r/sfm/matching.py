@@ -556,8 +556,7 @@ def symmetric_correspondences_batch(
     """
     if not pairs:
         return []
-    first = pairs[0].desc_ii
-    dev = torch.device(device) if device is not None else _default_device(first)
+    dev = torch.device(device) if device is not None else _default_device(pairs[0].desc_ii)
     maps: list[torch.Tensor] = []
     runs: list[_Run] = []
     shapes: list[tuple[int, int, int, int]] = []
@@ -598,15 +597,13 @@ def symmetric_correspondences_batch(
     pair_id = run_id // 4
     second_pass = (run_id % 4) >= 2
 
-    out = []
-    order = torch.argsort(pair_id, stable=True)  # runs are already in pair order; keeps it explicit
+    # walks come out in run order, so each pair's matches are one contiguous slice
     counts = torch.bincount(pair_id, minlength=len(pairs)).tolist()
-    for p, sel in enumerate(torch.split(order, counts)):
-        hi, wi, hj, wj = shapes[p]
-        q_ii, q_ji, q_ij, q_jj = confs[p]
-        ui, uj, first_pos = _unique_pairs(idx_i[sel], idx_j[sel], hj * wj)
-        src_i, src_j = idx_i[sel][first_pos], idx_j[sel][first_pos]
-        in_second = second_pass[sel][first_pos]
+    pieces = zip(*(torch.split(t, counts) for t in (idx_i, idx_j, second_pass)))
+    out = []
+    for (hi, wi, hj, wj), (q_ii, q_ji, q_ij, q_jj), (p_i, p_j, p_second) in zip(shapes, confs, pieces):
+        ui, uj, first = _unique_pairs(p_i, p_j, hj * wj)
+        src_i, src_j, in_second = p_i[first], p_j[first], p_second[first]
         qi = torch.where(in_second, q_ij[src_i], q_ii[src_i])
         qj = torch.where(in_second, q_jj[src_j], q_ji[src_j])
         out.append((_to_xy(ui, wi), _to_xy(uj, wj), _geometric_mean(qi, qj)))
