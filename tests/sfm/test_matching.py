@@ -216,6 +216,8 @@ def test_empty_seed_list_and_empty_database_give_empty_outputs():
     empty = torch.zeros(0, 5, 4)
     xa, xb = fast_reciprocal_nns(empty, empty)
     assert xa.shape == (0, 2) and xb.shape == (0, 2)
+    xa, xb = fast_reciprocal_nns(a, empty, subsample=2)  # seeds, but nothing to match them to
+    assert xa.shape == (0, 2) and xb.shape == (0, 2)
 
 
 def test_walks_that_do_not_converge_within_max_iter_are_dropped(fx):

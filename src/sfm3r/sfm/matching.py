@@ -289,6 +289,8 @@ def _walk_runs(
         direction_ids.setdefault((run.b, run.a), len(direction_ids))
     index = _NearestIndex(maps, list(direction_ids), block_size, dist)
 
+    # a walk needs somewhere to go: runs against an empty map have no walks
+    runs = [r if maps[r.b].shape[0] > 0 else _Run(r.a, r.b, r.seeds[:0], r.width_a) for r in runs]
     sizes = [int(run.seeds.numel()) for run in runs]
     run_id = torch.repeat_interleave(
         torch.arange(len(runs), device=device), torch.as_tensor(sizes, device=device)
