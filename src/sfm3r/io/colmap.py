@@ -69,6 +69,8 @@ def check_scene(scene: Scene) -> None:
         _check_shape(name, np.asarray(getattr(scene, name)), shape)
     if len(set(scene.image_names)) != n:
         raise ValueError("Scene.image_names has duplicates")
+    if np.asarray(scene.points_rgb).dtype != np.uint8:
+        raise ValueError(f"Scene.points_rgb must be uint8, got {np.asarray(scene.points_rgb).dtype}")
     for name, index, size in [
         ("camera_of_image", scene.camera_of_image, c), ("obs_point", scene.obs_point, p),
         ("obs_image", scene.obs_image, n),
