@@ -217,3 +217,5 @@ def test_refuses_inconsistent_arrays():
         scene_to_reconstruction(dataclasses.replace(scene, obs_xy=scene.obs_xy[:-1]))
     with pytest.raises(ValueError, match="obs_point"):
         scene_to_reconstruction(_with(scene, "obs_point", 0, scene.num_points))
+    with pytest.raises(ValueError, match="uint8"):
+        scene_to_reconstruction(dataclasses.replace(scene, points_rgb=scene.points_rgb.astype(np.int64) + 200))

@@ -93,7 +93,10 @@ def test_export_writes_text_model_and_dense_points_on_request(tmp_path):
     np.testing.assert_array_equal(xyz, dense)
 
 
-@pytest.mark.parametrize("bad", ["../evil.jpg", "a/../../evil.jpg", "/etc/evil.jpg", "C:/evil.jpg", "a//b.jpg", ""])
+@pytest.mark.parametrize(
+    "bad",
+    ["../evil.jpg", "a/../../evil.jpg", "/etc/evil.jpg", "C:/evil.jpg", "c:evil.jpg", "a\\..\\..\\b.jpg", "a//b", ""],
+)
 def test_flat_name_refuses_names_that_could_escape(bad):
     with pytest.raises(InputError):
         flat_name(bad)
@@ -142,3 +145,8 @@ def test_export_refuses_missing_infos_and_non_finite_scenes(tmp_path):
     with pytest.raises(ReconstructionError):
         export_gaussian_splatting_folder(dataclasses.replace(scene, translations=translations), infos, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_flat_name_keeps_ordinary_characters():
+    assert flat_name("2024-01-01 12:30:00.jpg") == "2024-01-01 12:30:00.jpg"  # colons are fine on posix
+    assert flat_name("day 1/IMG_0001.JPG") == "day 1__IMG_0001.JPG"

@@ -69,6 +69,8 @@ def check_scene(scene: Scene) -> None:
         _check_shape(name, np.asarray(getattr(scene, name)), shape)
     if len(set(scene.image_names)) != n:
         raise ValueError("Scene.image_names has duplicates")
+    if np.asarray(scene.points_rgb).dtype != np.uint8:
+        raise ValueError(f"Scene.points_rgb must be uint8, got {np.asarray(scene.points_rgb).dtype}")
     for name, index, size in [
         ("camera_of_image", scene.camera_of_image, c), ("obs_point", scene.obs_point, p),
         ("obs_image", scene.obs_image, n),
@@ -156,14 +158,17 @@ def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
         rec.add_image_with_trivial_frame(image, pose)
 
     by_point, point_bounds = _group(np.asarray(scene.obs_point, dtype=np.int64), scene.num_points)
+    track_image_ids = (obs_image[by_point] + 1).tolist()  # python ints: much faster through pybind
+    track_point2d_idx = rank[by_point].tolist()
+    xyz = np.asarray(scene.points_xyz, dtype=np.float64)
     rgb = np.asarray(scene.points_rgb).astype(np.uint8)
-    for p in range(scene.num_points):
-        obs = by_point[point_bounds[p] : point_bounds[p + 1]]
-        track = pycolmap.Track([pycolmap.TrackElement(int(obs_image[k]) + 1, int(rank[k])) for k in obs])
-        point_id = rec.add_point3D(np.asarray(scene.points_xyz[p], dtype=np.float64), track, rgb[p])
-        error = float(scene.points_error[p])
-        if np.isfinite(error):
-            rec.points3D[point_id].error = error  # else COLMAP's "unknown", -1
+    errors = np.asarray(scene.points_error, dtype=np.float64).tolist()
+    points3d = rec.points3D
+    for p, (start, end) in enumerate(zip(point_bounds[:-1].tolist(), point_bounds[1:].tolist())):
+        elements = map(pycolmap.TrackElement, track_image_ids[start:end], track_point2d_idx[start:end])
+        point_id = rec.add_point3D(xyz[p], pycolmap.Track(list(elements)), rgb[p])
+        if np.isfinite(errors[p]):
+            points3d[point_id].error = errors[p]  # else COLMAP's "unknown", -1
     return rec
 
 
@@ -262,16 +267,17 @@ def read_colmap_model(model_dir: Path) -> Scene:
     images = [rec.images[image_id] for image_id in image_ids]
     poses = [image.cam_from_world() for image in images]
 
-    point_ids = sorted(rec.point3D_ids())
+    points3d = rec.points3D  # one map proxy: indexing rec.points3D anew each time is slow
+    points = [points3d[point_id] for point_id in sorted(rec.point3D_ids())]
+    image_of = dict(zip(image_ids, images))
     obs_point, obs_image, obs_xy = [], [], []
-    for p, point_id in enumerate(point_ids):
-        for element in rec.points3D[point_id].track.elements:
+    for p, point in enumerate(points):
+        for element in point.track.elements:
             if element.image_id not in image_index:
                 continue  # an observation in an unregistered image: not part of the Scene
             obs_point.append(p)
             obs_image.append(image_index[element.image_id])
-            obs_xy.append(rec.images[element.image_id].points2D[element.point2D_idx].xy)
-    points = [rec.points3D[point_id] for point_id in point_ids]
+            obs_xy.append(image_of[element.image_id].point2D(element.point2D_idx).xy)
     errors = np.array([pt.error for pt in points], dtype=np.float64)
     unregistered = sorted(image.name for image_id, image in rec.images.items() if image_id not in image_index)
 

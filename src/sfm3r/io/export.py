@@ -30,6 +30,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 from collections.abc import Collection, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -59,7 +60,7 @@ def flat_name(name: str) -> str:
         InputError: the name is empty, absolute, has a drive letter, or a ``.``, ``..`` or empty part.
     """
     parts = name.replace("\\", "/").split("/")
-    if not name or name.startswith(("/", "\\")) or ":" in parts[0] or "\x00" in name:
+    if not name or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or "\x00" in name:
         raise InputError(f"image name {name!r} is not a relative path; refusing to export it")
     if any(part in ("", ".", "..") for part in parts):
         raise InputError(f"image name {name!r} has an empty, '.' or '..' part; refusing to export it")
