@@ -146,23 +146,32 @@ def reconstruct(
     run = prepare_run_folder(output_dir, overwrite=conf.overwrite)
     device = resolve_device(conf.device)
     backend = conf.resolved_backend
+    if backend == Backend.MAST3R and conf.checkpoint is None:
+        raise InputError("the mast3r backend needs --checkpoint PATH (a MASt3R .pth or .safetensors file)")
     result = ReconstructResult(run=run, images=[], backend=backend)
     timings = result.timings
     logger.info("sfm3r %s: %s -> %s (backend %s, device %s)", sfm3r.__version__, images_dir, run.root, backend, device)
-    if backend == Backend.MAST3R:
-        raise InputError("the MASt3R backend is not available in this build yet; run without --checkpoint")
 
     with _timed(timings, "images"):
         images = result.images = load_images(images_dir, conf)
         known = load_known_cameras(conf.known_intrinsics, images) if conf.known_intrinsics else {}
 
-    with _timed(timings, "features"):
-        features, feature_counts = extract_features(images, conf.sift, run.cache_dir, progress)
-    result.counts["features"] = dataclasses.asdict(feature_counts)
+    features: dict = {}
 
+    def sift_features() -> dict:
+        """SIFT features of every image (classic backend, weight-free retrieval), extracted once."""
+        if not features:
+            with _timed(timings, "features"):
+                found, counts = extract_features(images, conf.sift, run.cache_dir, progress)
+            features.update(found)
+            result.counts["features"] = dataclasses.asdict(counts)
+        return features
+
+    if backend == Backend.CLASSIC:
+        sift_features()
     with _timed(timings, "pairs"):
         pairs, graph_report = select_pairs(
-            images, conf, similarity=lambda: sift_similarity(images, features, run.cache_dir, device)
+            images, conf, similarity=lambda: sift_similarity(images, sift_features(), run.cache_dir, device)
         )
         write_pairs_file(run.root / "pairs.txt", pairs)
     result.counts["pairs"] = {
@@ -173,10 +182,19 @@ def reconstruct(
     if stop_after == Stage.PAIRS:
         return _finish(result, conf, started)
 
+    dense_views = None
     with _timed(timings, "matching"):
-        pair_results, match_counts = match_classic(
-            images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress
-        )
+        if backend == Backend.CLASSIC:
+            pair_results, match_counts = match_classic(
+                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress
+            )
+        else:
+            from sfm3r.pipelines.mast3r import match_mast3r  # the network code loads only when used
+
+            pair_results, dense_views, match_counts = match_mast3r(
+                images, pairs, conf.checkpoint, run.cache_dir, net_image_size=conf.net_image_size,
+                batch_size=conf.batch_size, amp=conf.amp, device=device, progress=progress,
+            )  # fmt: skip
     result.counts["matching"] = dataclasses.asdict(match_counts) | {
         "verified": int(sum(r.verified for r in pair_results))
     }
@@ -186,7 +204,7 @@ def reconstruct(
     with _timed(timings, "alignment"):
         align_conf = dataclasses.replace(conf.align, device=device)
         scene = align_scene(
-            pair_results, images, align_conf, known_cameras=known,
+            pair_results, images, align_conf, dense_views=dense_views, known_cameras=known,
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
             if progress else None,
         )  # fmt: skip
