@@ -92,15 +92,15 @@ def main() -> None:
             flush=True,
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {
-        "benchmark": "scene_graph_scaling",
-        "machine": platform.platform(),
-        "command": f"PYTHONPATH=src python benchmarks/scene_graph_scaling.py --sizes {' '.join(map(str, args.sizes))} "
-        f"--descriptors {args.descriptors} --codebook {args.codebook}",
-        "rows": rows,
-    }
-    (RESULTS / "scene_graph_scaling.json").write_text(json.dumps(out, indent=2))
-
+    path = RESULTS / "scene_graph_scaling.json"
+    command = (
+        f"PYTHONPATH=src python benchmarks/scene_graph_scaling.py --sizes {' '.join(map(str, args.sizes))} "
+        f"--descriptors {args.descriptors} --codebook {args.codebook}"
+    )
+    runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    runs = [r for r in runs if r.get("command") != command]  # one entry per configuration
+    runs.append({"command": command, "machine": platform.platform(), "rows": rows})
+    path.write_text(json.dumps({"benchmark": "scene_graph_scaling", "runs": runs}, indent=2))
 
 if __name__ == "__main__":
     main()
