@@ -228,9 +228,18 @@ class RoPE2D(nn.Module):
 
     def __init__(self, head_dim: int, base: float = 100.0):
         super().__init__()
-        m = head_dim // 2  # size of each (y or x) half
-        inv_freq = 1.0 / (base ** (torch.arange(0, m, 2).float() / m))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (m/2,)
+        self.head_dim, self.base = head_dim, base
+        self.register_buffer("inv_freq", self._frequencies(), persistent=False)  # (head_dim / 4,)
+
+    def _frequencies(self, device=None) -> torch.Tensor:
+        m = self.head_dim // 2  # size of each (y or x) half
+        # Always computed on the CPU (also when the model is built on the meta device), then moved.
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, m, 2, device="cpu").float() / m))
+        return inv_freq if device is None else inv_freq.to(device)
+
+    def reset_constants(self) -> None:
+        """Recompute the frequencies in place (after ``Module.to_empty``, which leaves buffers undefined)."""
+        self.inv_freq = self._frequencies(self.inv_freq.device)
 
     def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pos (B, N, 2) int64 (y, x) -> cos, sin (B, 1, N, head_dim) float32 to pass to :func:`apply_rope`."""
@@ -529,6 +538,13 @@ class Mast3rNetwork(nn.Module):
     @classmethod
     def from_model_string(cls, model_str: str) -> Mast3rNetwork:
         return cls(Mast3rConfig.from_model_string(model_str))
+
+    def reset_constants(self) -> None:
+        """Recompute the non-persistent buffers (RoPE frequencies), e.g. after building on the ``meta``
+        device and ``to_empty``: the fast way to make a model whose weights come from a checkpoint."""
+        for module in self.modules():
+            if isinstance(module, RoPE2D):
+                module.reset_constants()
 
     # -- pieces -------------------------------------------------------------------------------------
 
