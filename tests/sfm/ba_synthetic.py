@@ -54,6 +54,7 @@ def make_scene(
     noise_px: float = 0.5,
     outlier_frac: float = 0.2,
     neighbours: int = 6,
+    focal_jitter: float = 0.1,
     seed: int = 0,
 ) -> SyntheticScene:
     rng = np.random.default_rng(seed)
@@ -81,7 +82,7 @@ def make_scene(
 
     rotations = np.stack([_look_at(c, t, rng) for c, t in zip(centers, targets)])
     translations = -np.einsum("nij,nj->ni", rotations, centers)
-    focals = focal * rng.uniform(0.9, 1.1, n)
+    focals = focal * rng.uniform(1 - focal_jitter, 1 + focal_jitter, n)
     cameras = [Camera(width=width, height=height, fx=f, fy=f, cx=width / 2, cy=height / 2) for f in focals]
 
     visible, xys = [], []
