@@ -143,7 +143,7 @@ def refine_scene(
             sigma0 = 1.4826 * float(np.median(tri.errors[tri.obs_keep]))
             loss_scale = max(conf.loss_scale, sigma0)
         state = _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans,
-                               sizes, conf, loss_scale)
+                               conf, loss_scale)
         rot, trans, params = state.rot, state.trans, state.params
         ba_iterations += state.iterations
         res = state.errors
@@ -304,10 +304,10 @@ def _two_ray_midpoint(c1, d1, c2, d2):
 def _ray_least_squares(centers, dirs, weights, obs_track, num_tracks):
     """(T, 3) points minimising sum_k w_k |(I - d dᵀ)(X - c)|² per track; NaN for singular tracks."""
     proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (K, 3, 3)
-    A = np.zeros((num_tracks, 3, 3))
-    b = np.zeros((num_tracks, 3))
-    np.add.at(A, obs_track, proj * weights[:, None, None])
-    np.add.at(b, obs_track, np.einsum("kij,kj->ki", proj, centers) * weights[:, None])
+    wp = proj.reshape(-1, 9) * weights[:, None]
+    A = np.stack([np.bincount(obs_track, wp[:, c], minlength=num_tracks) for c in range(9)], 1).reshape(-1, 3, 3)
+    wb = np.einsum("kij,kj->ki", proj, centers) * weights[:, None]
+    b = np.stack([np.bincount(obs_track, wb[:, c], minlength=num_tracks) for c in range(3)], 1)
     det = np.linalg.det(A)
     ok = np.abs(det) > 1e-300
     X = np.full((num_tracks, 3), np.nan)
@@ -319,8 +319,7 @@ def _tri_angles(xyz_obs, centers, obs_track, num_tracks, mask):
     """(T,) deg: twice the largest angle between a kept ray and the track's mean ray (exact for 2 views)."""
     v = xyz_obs - centers
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
-    mean = np.zeros((num_tracks, 3))
-    np.add.at(mean, obs_track[mask], v[mask])
+    mean = np.stack([np.bincount(obs_track[mask], v[mask, c], minlength=num_tracks) for c in range(3)], 1)
     mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-300)
     cosang = np.clip(np.sum(v * mean[obs_track], axis=1), -1.0, 1.0)
     dev = np.where(mask, np.degrees(np.arccos(cosang)), 0.0)
@@ -408,7 +407,7 @@ def _loss_type(loss: LossType):
             LossType.CAUCHY: pycolmap.LossFunctionType.CAUCHY}[LossType(loss)]
 
 
-def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, sizes, conf,
+def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, conf,
                    loss_scale) -> _BAState:
     """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back."""
     n = len(image_names)
