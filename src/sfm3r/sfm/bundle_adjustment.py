@@ -305,9 +305,9 @@ def _ray_least_squares(centers, dirs, weights, obs_track, num_tracks):
     """(T, 3) points minimising sum_k w_k |(I - d dᵀ)(X - c)|² per track; NaN for singular tracks."""
     proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (K, 3, 3)
     wp = proj.reshape(-1, 9) * weights[:, None]
-    A = np.stack([np.bincount(obs_track, wp[:, c], minlength=num_tracks) for c in range(9)], 1).reshape(-1, 3, 3)
+    A = np.stack([np.bincount(obs_track, wp[:, c], minlength=num_tracks) for c in range(9)], 1).astype(float).reshape(-1, 3, 3)
     wb = np.einsum("kij,kj->ki", proj, centers) * weights[:, None]
-    b = np.stack([np.bincount(obs_track, wb[:, c], minlength=num_tracks) for c in range(3)], 1)
+    b = np.stack([np.bincount(obs_track, wb[:, c], minlength=num_tracks) for c in range(3)], 1).astype(float)
     det = np.linalg.det(A)
     ok = np.abs(det) > 1e-300
     X = np.full((num_tracks, 3), np.nan)
@@ -319,7 +319,7 @@ def _tri_angles(xyz_obs, centers, obs_track, num_tracks, mask):
     """(T,) deg: twice the largest angle between a kept ray and the track's mean ray (exact for 2 views)."""
     v = xyz_obs - centers
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
-    mean = np.stack([np.bincount(obs_track[mask], v[mask, c], minlength=num_tracks) for c in range(3)], 1)
+    mean = np.stack([np.bincount(obs_track[mask], v[mask, c], minlength=num_tracks) for c in range(3)], 1).astype(float)
     mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-300)
     cosang = np.clip(np.sum(v * mean[obs_track], axis=1), -1.0, 1.0)
     dev = np.where(mask, np.degrees(np.arccos(cosang)), 0.0)
