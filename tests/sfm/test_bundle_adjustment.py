@@ -128,3 +128,36 @@ def test_zero_baseline_raises_reconstruction_error(noisy_scene):
     sc, tracks, cams, rots, _ = noisy_scene
     with pytest.raises(ReconstructionError, match="no track could be triangulated"):
         refine_scene(tracks, sc.names, cams, np.arange(12), rots, np.zeros((12, 3)))
+
+
+def test_vectorised_triangulation_matches_pycolmap_reference():
+    """The fast path (_triangulate, all tracks at once) against pycolmap's per-track LO-RANSAC."""
+    import pycolmap
+
+    from sfm3r.sfm.bundle_adjustment import _triangulate
+
+    sc = make_scene(8, num_points=60, outlier_frac=0.2, seed=7)
+    tracks = build_tracks(sc.pairs, sc.names)
+    K = np.array([[c.fx, c.fy, c.cx, c.cy] for c in sc.cameras])
+    thr = np.full(tracks.num_observations, 4.0)
+    tri = _triangulate(tracks.obs_track, tracks.obs_image, tracks.obs_xy, tracks.num_tracks, K, sc.rotations,
+                       sc.translations, thr, RefineConf(), np.random.default_rng(0))
+    opts = pycolmap.EstimateTriangulationOptions()
+    opts.residual_type = pycolmap.TriangulationResidualType.REPROJECTION_ERROR
+    opts.ransac.max_error = 4.0
+    cams = [pycolmap.Camera(model="PINHOLE", width=c.width, height=c.height, params=[c.fx, c.fy, c.cx, c.cy])
+            for c in sc.cameras]
+    poses = [pycolmap.Rigid3d(pycolmap.Rotation3d(R), t) for R, t in zip(sc.rotations, sc.translations)]
+    compared = 0
+    for t in range(tracks.num_tracks):
+        sel = np.flatnonzero(tracks.obs_track == t)
+        if tri.point_of_track[t] < 0 or sel.size < 3:
+            continue
+        ref = pycolmap.estimate_triangulation(tracks.obs_xy[sel], [poses[i] for i in tracks.obs_image[sel]],
+                                              [cams[i] for i in tracks.obs_image[sel]], opts)
+        assert ref is not None
+        np.testing.assert_array_equal(tri.obs_keep[sel], np.asarray(ref["inliers"], bool))
+        ours = tri.xyz[tri.point_of_track[t]]
+        assert np.linalg.norm(ours - np.ravel(ref["xyz"])) < 1e-2 * np.linalg.norm(ours - sc.points.mean(0)) + 1e-3
+        compared += 1
+    assert compared > 40

@@ -150,7 +150,8 @@ def refine_scene(
         err = float(res.mean())
         sigma = 1.4826 * float(np.median(res))
         rounds.append({"points": tri.num_points, "observations": int(tri.obs_keep.sum()),
-                       "threshold_px": float(np.max(thr)), "error_px": err, "ba_iterations": state.iterations})
+                       "threshold_px": float(np.max(thr)), "error_px": err, "ba_iterations": state.iterations,
+                       "ba_solve_time_s": state.solve_time_s})
         logger.info("refine_scene round %d: %d points, %d obs, thr %.1f px, BA %d it, error %.3f px",
                     r, tri.num_points, int(tri.obs_keep.sum()), float(np.max(thr)), state.iterations, err)
         thr = np.full(obs_track.size, max(conf.max_reproj_error, min(float(np.max(thr)), conf.outlier_sigmas * sigma)))
@@ -305,7 +306,8 @@ def _ray_least_squares(centers, dirs, weights, obs_track, num_tracks):
     """(T, 3) points minimising sum_k w_k |(I - d dᵀ)(X - c)|² per track; NaN for singular tracks."""
     proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (K, 3, 3)
     wp = proj.reshape(-1, 9) * weights[:, None]
-    A = np.stack([np.bincount(obs_track, wp[:, c], minlength=num_tracks) for c in range(9)], 1).astype(float).reshape(-1, 3, 3)
+    A = np.stack([np.bincount(obs_track, wp[:, c], minlength=num_tracks) for c in range(9)], 1)
+    A = A.astype(float).reshape(-1, 3, 3)
     wb = np.einsum("kij,kj->ki", proj, centers) * weights[:, None]
     b = np.stack([np.bincount(obs_track, wb[:, c], minlength=num_tracks) for c in range(3)], 1).astype(float)
     det = np.linalg.det(A)
@@ -393,6 +395,7 @@ class _BAState:
     obs_keep: np.ndarray  # (K,) bool observations used in the BA
     errors: np.ndarray  # (obs_keep.sum(),) reprojection errors after BA
     iterations: int
+    solve_time_s: float  # Ceres time
 
 
 def _camera_params(p) -> list[float]:
@@ -468,6 +471,7 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     summary = pycolmap.create_default_bundle_adjuster(opts, cfg, rec).solve()
     logger.debug("BA: %s", summary.brief_report())
     iterations = _num_iterations(summary)
+    solve_time = float(getattr(getattr(summary, "ceres_summary", None), "total_time_in_seconds", float("nan")))
     if not summary.is_solution_usable():
         logger.warning("refine_scene: bundle adjustment reports an unusable solution (%s); keeping the input",
                        summary.termination_type)
@@ -492,7 +496,8 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     pt = tri.point_of_track[obs_track[kept]]
     errors = _reproj_errors(xyz[pt], obs_xy[kept], K, rot, trans, obs_image[kept])
     return _BAState(rot=rot, trans=trans, params=params, xyz=xyz, point_of_track=tri.point_of_track,
-                    obs_keep=tri.obs_keep, errors=errors, iterations=iterations)
+                    obs_keep=tri.obs_keep, errors=errors, iterations=iterations,
+                    solve_time_s=solve_time)
 
 
 def _num_iterations(summary) -> int:
