@@ -117,6 +117,8 @@ def test_bad_inputs_raise(noisy_scene):
         refine_scene(tracks, sc.names, cams, np.arange(12), rots[:5], trans)
     with pytest.raises(InputError, match="camera_of_image"):
         refine_scene(tracks, sc.names, cams, np.arange(12) + 1, rots, trans)
+    with pytest.raises(InputError, match="rounds"):
+        refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, RefineConf(rounds=0))
     bad = rots.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):

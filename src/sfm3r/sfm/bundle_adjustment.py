@@ -104,8 +104,12 @@ def refine_scene(
     Returns:
         Scene with every input image registered (unless its refined pose became non-finite: then it is
         listed in ``unregistered`` with a warning), PINHOLE cameras, points with at least
-        ``min_track_length`` observations under ``max_reproj_error``, grey colours, and ``info`` with
-        counts, errors before/after, BA iterations and time.
+        ``min_track_length`` observations under ``max_reproj_error``, grey colours, and ``info`` keys:
+        tracks_in, observations_in, points_out, observations_out, mean_reproj_error_before (px, first
+        triangulation with the input poses, its inliers), mean_reproj_error_after (px, returned
+        observations), ba_iterations (total Ceres iterations), rounds (per-round list: points,
+        observations, threshold_px, error_px, ba_iterations, ba_solve_time_s), images_without_observations
+        (names), camera_models (BA model per camera), time_s.
 
     Raises:
         InputError: inconsistent shapes or indices.
@@ -113,7 +117,8 @@ def refine_scene(
     """
     t_start = time.perf_counter()
     n = len(image_names)
-    cam_of_img, rot, trans = _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations)
+    cam_of_img, rot, trans = _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations,
+                                         conf)
     order = np.lexsort((tracks.obs_image, tracks.obs_track))
     obs_track = tracks.obs_track[order]
     obs_image = tracks.obs_image[order]
@@ -160,17 +165,15 @@ def refine_scene(
             break
         prev_err = err
 
-    scene = _final_scene(state, obs_track, obs_image, obs_xy, image_names, group_of_img, conf)
-    info = dict(scene.info)
-    info.update(
+    scene = _final_scene(state, obs_track, obs_image, obs_xy, image_names, group_of_img, conf, dict(
         tracks_in=int(tracks.num_tracks),
         observations_in=int(obs_track.size),
         mean_reproj_error_before=err_before,
         ba_iterations=int(ba_iterations),
         rounds=rounds,
-        time_s=time.perf_counter() - t_start,
-    )
-    object.__setattr__(scene, "info", info)
+    ))
+    scene.info["time_s"] = time.perf_counter() - t_start
+    info = scene.info
     logger.info("refine_scene: %d tracks -> %d points, %d obs, error %.3f -> %.3f px in %.1f s",
                 tracks.num_tracks, scene.num_points, scene.obs_point.size, err_before,
                 info["mean_reproj_error_after"], info["time_s"])
@@ -181,8 +184,10 @@ def refine_scene(
 # inputs and intrinsics
 
 
-def _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations):
+def _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations, conf):
     n = len(image_names)
+    if conf.rounds < 1 or conf.max_reproj_error <= 0 or conf.num_hypotheses < 1:
+        raise InputError(f"refine_scene: need rounds >= 1, max_reproj_error > 0, num_hypotheses >= 1; got {conf}")
     cam_of_img = np.asarray(camera_of_image, np.int64).reshape(-1)
     rot = np.asarray(rotations, np.float64)
     trans = np.asarray(translations, np.float64)
@@ -515,7 +520,8 @@ def _num_iterations(summary) -> int:
 # final filter and Scene
 
 
-def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, group_of_img, conf) -> Scene:
+def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, group_of_img, conf,
+                 info: dict) -> Scene:
     """Filter the last BA's observations and points, check finiteness, and package a Scene."""
     n = len(image_names)
     kept = np.flatnonzero(state.obs_keep)
@@ -562,7 +568,7 @@ def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, gro
     if no_obs:
         logger.warning("refine_scene: %d registered images have no observations left: %s", len(no_obs),
                        no_obs[:10])
-    info = dict(
+    info.update(
         points_out=num_out,
         observations_out=int(kept.size),
         mean_reproj_error_after=float(errors.mean()) if errors.size else float("nan"),
