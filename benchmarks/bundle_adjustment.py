@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -61,6 +62,7 @@ def run_one(n: int) -> dict:
         points_out=scene.num_points, observations_out=int(scene.obs_point.size),
         error_before_px=scene.info["mean_reproj_error_before"], error_after_px=scene.info["mean_reproj_error_after"],
         ba_iterations=scene.info["ba_iterations"], rounds=len(scene.info["rounds"]),
+        time_ceres_s=float(sum(r["ba_solve_time_s"] for r in scene.info["rounds"])),
         rot_err_deg_max=float(rot_err.max()), center_err_rel_max=float(ctr_err.max() / extent),
         time_generate_s=t_gen, time_build_tracks_s=t_tracks, time_refine_scene_s=t_refine,
         peak_rss_mb=peak, rss_before_mb=rss_before,
@@ -83,7 +85,7 @@ def main() -> None:
         print(f"{n:5d} images: tracks {r['time_build_tracks_s']:.2f} s, refine {r['time_refine_scene_s']:.1f} s, "
               f"peak {r['peak_rss_mb']:.0f} MB", flush=True)
     cols = ["images", "matches", "tracks", "track_observations", "points_out", "observations_out",
-            "time_build_tracks_s", "time_refine_scene_s", "ba_iterations", "peak_rss_mb", "error_after_px",
+            "time_build_tracks_s", "time_refine_scene_s", "time_ceres_s", "ba_iterations", "peak_rss_mb", "error_after_px",
             "rot_err_deg_max", "center_err_rel_max"]
     print(" | ".join(cols))
     for r in rows:
@@ -95,7 +97,8 @@ def main() -> None:
               f"refine_scene x{b['time_refine_scene_s'] / a['time_refine_scene_s']:.1f}")
     res_dir = ROOT / "benchmarks" / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
-    meta = dict(python=platform.python_version(), machine=platform.machine(), cpus=__import__("os").cpu_count())
+    meta = dict(python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(),
+                load_average_1min=os.getloadavg()[0])
     (res_dir / "bundle_adjustment.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
 
 

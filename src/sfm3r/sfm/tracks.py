@@ -84,7 +84,7 @@ def build_tracks(
         min_conf: ignore matches with ``conf < min_conf``.
 
     Returns:
-        Tracks sorted by (track, image); track ids are 0..T-1 in order of their smallest node.
+        Tracks sorted by (track, image); track ids are 0..T-1 (deterministic order, no meaning).
     """
     if min_length < 1:
         raise InputError(f"build_tracks: min_length must be >= 1, got {min_length}")
