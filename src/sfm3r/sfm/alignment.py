@@ -56,7 +56,7 @@ class AlignConf:
     rotation_averaging: bool = True
     coarse: CoarseConf = field(default_factory=CoarseConf)
     coarse_enabled: bool = True
-    refine: Refinement = Refinement.REPROJECTION
+    refine: Refinement = Refinement.REPROJECTION  # measured best on real data (benchmarks/alignment_real.py)
     reprojection: RefineConf2D = field(default_factory=RefineConf2D)
     ba: RefineConf = field(default_factory=RefineConf)
     shared_intrinsics: bool = False
@@ -69,7 +69,8 @@ class AlignConf:
 PRESETS: dict[str, AlignConf] = {
     "fast": AlignConf(refine=Refinement.NONE, rotation_averaging=False),
     "default": AlignConf(),
-    "accurate": AlignConf(refine=Refinement.REPROJECTION, reprojection=RefineConf2D(max_iters=60)),
+    # also refines principal points (off-centre pp: fine for gsplat/nerfstudio, not for graphdeco 3DGS)
+    "accurate": AlignConf(reprojection=RefineConf2D(max_iters=60, optimise_pp=True)),
 }
 
 
@@ -225,7 +226,7 @@ def align_scene(
             canon, R, C, depth, focal, pp, keep, fixed, init.root, conf.reprojection,
             shared=conf.shared_intrinsics, device=conf.device,
         )
-        R, C, depth, focal, keep = res2.rotations, res2.centres, res2.depths, res2.focal, res2.inlier_matches
+        R, C, depth, focal, pp, keep = res2.rotations, res2.centres, res2.depths, res2.focal, res2.pp, res2.inlier_matches
         info["reprojection_cost"] = res2.cost_history
         timings["reprojection"] = time.perf_counter() - t0
         report("reprojection", 1.0)
