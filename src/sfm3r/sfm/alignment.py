@@ -69,8 +69,10 @@ class AlignConf:
 PRESETS: dict[str, AlignConf] = {
     "fast": AlignConf(refine=Refinement.NONE, rotation_averaging=False),
     "default": AlignConf(),
-    # also refines principal points (off-centre pp: fine for gsplat/nerfstudio, not for graphdeco 3DGS)
-    "accurate": AlignConf(reprojection=RefineConf2D(max_iters=60, optimise_pp=True)),
+    "accurate": AlignConf(reprojection=RefineConf2D(max_iters=60, tolerance=1e-8)),
+    # One physical camera for all photos: shared focal and principal point (off-centre pp: fine for
+    # gsplat/nerfstudio, not for graphdeco 3DGS). Per-image pp (optimise_pp without sharing) is unstable.
+    "shared-camera": AlignConf(shared_intrinsics=True, reprojection=RefineConf2D(optimise_pp=True)),
 }
 
 
