@@ -1,8 +1,9 @@
 """Global alignment benchmark on synthetic scenes: per-stage time, peak memory, accuracy.
 
 Part 1 (scaling): rings of 50, 200 and 1,000 images, sliding-window pairs (5 neighbours each side),
-20 % outlier matches, backend focal error ±5 %, refinement "none" / "ba" (default).
-Part 2 (refinement comparison): 50 images, refine = none / reprojection (a) / ba (b) / reprojection+ba.
+20 % outlier matches, backend focal error ±5 %, refinement "none" (init + coarse) / "reprojection" (default).
+Part 2 (refinement comparison): 50 images, refine = none / reprojection (a) / ba (b) / reprojection+ba,
+and the initialisation alone with / without rotation averaging.
 
 Usage: PYTHONPATH=src python benchmarks/alignment.py [--sizes 50 200 1000] [--threads 1]
 Writes benchmarks/results/alignment.json.
@@ -30,20 +31,20 @@ class _GT:
         self.cameras, self.camera_of_image = s.cameras, None
 
 
-def run(n: int, refine: Refinement, max_matches: int, window: int = 5, seed: int = 0) -> dict:
+def run(n: int, refine: Refinement, max_matches: int, window: int = 5, seed: int = 0, **conf) -> dict:
     scene = make_scene(n, num_points=max(2000, 30 * n), radius=6.0, seed=seed)
     pairs = make_pair_results(scene, neighbour_pairs(n, window), backend_focal_error=0.05,
                               max_matches=max_matches, seed=seed + 1)
     tracemalloc.start()
     t0 = time.perf_counter()
-    out = align_scene(pairs, scene.images, AlignConf(refine=refine))
+    out = align_scene(pairs, scene.images, AlignConf(refine=refine, **conf))
     total = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     m = evaluate_poses(out, _GT(scene))
     row = {
         "images": n, "pairs": len(pairs), "matches": int(sum(p.num_matches for p in pairs)),
-        "refine": str(refine), "total_s": total, "peak_numpy_MB": peak / 2**20,
+        "refine": str(refine) + "".join(f" {k}={v}" for k, v in conf.items()), "total_s": total, "peak_numpy_MB": peak / 2**20,
         "maxrss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **{f"t_{k}": v for k, v in out.info["timings"].items()},
         **{k: m[k] for k in ("AUC@3", "rot_err_max_deg", "ATE", "focal_err_max")},
@@ -63,14 +64,21 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--compare-size", type=int, default=50)
+    ap.add_argument("--scaling-refine", nargs="+", default=["none", "reprojection"])
+    ap.add_argument("--refine-max-images", type=int, default=200, help="larger scenes: init + coarse only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scaling = []
     for n in args.sizes:
-        for refine in (Refinement.NONE, Refinement.BA):
+        for refine in map(Refinement, args.scaling_refine):
+            if n > args.refine_max_images and refine != Refinement.NONE:
+                continue
             scaling.append(run(n, refine, max_matches=150 if n <= 200 else 80))
             print(scaling[-1], flush=True)
     compare = [run(args.compare_size, r, max_matches=300) for r in Refinement]
+    # initialisation alone, with and without rotation averaging
+    for ra in (False, True):
+        compare.append(run(args.compare_size, Refinement.NONE, 300, coarse_enabled=False, rotation_averaging=ra))
     keys_s = ["images", "pairs", "matches", "refine", "total_s", "t_verify", "t_canonical", "t_init", "t_coarse",
               "t_ba", "peak_numpy_MB", "rot_err_max_deg", "ATE"]
     keys_c = ["refine", "total_s", "t_coarse", "t_reprojection", "t_ba", "AUC@3", "rot_err_max_deg", "ATE", "focal_err_max"]
