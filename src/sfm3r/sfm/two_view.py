@@ -61,6 +61,7 @@ __all__ = [
     "match_pair",
     "match_pairs",
     "triangulate_pair",
+    "verify_matches",
 ]
 
 BACKEND = "classic-sift"
@@ -259,13 +260,26 @@ def match_pair(
     device: str | torch.device = "cpu",  # torch device for the descriptor matching
 ) -> PairResult:
     """Match, verify and triangulate one pair -> PairResult (``verified=False`` if it fails; see module doc)."""
-    for feats, cam, name in ((feats_i, camera_prior_i, name_i), (feats_j, camera_prior_j, name_j)):
-        if (cam.width, cam.height) != (feats.width, feats.height):
-            raise ValueError(
-                f"camera prior of {name!r} is {cam.width}x{cam.height} but its features come from a "
-                f"{feats.width}x{feats.height} image: build the prior from the same image"
-            )
+    _check_prior(name_i, feats_i, camera_prior_i)
+    _check_prior(name_j, feats_j, camera_prior_j)
     matches = match_descriptors(feats_i.descriptors, feats_j.descriptors, conf, device=device)
+    return verify_matches(name_i, name_j, feats_i, feats_j, camera_prior_i, camera_prior_j, matches, conf)
+
+
+def verify_matches(
+    name_i: str,
+    name_j: str,
+    feats_i: SiftFeatures,
+    feats_j: SiftFeatures,
+    camera_prior_i: Camera,
+    camera_prior_j: Camera,
+    matches: np.ndarray,  # (M, 2) int, putative matches (keypoint index in i, in j), e.g. match_descriptors
+    conf: TwoViewConf = TwoViewConf(),
+) -> PairResult:
+    """Geometric verification and pairwise 3D of given putative matches (the second half of match_pair)."""
+    _check_prior(name_i, feats_i, camera_prior_i)
+    _check_prior(name_j, feats_j, camera_prior_j)
+    matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
     if len(matches) < conf.min_num_inliers:
         logger.debug("%s / %s: %d putative matches, too few", name_i, name_j, len(matches))
         return _failed(name_i, name_j, 0)
@@ -318,6 +332,14 @@ def match_pair(
         rel_rotation=rotation,
         rel_translation=translation,
     )
+
+
+def _check_prior(name: str, feats: SiftFeatures, cam: Camera) -> None:
+    if (cam.width, cam.height) != (feats.width, feats.height):
+        raise ValueError(
+            f"camera prior of {name!r} is {cam.width}x{cam.height} but its features come from a "
+            f"{feats.width}x{feats.height} image: build the prior from the same image"
+        )
 
 
 def _estimate_geometry(
