@@ -11,6 +11,11 @@ exact EXIF focal gives) and with the default prior (1.2 * max(W, H), no EXIF). S
     PYTHONPATH=src python benchmarks/classic_backend.py [--sets fountain temple] [--window 3]
         [--max-image-size 1600] [--max-num-features 8192] [--max-error 1.0] [--threads -1]
 
+SiftConf defaults were chosen on the full-resolution fountain images (slow: ~10-30 s per image), e.g.
+
+    PYTHONPATH=src python benchmarks/classic_backend.py --sets fountain_full --threads 1 \
+        --images 0000.jpg 0002.jpg 0004.jpg 0006.jpg --max-image-size 3200 --out /tmp/sift_3200.json
+
 Prints a table and writes benchmarks/results/classic_backend.json.
 """
 
@@ -41,6 +46,8 @@ DATA = SHARED / "data"
 SETS = {
     "fountain": (DATA / "strecha_fountain_P11" / "images_1024", DATA / "strecha_fountain_P11" / "gt_1024"),
     "temple": (DATA / "middlebury_templeRing" / "images", DATA / "middlebury_templeRing" / "gt"),
+    # Full-resolution originals (3072x2048), for choosing SiftConf.max_image_size; slow, not run by default.
+    "fountain_full": (DATA / "strecha_fountain_P11" / "images", DATA / "strecha_fountain_P11" / "gt"),
 }
 
 
@@ -79,10 +86,11 @@ def summarise(errors: list[tuple[float, float]], num_pairs: int) -> dict:
     }
 
 
-def run_set(name: str, sift_conf: SiftConf, tv_conf: TwoViewConf, window: int, threads: int) -> dict:
+def run_set(name: str, sift_conf: SiftConf, tv_conf: TwoViewConf, window: int, threads: int,
+            only: list[str] | None) -> dict:
     image_dir, gt_dir = SETS[name]
     poses, gt_cameras = load_gt(gt_dir)
-    names = sorted(poses)
+    names = sorted(n for n in poses if not only or n in only)
     t0 = time.perf_counter()
     features = {n: extract_sift(np.asarray(Image.open(image_dir / n).convert("RGB")), sift_conf, num_threads=threads)
                 for n in names}
@@ -112,6 +120,7 @@ def run_set(name: str, sift_conf: SiftConf, tv_conf: TwoViewConf, window: int, t
         "images": len(names),
         "pairs": len(pairs),
         "pair_selection": "all pairs" if name != "temple" else f"name-order window {window}",
+        "image_size": [features[names[0]].width, features[names[0]].height],
         "mean_keypoints": float(np.mean([len(f) for f in features.values()])),
         "time_extract_per_image_s": t_extract / len(names),
         "time_match_per_pair_s": t_match / len(pairs),
@@ -122,7 +131,8 @@ def run_set(name: str, sift_conf: SiftConf, tv_conf: TwoViewConf, window: int, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--sets", nargs="+", default=["fountain", "temple"], choices=list(SETS))
+    parser.add_argument("--images", nargs="+", help="only these image names (e.g. a subset of fountain_full)")
     parser.add_argument("--window", type=int, default=3, help="templeRing: pairs (i, j) with j - i <= WINDOW")
     parser.add_argument("--max-image-size", type=int, default=SiftConf().max_image_size)
     parser.add_argument("--max-num-features", type=int, default=SiftConf().max_num_features)
@@ -133,7 +143,7 @@ def main() -> None:
     sift_conf = SiftConf(max_image_size=args.max_image_size, max_num_features=args.max_num_features)
     tv_conf = TwoViewConf(max_error=args.max_error)
 
-    results = {name: run_set(name, sift_conf, tv_conf, args.window, args.threads) for name in args.sets}
+    results = {name: run_set(name, sift_conf, tv_conf, args.window, args.threads, args.images) for name in args.sets}
     header = f"{'set':9} {'prior':8} {'pairs':>5} {'fail':>4} {'kp/img':>6} {'extr s/img':>10} {'match s/pr':>10} " \
              f"{'verif s/pr':>10} {'R med°':>7} {'R<1°':>5} {'R<5°':>5} {'t med°':>7}"
     print(header)

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pycolmap
 import pytest
+import torch
 from conftest import DATA
 
 from sfm3r.sfm.sift import SiftConf, SiftFeatures, extract_sift
@@ -217,7 +218,8 @@ def test_triangulate_pair_recovers_synthetic_points_exactly():
     np.testing.assert_allclose(tri["pts_j"], pts_j, rtol=1e-8)
     assert tri["reproj"].max() < 1e-6
     centre_j = -rot.T @ t
-    expected = [np.degrees(np.arccos(p @ (p - centre_j) / np.linalg.norm(p) / np.linalg.norm(p - centre_j))) for p in pts]
+    cos = [p @ (p - centre_j) / np.linalg.norm(p) / np.linalg.norm(p - centre_j) for p in pts]
+    expected = np.degrees(np.arccos(cos))
     np.testing.assert_allclose(tri["angle_deg"], expected, rtol=1e-9)
 
 
@@ -253,3 +255,10 @@ def test_all_fountain_pairs_at_default_settings():
             errors.append(scene.errors(res)[0])
     assert len(errors) >= 50
     assert np.median(errors) < 0.2 and np.mean(np.array(errors) < 1.0) > 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matching_equals_cpu_matching(temple):
+    da, db = (temple.features[n].descriptors for n in sorted(temple.features)[:2])
+    np.testing.assert_array_equal(match_descriptors(da, db, device="cuda"), match_descriptors(da, db, device="cpu"))

