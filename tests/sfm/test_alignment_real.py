@@ -1,6 +1,6 @@
 """Global alignment on real photos with the classic SIFT backend, against ground-truth cameras.
 
-The fast test uses 5 consecutive templeRing images; the slow ones the full Strecha sets and must reach
+The fast test uses 4 consecutive templeRing images; the slow ones the full Strecha sets and must reach
 pycolmap's exhaustive-SIFT AUC@3 on the same images (project measurement: fountain 91.1, herzjesu 91.3).
 """
 
@@ -19,7 +19,7 @@ from sfm3r.sfm.alignment import AlignConf, align_scene
 from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import ImageInfo
 
-from ..conftest import DATA
+from conftest import DATA
 
 sift = pytest.importorskip("sfm3r.sfm.sift", reason="classic backend (branch classic) not merged")
 two_view = pytest.importorskip("sfm3r.sfm.two_view", reason="classic backend (branch classic) not merged")
@@ -61,8 +61,8 @@ def _run(dataset: str, images_dir: str, gt_dir: str, first: int = 0):
     return scene, evaluate_poses(scene, _Poses(rec, names))
 
 
-def test_five_temple_ring_images_are_registered_accurately():
-    scene, m = _run("middlebury_templeRing", "images", "gt", first=5)
+def test_four_temple_ring_images_are_registered_accurately():
+    scene, m = _run("middlebury_templeRing", "images", "gt", first=4)
     assert m["registration_rate"] == 100.0
     assert m["RRA@5"] == 100.0 and m["RTA@5"] == 100.0, m
     assert np.isfinite(scene.rotations).all()
