@@ -102,6 +102,7 @@ def run_set(name: str, sift_conf: SiftConf, tv_conf: TwoViewConf, window: int, t
 
     t_match = t_verify = 0.0
     errors = {"gt_prior": [], "default_prior": []}
+    failed = {"gt_prior": [], "default_prior": []}
     for a, b in pairs:
         t0 = time.perf_counter()
         matches = match_descriptors(features[a].descriptors, features[b].descriptors, tv_conf)
@@ -111,11 +112,15 @@ def run_set(name: str, sift_conf: SiftConf, tv_conf: TwoViewConf, window: int, t
         t_verify += time.perf_counter() - t1
         if res.verified:
             errors["gt_prior"].append(pose_errors(res, poses))
+        else:
+            failed["gt_prior"].append(f"{a} {b} ({len(matches)} matches, {res.num_inliers} inliers)")
         prior_a = camera_prior(features[a].width, features[a].height)
         prior_b = camera_prior(features[b].width, features[b].height)
         res = verify_matches(a, b, features[a], features[b], prior_a, prior_b, matches, tv_conf)
         if res.verified:
             errors["default_prior"].append(pose_errors(res, poses))
+        else:
+            failed["default_prior"].append(f"{a} {b} ({len(matches)} matches, {res.num_inliers} inliers)")
     return {
         "images": len(names),
         "pairs": len(pairs),
@@ -125,7 +130,7 @@ def run_set(name: str, sift_conf: SiftConf, tv_conf: TwoViewConf, window: int, t
         "time_extract_per_image_s": t_extract / len(names),
         "time_match_per_pair_s": t_match / len(pairs),
         "time_verify_triangulate_per_pair_s": t_verify / len(pairs),
-        "accuracy": {k: summarise(v, len(pairs)) for k, v in errors.items()},
+        "accuracy": {k: summarise(v, len(pairs)) | {"failed_pairs": failed[k]} for k, v in errors.items()},
     }
 
 
