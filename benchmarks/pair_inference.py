@@ -9,7 +9,7 @@ subprocess (so peak memory is per path), and the outputs are checked to agree wi
 Graph: N images, each linked to its ``--pairs-per-image`` nearest neighbours on a ring (retrieval-like),
 so the pair count is about N * k / 2.
 
-    PYTHONPATH=src python benchmarks/pair_inference.py                        # ViT-L, 512x384, 6 images
+    PYTHONPATH=src python benchmarks/pair_inference.py                  # ViT-L, 512x384, 6 images, 15 pairs
     PYTHONPATH=src python benchmarks/pair_inference.py --images 4 --size 128x96   # a quick CPU run
     PYTHONPATH=src python benchmarks/pair_inference.py --device cuda --amp bf16 --images 20 --pairs-per-image 10
 
@@ -137,7 +137,7 @@ def worker(opts: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=6)
-    parser.add_argument("--pairs-per-image", type=int, default=4)
+    parser.add_argument("--pairs-per-image", type=int, default=5)
     parser.add_argument("--size", default="512x384", help="network input WxH (multiples of 16)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=2, help="pairs per decoder call (encode-once path)")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
-from mast3r_tiny_model import assert_close, tiny_inputs, tiny_model, view
+from mast3r_tiny_model import TINY, assert_close, tiny_inputs, tiny_model, view
 
 from sfm3r.sfm.mast3r_inference import LRUTokenStore, PairInference
 
@@ -27,6 +28,30 @@ def _check_direction(out, ref, what):
         assert_close(out["view2"][k], res2[k][0], f"{what} view2 {k}")
 
 
+def test_engine_reproduces_the_official_golden_pairs_in_both_directions():
+    """Every golden pair from one engine run: equal shapes batched (land), portrait, and a mixed-size pair
+    given in the reverse orientation (so the engine swaps it internally and must swap it back)."""
+    engine = PairInference(tiny_model(), device="cpu", batch_size=2)
+    engine.encode(tiny_inputs())
+    pairs = [("land_a", "land_b"), ("port_c", "port_d"), ("port_c", "land_e"), ("land_b", "land_a")]
+    results = {(i, j): (out_ij, out_ji) for i, j, out_ij, out_ji in engine.run_pairs(pairs)}
+    assert sorted(results) == sorted(pairs) and engine.num_encoded == 5
+    golden = {  # golden file -> (pair, direction index in (out_ij, out_ji))
+        "pair_land": [(("land_a", "land_b"), 0), (("land_b", "land_a"), 1)],
+        "pair_land_rev": [(("land_a", "land_b"), 1), (("land_b", "land_a"), 0)],
+        "pair_port": [(("port_c", "port_d"), 0)],
+        "pair_mixed": [(("port_c", "land_e"), 1)],
+    }
+    for name, uses in golden.items():
+        ref = np.load(TINY / f"{name}.npz")
+        for pair, direction in uses:
+            out = results[pair][direction]
+            for key in ref.files:
+                side, out_key = key.split("_", 1)
+                assert_close(out[side][out_key], ref[key][0], f"{name} {pair} {key}")
+
+
+@pytest.mark.slow
 def test_encode_once_batched_pairs_equal_the_per_pair_forward():
     model = tiny_model()
     engine = PairInference(model, device="cpu", batch_size=2)

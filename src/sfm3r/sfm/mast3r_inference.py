@@ -210,8 +210,9 @@ class PairInference:
         """Pairs (a, b, swapped): all a share one shape, all b another. Computes a->b and b->a."""
         a_enc = self._encoded([a for a, _, _ in oriented])
         b_enc = self._encoded([b for _, b, _ in oriented])
-        tok_a, pos_a = torch.stack([e.tokens for e in a_enc]), torch.stack([e.pos for e in a_enc])
-        tok_b, pos_b = torch.stack([e.tokens for e in b_enc]), torch.stack([e.pos for e in b_enc])
+        dev = self.device  # a spilling store may hand tokens back on the CPU
+        tok_a, pos_a = torch.stack([e.tokens for e in a_enc]).to(dev), torch.stack([e.pos for e in a_enc]).to(dev)
+        tok_b, pos_b = torch.stack([e.tokens for e in b_enc]).to(dev), torch.stack([e.pos for e in b_enc]).to(dev)
         shape_a, shape_b = a_enc[0].shape, b_enc[0].shape
         n = len(oriented)
         with self._context():
