@@ -207,7 +207,8 @@ def refine_reprojection(
             logdn = logd + tt(full_d)
             rn, auxn = forward(Qn, Cn, logdn, logfn, PPn)
             fn = cost(rn)
-            if np.isfinite(fn) and fn < f and bool(torch.all(auxn[6] > 1e-6)):
+            behind = int((auxn[6] <= 1e-6).sum())  # points behind an observer must not increase
+            if np.isfinite(fn) and fn < f and behind <= int((aux[6] <= 1e-6).sum()):
                 Q, C, logd, logf, PP, r, aux = Qn, Cn, logdn, logfn, PPn, rn, auxn
                 mu = max(mu / 3, 1e-9)
                 improved = True
