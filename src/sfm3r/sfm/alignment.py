@@ -9,8 +9,8 @@ Stages (each its own module):
 5. ``reprojection_refinement``: 2D reprojection objective on anchor depths, focals and poses, robust LM;
 6. optional tracks + triangulation + bundle adjustment (``refine="ba"``, sfm.bundle_adjustment).
 
-Default refinement = (a) "reprojection": measured best on real data (classic backend, AUC@3 herzjesu 93.3 /
-fountain 91.1 vs (b) "ba" 92.7 / 90.7; (a)+(b) adds nothing), see benchmarks/alignment_real.py; on synthetic
+Default refinement = (a) "reprojection": measured best on real data (classic backend, AUC@3 herzjesu 93.25 /
+fountain 91.15 vs (b) "ba" 92.7 / 90.7; (a)+(b) 92.6 / 90.8), see benchmarks/alignment_real.py; on synthetic
 scenes (b) is marginally more accurate. Note: on a shared 2-core machine torch runs these small batched ops
 ~20x faster with ``torch.set_num_threads(1)`` (the caller's choice; the library sets no global flags).
 
