@@ -57,15 +57,16 @@ def test_default_recovers_poses_and_focals(ring):
     scene, pairs = ring
     out = align_scene(pairs, scene.images, AlignConf())
     _check_accuracy(out, scene)
+    assert "reprojection" in out.info["timings"]
     assert out.num_points > 1000 and out.unregistered == ()
     assert out.obs_point.max() < out.num_points and out.obs_image.max() < out.num_images
 
 
-def test_reprojection_refinement_alone_recovers_poses_and_focals(ring):
+def test_bundle_adjustment_refinement_recovers_poses_and_focals(ring):
     scene, pairs = ring
-    out = align_scene(pairs, scene.images, AlignConf(refine=Refinement.REPROJECTION))
+    out = align_scene(pairs, scene.images, AlignConf(refine=Refinement.BA))
     _check_accuracy(out, scene)
-    assert "reprojection" in out.info["timings"]
+    assert "ba" in out.info["timings"] and "reprojection" not in out.info["timings"]
 
 
 def test_coarse_alignment_improves_the_initialisation(ring):
