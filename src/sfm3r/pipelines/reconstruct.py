@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 import sfm3r
-from sfm3r.errors import InputError
+from sfm3r.errors import ImageReadError, InputError
 from sfm3r.io.colmap import write_colmap_model
-from sfm3r.io.export import export_gaussian_splatting_folder
+from sfm3r.io.export import export_gaussian_splatting_folder, flat_name
 from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
@@ -80,9 +80,21 @@ def resolve_device(device: str) -> str:
 
 
 def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
-    """The input images, identical duplicates removed (kept: the first name), at least two."""
+    """The input images, identical duplicates removed (kept: the first name), at least two.
+
+    Names that could not be exported safely (a '..' part once backslashes count as separators) are
+    refused here, before any work, rather than at the export.
+    """
     images_dir = Path(images_dir)
-    infos = load_image_infos(images_dir, recursive=conf.recursive, skip_bad_images=conf.skip_bad_images)
+    try:
+        infos = load_image_infos(images_dir, recursive=conf.recursive, skip_bad_images=conf.skip_bad_images)
+    except ImageReadError as error:
+        raise ImageReadError(f"{error}; or rerun with --skip-bad-images to go on without such files") from None
+    for info in infos:
+        try:
+            flat_name(info.name)
+        except InputError as error:
+            raise InputError(f"{error}: rename the file {info.path}") from None
     unique: dict[str, ImageInfo] = {}
     for info in infos:
         if info.sha256 in unique:
@@ -97,6 +109,16 @@ def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
         )
     logger.info("images: %d in %s", len(images), images_dir)
     return images
+
+
+def _write_pairs_txt(path: Path, pairs) -> None:
+    """OUT/pairs.txt for the user (nothing reads it back). Names with spaces, common on phones ("IMG
+    0001.jpg", "photo (1).jpg"), cannot be written in that format: then warn and go on without it."""
+    try:
+        write_pairs_file(path, pairs)
+    except InputError as error:
+        path.unlink(missing_ok=True)  # never leave the pairs of an earlier run
+        logger.warning("%s not written (%s); the reconstruction goes on", path.name, str(error).split(": ", 1)[-1])
 
 
 def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
@@ -173,7 +195,7 @@ def reconstruct(
         pairs, graph_report = select_pairs(
             images, conf, similarity=lambda: sift_similarity(images, sift_features(), run.cache_dir, device)
         )
-        write_pairs_file(run.root / "pairs.txt", pairs)
+        _write_pairs_txt(run.root / "pairs.txt", pairs)
     result.counts["pairs"] = {
         "graph": graph_report.graph,
         "pairs": graph_report.num_pairs,
