@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 import sfm3r
-from sfm3r.errors import ImageReadError, InputError
-from sfm3r.io.colmap import write_colmap_model
+from sfm3r.errors import ImageReadError, InputError, ReconstructionError
+from sfm3r.io.colmap import check_scene, write_colmap_model
 from sfm3r.io.export import export_gaussian_splatting_folder, flat_name
 from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
@@ -109,6 +109,17 @@ def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
         )
     logger.info("images: %d in %s", len(images), images_dir)
     return images
+
+
+def _check_finite(scene: Scene) -> None:
+    """Refuse a model with NaN/inf poses, intrinsics or points before anything is written or coloured."""
+    try:
+        check_scene(scene)
+    except ReconstructionError as error:
+        raise ReconstructionError(
+            f"the alignment gave an unusable model ({error}); nothing was written. Add photos taken from "
+            "other positions with more overlap, or rerun with --verbose and report the log"
+        ) from None
 
 
 def _write_pairs_txt(path: Path, pairs) -> None:
@@ -230,6 +241,7 @@ def reconstruct(
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
             if progress else None,
         )  # fmt: skip
+        _check_finite(scene)
     with _timed(timings, "colors"):
         paths = {info.name: info.path for info in images}
         scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)

@@ -1,0 +1,144 @@
+"""Degenerate geometry: the scene is real but Structure-from-Motion is ill-posed or partly impossible.
+
+Whatever happens, the run ends in one of two ways: a model whose every value is finite (images that
+cannot be placed are listed as not registered), or exit code 2 with one "Error:" line. Never a NaN pose
+in the output, never a traceback. Non-finite values produced anywhere are caught before writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from reliability_helpers import (
+    FAST,
+    SAMPLE,
+    assert_success,
+    assert_user_error,
+    invoke,
+    photo_folder,
+    run_json,
+)
+
+from sfm3r.io.colmap import read_colmap_model
+
+
+def _assert_finite_model_or_clear_error(result, out: Path) -> str:
+    """Either a finite model (returns "model") or a one-line user error (returns "error")."""
+    if result.exit_code == 2:
+        assert_user_error(result)
+        assert not (out / "sparse" / "0" / "images.bin").exists()
+        return "error"
+    assert_success(result)
+    scene = read_colmap_model(out / "sparse" / "0")
+    for name in ("rotations", "translations", "points_xyz", "obs_xy"):
+        assert np.isfinite(getattr(scene, name)).all(), name
+    for camera in scene.cameras:
+        assert np.isfinite([camera.fx, camera.fy, camera.cx, camera.cy]).all() and camera.fx > 0
+    return "model"
+
+
+def _rotated_views(photo: Image.Image, angles_deg, size=(384, 256), focal=420.0) -> list[Image.Image]:
+    """Views of `photo` from its own centre, turned by (yaw, pitch): the homography K_out R^T K_src^-1."""
+    from scipy.spatial.transform import Rotation
+
+    w, h = photo.size
+    k_src = np.array([[700.0, 0, w / 2], [0, 700.0, h / 2], [0, 0, 1]])
+    k_out = np.array([[focal, 0, size[0] / 2], [0, focal, size[1] / 2], [0, 0, 1]])
+    views = []
+    for yaw, pitch in angles_deg:
+        rotation = Rotation.from_euler("yx", [yaw, pitch], degrees=True).as_matrix()
+        out_to_src = k_src @ rotation.T @ np.linalg.inv(k_out)
+        coeffs = tuple((out_to_src / out_to_src[2, 2]).ravel()[:8])
+        views.append(photo.transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC))
+    return views
+
+
+def test_pure_rotation(tmp_path):
+    """A panorama: four views turned about one centre. No baseline, so no depth: the cameras must share
+    their centre (within noise) and every value must be finite; a clear error would also do."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(SAMPLE / "images" / "0004.jpg") as photo:
+        for k, view in enumerate(_rotated_views(photo.convert("RGB"), [(-8, 0), (-3, 2), (3, -2), (8, 1)])):
+            view.save(photos / f"pano_{k}.jpg", quality=95)
+    out = tmp_path / "out"
+    outcome = _assert_finite_model_or_clear_error(invoke("reconstruct", photos, out, *FAST), out)
+    if outcome == "model":
+        scene = read_colmap_model(out / "sparse" / "0")
+        centres = -np.einsum("nji,nj->ni", scene.rotations, scene.translations)
+        depth = np.median(np.linalg.norm(scene.points_xyz - centres.mean(0), axis=1))
+        assert np.linalg.norm(centres - centres.mean(0), axis=1).max() < 0.1 * depth
+
+
+def _planar_views(photo: Image.Image, size=(384, 256)) -> list[Image.Image]:
+    """A flat poster seen from several viewpoints: every view of a plane is a homography of the photo."""
+    w, h = photo.size
+    views = []
+    for dx, dy in [(0, 0), (60, 0), (0, 60), (-60, 30)]:
+        # Map the output corners to a tilted quadrilateral in the photo (a perspective view of the plane).
+        quad = (0 + dx, 0, w, 0 + dy, w - dx, h, 0, h - dy)
+        views.append(photo.transform(size, Image.Transform.QUAD, quad, Image.Resampling.BICUBIC))
+    return views
+
+
+def test_near_planar_scene(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(SAMPLE / "images" / "0005.jpg") as photo:
+        for k, view in enumerate(_planar_views(photo.convert("RGB"))):
+            view.save(photos / f"poster_{k}.jpg", quality=95)
+    out = tmp_path / "out"
+    _assert_finite_model_or_clear_error(invoke("reconstruct", photos, out, *FAST), out)
+
+
+def test_images_that_match_nothing_are_reported(tmp_path):
+    """A blank frame (no features at all) and a noise frame (features, no matches) are left out and listed."""
+    photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg", "0005.jpg"])
+    Image.new("RGB", (384, 256), (128, 128, 128)).save(photos / "blank.png")
+    noise = np.random.default_rng(0).integers(0, 256, (256, 384, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(photos / "noise.png")
+    out = tmp_path / "out"
+    result = invoke("reconstruct", photos, out, *FAST)
+    assert _assert_finite_model_or_clear_error(result, out) == "model"
+    scene = run_json(out)["counts"]["scene"]
+    assert scene["registered"] == 3
+    assert sorted(scene["unregistered"]) == ["blank.png", "noise.png"]
+    assert "Not registered: " in result.output
+
+
+# --------------------------------------------------------------------------------------------------
+# Non-finite values from the alignment: caught before anything is written
+
+
+@pytest.fixture
+def nan_alignment(monkeypatch):
+    """Make the alignment return a scene whose first camera position or first point is NaN."""
+    import sfm3r.pipelines.reconstruct as reconstruct_module
+
+    real = reconstruct_module.align_scene
+    where = {}
+
+    def poisoned(*args, **kwargs):
+        scene = real(*args, **kwargs)
+        field = where["field"]
+        values = np.array(getattr(scene, field), dtype=np.float64)
+        values[0] = np.nan
+        return dataclasses.replace(scene, **{field: values})
+
+    monkeypatch.setattr(reconstruct_module, "align_scene", poisoned)
+    return where
+
+
+@pytest.mark.parametrize(("command", "field"), [("reconstruct", "translations"), ("align", "points_xyz")])
+def test_non_finite_alignment_is_a_clear_error_and_writes_nothing(tmp_path, nan_alignment, field, command):
+    nan_alignment["field"] = field
+    photos = photo_folder(tmp_path / "photos", ["0004.jpg", "0005.jpg"])
+    out = tmp_path / "out"
+    assert_user_error(invoke(command, photos, out, *FAST), "non-finite", "nothing was written", "more overlap")
+    assert not (out / "sparse").exists() or not any((out / "sparse").rglob("*.bin"))
+    assert not (out / "points.ply").exists()
+    assert not (out / "images").exists()
