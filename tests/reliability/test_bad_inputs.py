@@ -11,6 +11,7 @@ images and extracts features); three run a whole reconstruction of a few 384x256
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -326,6 +327,15 @@ def test_crafted_file_name_cannot_escape_the_output_folder(tmp_path):
     assert not list(tmp_path.rglob("escaped.jpg"))
     assert [p.name for p in (tmp_path / "deep").iterdir()] == ["out"]
     assert not (out / "sparse").exists()  # refused before any work
+
+
+def test_file_name_that_is_not_utf8(tmp_path):
+    """A Latin-1 name from an old zip ("caf\\xe9.jpg"): refused before any work, with the fix."""
+    photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
+    os.rename(photos / "0004.jpg", os.path.join(bytes(photos), b"caf\xe9.jpg"))
+    line = assert_user_error(invoke("reconstruct", photos, tmp_path / "out", *FAST), "not valid utf-8", "rename")
+    assert "caf\\udce9.jpg" in line
+    assert not (tmp_path / "out" / "cache").exists()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -187,3 +187,21 @@ def test_deterministic_rerun_from_scratch(photos, reference, tmp_path):
     out = tmp_path / "out"
     assert_success(invoke("reconstruct", photos, out, *FAST))
     _assert_same_model(out, reference)
+
+
+def test_ctrl_c_says_how_to_resume_and_keeps_the_features(tmp_path, monkeypatch):
+    import sfm3r.pipelines.reconstruct as reconstruct_module
+
+    photos = photo_folder(tmp_path / "photos", SAMPLE_NAMES[:2])
+    out = tmp_path / "out"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reconstruct_module, "match_classic", interrupted)
+        result = invoke("match", photos, out, *FAST)
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert "rerun the same command to resume" in result.output
+    assert_success(invoke("pairs", photos, out, *FAST))
+    assert run_json(out)["counts"]["features"] == {"total": 2, "cached": 2, "computed": 0}

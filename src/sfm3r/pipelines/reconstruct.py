@@ -82,8 +82,8 @@ def resolve_device(device: str) -> str:
 def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
     """The input images, identical duplicates removed (kept: the first name), at least two.
 
-    Names that could not be exported safely (a '..' part once backslashes count as separators) are
-    refused here, before any work, rather than at the export.
+    Names that could not be exported (a '..' part once backslashes count as separators, bytes that are
+    not UTF-8) are refused here, before any work, rather than at the export.
     """
     images_dir = Path(images_dir)
     try:
@@ -95,6 +95,13 @@ def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
             flat_name(info.name)
         except InputError as error:
             raise InputError(f"{error}: rename the file {info.path}") from None
+        try:
+            info.name.encode("utf-8")  # COLMAP models, logs and run.json hold names as UTF-8
+        except UnicodeEncodeError:
+            raise InputError(
+                f"image file name {info.name!r} in {str(images_dir)!r} is not valid UTF-8 (written by a system "
+                "with another encoding); rename the file, e.g. with `convmv -f latin1 -t utf8 --notest`"
+            ) from None
     unique: dict[str, ImageInfo] = {}
     for info in infos:
         if info.sha256 in unique:
