@@ -278,6 +278,28 @@ def test_output_path_in_a_read_only_file_system(tmp_path):
     assert_user_error(invoke("reconstruct", photos, "/proc/sfm3r-out", "-q"), "cannot write", "/proc/sfm3r-out")
 
 
+def test_images_inside_the_output_folder_are_never_deleted(tmp_path):
+    """The 3DGS layout `project/images` + OUT=`project`: OUT/images is sfm3r's (--overwrite deletes it)."""
+    project = tmp_path / "project"
+    photos = photo_folder(project / "images", ["0003.jpg", "0004.jpg"])
+    for extra in ([], ["--overwrite"]):
+        line = assert_user_error(invoke("reconstruct", photos, project, *FAST, *extra), "inside", "outside")
+        assert str(project / "images") in line
+    assert sorted(p.name for p in photos.iterdir()) == ["0003.jpg", "0004.jpg"]
+
+
+def test_output_folder_equal_to_the_image_folder(tmp_path):
+    photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
+    assert_user_error(invoke("reconstruct", photos, photos, *FAST), "is the image folder", "outside")
+
+
+def test_output_folder_inside_the_image_folder(tmp_path):
+    """Allowed unless --recursive, which would read the exported copies as more photos next time."""
+    photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
+    assert_user_error(invoke("pairs", photos, photos / "out", *FAST, "--recursive"), "--recursive", "outside")
+    assert_success(invoke("pairs", photos, photos / "out", *FAST))
+
+
 def test_cache_path_that_is_a_file(tmp_path):
     photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
     (tmp_path / "out").mkdir()

@@ -33,7 +33,7 @@ from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
-from sfm3r.pipelines.run_folder import RunFolder, prepare_run_folder, write_json_atomic
+from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.sfm.alignment import align_scene
 from sfm3r.types import ImageInfo, Scene
 
@@ -183,6 +183,7 @@ def reconstruct(
 ) -> ReconstructResult:
     """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4)."""
     started = time.perf_counter()
+    check_separate_from_inputs(output_dir, images_dir, recursive=conf.recursive)
     run = prepare_run_folder(output_dir, overwrite=conf.overwrite)
     device = resolve_device(conf.device)
     backend = conf.resolved_backend
