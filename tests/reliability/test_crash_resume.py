@@ -169,7 +169,10 @@ def test_kill_at_random_points_then_resume(full_photos, full_reference, tmp_path
         process = _start(full_photos, out, FULL_ARGS)
         try:
             _wait_for(process, lambda: _stage_started(out, stage, before))
-            time.sleep(rng.uniform(0.5, 6.0))
+            # A random moment within the stage: a fraction of its duration in the uninterrupted run.
+            timings = run_json(full_reference)["timings_s"]
+            duration = timings["matching"] if stage == "pairwise" else timings["alignment"]
+            time.sleep(rng.uniform(0.05, 0.8) * duration)
             assert process.poll() is None, "the run finished before the planned kill point"
             _kill(process)
         finally:
