@@ -54,6 +54,7 @@ def make_scene(
     noise_px: float = 0.5,
     outlier_frac: float = 0.2,
     neighbours: int = 6,
+    focal_jitter: float = 0.1,
     seed: int = 0,
 ) -> SyntheticScene:
     rng = np.random.default_rng(seed)
@@ -67,7 +68,10 @@ def make_scene(
         targets = rng.normal(0, 0.2, (n, 3))
         cam_angle = az
     elif layout == "ring":
-        r_in, r_out = 5.0, 8.0
+        # circumference grows with N (0.5 units between cameras): points per image and track lengths
+        # stay constant as N grows; points on a 2-unit thick wall 3 units outside the camera circle
+        r_in = max(5.0, 0.5 * n / (2 * np.pi))
+        r_out = r_in + 3.0
         phi = rng.uniform(0, 2 * np.pi, num_points)
         rad = rng.uniform(r_out, r_out + 2.0, num_points)
         points = np.stack([np.cos(phi) * rad, np.sin(phi) * rad, rng.uniform(-2.0, 2.0, num_points)], 1)
@@ -81,7 +85,7 @@ def make_scene(
 
     rotations = np.stack([_look_at(c, t, rng) for c, t in zip(centers, targets)])
     translations = -np.einsum("nij,nj->ni", rotations, centers)
-    focals = focal * rng.uniform(0.9, 1.1, n)
+    focals = focal * rng.uniform(1 - focal_jitter, 1 + focal_jitter, n)
     cameras = [Camera(width=width, height=height, fx=f, fy=f, cx=width / 2, cy=height / 2) for f in focals]
 
     visible, xys = [], []

@@ -122,3 +122,12 @@ def test_unknown_preset_lists_the_valid_ones():
     assert get_conf("fast").refine == Refinement.NONE
     with pytest.raises(InputError, match="default"):
         get_conf("fastest")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_result(ring):
+    scene, pairs = ring
+    cpu = align_scene(pairs, scene.images, AlignConf(device="cpu"))
+    gpu = align_scene(pairs, scene.images, AlignConf(device="cuda"))
+    np.testing.assert_allclose(gpu.rotations, cpu.rotations, atol=1e-6)
+    _check_accuracy(gpu, scene)

@@ -160,3 +160,36 @@ def test_bad_inputs_are_clear_errors(data):
         R.asmk_similarity(feats[:2], codebook[:3])
     with pytest.raises(InputError, match="codebook size"):
         R.train_codebook([feats[0][:10]], R.CodebookConf(size=11))
+
+
+@pytest.mark.parametrize("dim", [128, 100, 1024])
+def test_hamming_popcount_and_byte_table_fallback(dim, monkeypatch):
+    """numpy ≥ 2 uses XOR + bitwise_count; older numpy a byte popcount table: same distances."""
+    rng = np.random.default_rng(1)
+    bits_q, bits_d = rng.random((7, dim)) > 0.5, rng.random((5, dim)) > 0.5
+    q = R._as_words64(np.packbits(bits_q, axis=1))
+    d = R._as_words64(np.packbits(bits_d, axis=1))
+    expected = (bits_q[:, None, :] != bits_d[None, :, :]).sum(axis=2)
+    if hasattr(np, "bitwise_count"):
+        np.testing.assert_array_equal(R._hamming(q, d), expected)
+        monkeypatch.delattr(np, "bitwise_count")
+    np.testing.assert_array_equal(R._hamming(q, d), expected)
+
+
+def test_kernel_table_follows_threshold_and_alpha():
+    t = R._kernel_table(4, R.AsmkConf())  # h = 0..4 -> s = 1, .5, 0, -.5, -1
+    np.testing.assert_allclose(t, [1.0, 0.125, 0.0, 0.0, 0.0])
+    t = R._kernel_table(4, R.AsmkConf(alpha=1.0, similarity_threshold=-0.6))
+    np.testing.assert_allclose(t, [1.0, 0.5, 0.0, -0.5, 0.0])
+
+
+def test_batched_assignment_keeps_image_order(data):
+    feats, _, codebook = data
+    assign = R._WordAssigner(codebook, "cpu", 4096)
+    parts = [f[: (7 + 13 * i) % 50] for i, f in enumerate(feats)]  # uneven sizes, one empty
+    got = list(R._assign_batched(parts, assign, 2, batch_rows=70))
+    assert [i for i, _, _ in got] == list(range(len(parts)))
+    for (i, f, w), p in zip(got, parts):
+        assert f is p and w.shape == (len(p), 2)
+        if len(p):
+            np.testing.assert_array_equal(w, assign(p, 2))

@@ -104,8 +104,12 @@ def refine_scene(
     Returns:
         Scene with every input image registered (unless its refined pose became non-finite: then it is
         listed in ``unregistered`` with a warning), PINHOLE cameras, points with at least
-        ``min_track_length`` observations under ``max_reproj_error``, grey colours, and ``info`` with
-        counts, errors before/after, BA iterations and time.
+        ``min_track_length`` observations under ``max_reproj_error``, grey colours, and ``info`` keys:
+        tracks_in, observations_in, points_out, observations_out, mean_reproj_error_before (px, first
+        triangulation with the input poses, its inliers), mean_reproj_error_after (px, returned
+        observations), ba_iterations (total Ceres iterations), rounds (per-round list: points,
+        observations, threshold_px, error_px, ba_iterations, ba_solve_time_s), images_without_observations
+        (names), camera_models (BA model per camera), time_s.
 
     Raises:
         InputError: inconsistent shapes or indices.
@@ -113,7 +117,8 @@ def refine_scene(
     """
     t_start = time.perf_counter()
     n = len(image_names)
-    cam_of_img, rot, trans = _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations)
+    cam_of_img, rot, trans = _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations,
+                                         conf)
     order = np.lexsort((tracks.obs_image, tracks.obs_track))
     obs_track = tracks.obs_track[order]
     obs_image = tracks.obs_image[order]
@@ -143,14 +148,15 @@ def refine_scene(
             sigma0 = 1.4826 * float(np.median(tri.errors[tri.obs_keep]))
             loss_scale = max(conf.loss_scale, sigma0)
         state = _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans,
-                               sizes, conf, loss_scale)
+                               conf, loss_scale)
         rot, trans, params = state.rot, state.trans, state.params
         ba_iterations += state.iterations
         res = state.errors
         err = float(res.mean())
         sigma = 1.4826 * float(np.median(res))
         rounds.append({"points": tri.num_points, "observations": int(tri.obs_keep.sum()),
-                       "threshold_px": float(np.max(thr)), "error_px": err, "ba_iterations": state.iterations})
+                       "threshold_px": float(np.max(thr)), "error_px": err, "ba_iterations": state.iterations,
+                       "ba_solve_time_s": state.solve_time_s})
         logger.info("refine_scene round %d: %d points, %d obs, thr %.1f px, BA %d it, error %.3f px",
                     r, tri.num_points, int(tri.obs_keep.sum()), float(np.max(thr)), state.iterations, err)
         thr = np.full(obs_track.size, max(conf.max_reproj_error, min(float(np.max(thr)), conf.outlier_sigmas * sigma)))
@@ -159,17 +165,15 @@ def refine_scene(
             break
         prev_err = err
 
-    scene = _final_scene(state, obs_track, obs_image, obs_xy, image_names, group_of_img, conf)
-    info = dict(scene.info)
-    info.update(
+    scene = _final_scene(state, obs_track, obs_image, obs_xy, image_names, group_of_img, conf, dict(
         tracks_in=int(tracks.num_tracks),
         observations_in=int(obs_track.size),
         mean_reproj_error_before=err_before,
         ba_iterations=int(ba_iterations),
         rounds=rounds,
-        time_s=time.perf_counter() - t_start,
-    )
-    object.__setattr__(scene, "info", info)
+    ))
+    scene.info["time_s"] = time.perf_counter() - t_start
+    info = scene.info
     logger.info("refine_scene: %d tracks -> %d points, %d obs, error %.3f -> %.3f px in %.1f s",
                 tracks.num_tracks, scene.num_points, scene.obs_point.size, err_before,
                 info["mean_reproj_error_after"], info["time_s"])
@@ -180,8 +184,10 @@ def refine_scene(
 # inputs and intrinsics
 
 
-def _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations):
+def _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, translations, conf):
     n = len(image_names)
+    if conf.rounds < 1 or conf.max_reproj_error <= 0 or conf.num_hypotheses < 1:
+        raise InputError(f"refine_scene: need rounds >= 1, max_reproj_error > 0, num_hypotheses >= 1; got {conf}")
     cam_of_img = np.asarray(camera_of_image, np.int64).reshape(-1)
     rot = np.asarray(rotations, np.float64)
     trans = np.asarray(translations, np.float64)
@@ -304,10 +310,11 @@ def _two_ray_midpoint(c1, d1, c2, d2):
 def _ray_least_squares(centers, dirs, weights, obs_track, num_tracks):
     """(T, 3) points minimising sum_k w_k |(I - d dᵀ)(X - c)|² per track; NaN for singular tracks."""
     proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (K, 3, 3)
-    A = np.zeros((num_tracks, 3, 3))
-    b = np.zeros((num_tracks, 3))
-    np.add.at(A, obs_track, proj * weights[:, None, None])
-    np.add.at(b, obs_track, np.einsum("kij,kj->ki", proj, centers) * weights[:, None])
+    wp = proj.reshape(-1, 9) * weights[:, None]
+    A = np.stack([np.bincount(obs_track, wp[:, c], minlength=num_tracks) for c in range(9)], 1)
+    A = A.astype(float).reshape(-1, 3, 3)
+    wb = np.einsum("kij,kj->ki", proj, centers) * weights[:, None]
+    b = np.stack([np.bincount(obs_track, wb[:, c], minlength=num_tracks) for c in range(3)], 1).astype(float)
     det = np.linalg.det(A)
     ok = np.abs(det) > 1e-300
     X = np.full((num_tracks, 3), np.nan)
@@ -319,8 +326,7 @@ def _tri_angles(xyz_obs, centers, obs_track, num_tracks, mask):
     """(T,) deg: twice the largest angle between a kept ray and the track's mean ray (exact for 2 views)."""
     v = xyz_obs - centers
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
-    mean = np.zeros((num_tracks, 3))
-    np.add.at(mean, obs_track[mask], v[mask])
+    mean = np.stack([np.bincount(obs_track[mask], v[mask, c], minlength=num_tracks) for c in range(3)], 1).astype(float)
     mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-300)
     cosang = np.clip(np.sum(v * mean[obs_track], axis=1), -1.0, 1.0)
     dev = np.where(mask, np.degrees(np.arccos(cosang)), 0.0)
@@ -394,6 +400,7 @@ class _BAState:
     obs_keep: np.ndarray  # (K,) bool observations used in the BA
     errors: np.ndarray  # (obs_keep.sum(),) reprojection errors after BA
     iterations: int
+    solve_time_s: float  # Ceres time
 
 
 def _camera_params(p) -> list[float]:
@@ -408,7 +415,7 @@ def _loss_type(loss: LossType):
             LossType.CAUCHY: pycolmap.LossFunctionType.CAUCHY}[LossType(loss)]
 
 
-def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, sizes, conf,
+def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, conf,
                    loss_scale) -> _BAState:
     """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back."""
     n = len(image_names)
@@ -469,6 +476,7 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     summary = pycolmap.create_default_bundle_adjuster(opts, cfg, rec).solve()
     logger.debug("BA: %s", summary.brief_report())
     iterations = _num_iterations(summary)
+    solve_time = float(getattr(getattr(summary, "ceres_summary", None), "total_time_in_seconds", float("nan")))
     if not summary.is_solution_usable():
         logger.warning("refine_scene: bundle adjustment reports an unusable solution (%s); keeping the input",
                        summary.termination_type)
@@ -493,7 +501,8 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     pt = tri.point_of_track[obs_track[kept]]
     errors = _reproj_errors(xyz[pt], obs_xy[kept], K, rot, trans, obs_image[kept])
     return _BAState(rot=rot, trans=trans, params=params, xyz=xyz, point_of_track=tri.point_of_track,
-                    obs_keep=tri.obs_keep, errors=errors, iterations=iterations)
+                    obs_keep=tri.obs_keep, errors=errors, iterations=iterations,
+                    solve_time_s=solve_time)
 
 
 def _num_iterations(summary) -> int:
@@ -511,7 +520,8 @@ def _num_iterations(summary) -> int:
 # final filter and Scene
 
 
-def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, group_of_img, conf) -> Scene:
+def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, group_of_img, conf,
+                 info: dict) -> Scene:
     """Filter the last BA's observations and points, check finiteness, and package a Scene."""
     n = len(image_names)
     kept = np.flatnonzero(state.obs_keep)
@@ -558,7 +568,7 @@ def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, gro
     if no_obs:
         logger.warning("refine_scene: %d registered images have no observations left: %s", len(no_obs),
                        no_obs[:10])
-    info = dict(
+    info.update(
         points_out=num_out,
         observations_out=int(kept.size),
         mean_reproj_error_after=float(errors.mean()) if errors.size else float("nan"),

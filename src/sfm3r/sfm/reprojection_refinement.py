@@ -33,6 +33,7 @@ class RefineConf2D:
     tolerance: float = 1e-6  # stop when the relative cost decrease falls below
     outlier_px: float = 6.0  # matches with a larger error in either image are dropped from the output
     optimise_focal: bool = True
+    optimise_pp: bool = False  # principal points (graphdeco 3DGS ignores them: off by default)
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +42,7 @@ class RefineResult2D:
     centres: np.ndarray  # (N, 3)
     depths: np.ndarray  # (A,) world-unit anchor depths
     focal: np.ndarray  # (N,)
+    pp: np.ndarray  # (N, 2)
     inlier_matches: np.ndarray  # (K,) bool
     cost_history: tuple[float, ...]
     final_rms_px: float
@@ -77,18 +79,23 @@ def refine_reprojection(
     x_src = tt(canon.anchor_xy[src_anchor])
     oi, si = tt(o_img, torch.int64), tt(s_img, torch.int64)
     sa = tt(src_anchor, torch.int64)
-    PP = tt(pp)
+    PP = tt(pp)  # (N, 2) current principal points
     Q = tt(np.transpose(rotations, (0, 2, 1)))
     C, logd, logf = tt(centres), tt(np.log(depths)), tt(np.log(focal))
     # columns: 6 per image, then focal params, then (eliminated) depths
     nf = 1 if shared else N
     fidx = np.zeros(N, np.int64) if shared else np.arange(N)
     opt_f = conf.optimise_focal and not (fixed_focal.all() if shared else False)
-    free_c = np.ones(6 * N + nf, bool)
+    ncol = 6 * N + 3 * nf  # poses, log focals, principal points (x, y per intrinsics group)
+    free_c = np.ones(ncol, bool)
     free_c[6 * root : 6 * root + 6] = False
     free_c[6 * N + fidx[fixed_focal]] = False
     if not opt_f:
-        free_c[6 * N :] = False
+        free_c[6 * N : 6 * N + nf] = False
+    pcol = 6 * N + nf + 2 * fidx  # (N,) first pp column of each image
+    if not conf.optimise_pp:
+        free_c[6 * N + nf :] = False
+    free_c[np.concatenate([pcol[fixed_focal], pcol[fixed_focal] + 1])] = False
     free_d = np.ones(A, bool)
     root_anchors = np.flatnonzero(canon.anchor_image == root)
     if root_anchors.size:
@@ -96,7 +103,7 @@ def refine_reprojection(
     delta2 = conf.robust_scale_px**2
     R_rows = 2 * o_img.size
 
-    def forward(Q, C, logd, logf):
+    def forward(Q, C, logd, logf, PP):
         f = torch.exp(logf)
         fs, fo = f[tt(fidx[s_img], torch.int64)], f[tt(fidx[o_img], torch.int64)]
         ray = torch.cat([(x_src - PP[si]) / fs[:, None], torch.ones_like(fs)[:, None]], 1)
@@ -111,7 +118,7 @@ def refine_reprojection(
     def cost(r):
         return float((c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
 
-    r, aux = forward(Q, C, logd, logf)
+    r, aux = forward(Q, C, logd, logf, PP)
     f = cost(r)
     history = [f]
     mu = 1e-4
@@ -131,6 +138,8 @@ def refine_reprojection(
         dp_dlogf = torch.cat([-p[:, :2], torch.zeros_like(p[:, :1])], 1)
         J_fs = (dpi_dX @ (Q[si] @ dp_dlogf[..., None]))[..., 0]
         J_d = (dpi_dX @ qp[..., None])[..., 0]  # (R, 2)
+        # principal points: observer directly (identity), source through its ray
+        J_ps = -(dpi_dX @ Q[si][:, :, :2]) * (torch.exp(logd[sa]) / fs)[:, None, None]  # (R, 2, 2)
         same_f = fidx[o_img] == fidx[s_img]
         same_f_t = tt(same_f, torch.bool)
         J_fo = torch.where(same_f_t[:, None], J_fo + J_fs, J_fo)
@@ -143,13 +152,22 @@ def refine_reprojection(
         fo_v, fs_v = (J_fo * sw).cpu().numpy(), (J_fs * sw).cpu().numpy()
         fs_v[same_f] = 0.0
         rr = np.broadcast_to(rows2[:, :, None], Jc_v.shape)
-        rows = np.concatenate([rr.ravel(), rows2.ravel(), rows2.ravel()])
-        colsall = np.concatenate([
+        rows = [rr.ravel(), rows2.ravel(), rows2.ravel()]
+        colsall = [
             np.broadcast_to(Jc_c[:, None, :], Jc_v.shape).ravel(),
             np.repeat(6 * N + fidx[o_img], 2), np.repeat(6 * N + fidx[s_img], 2),
-        ])
-        valsall = np.concatenate([Jc_v.ravel(), fo_v.ravel(), fs_v.ravel()])
-        Jc = sp.csr_matrix((valsall, (rows, colsall)), shape=(R_rows, 6 * N + nf))[:, free_c]
+        ]
+        valsall = [Jc_v.ravel(), fo_v.ravel(), fs_v.ravel()]
+        if conf.optimise_pp:
+            po = np.broadcast_to(np.eye(2), (o_img.size, 2, 2)) * sw.cpu().numpy()[..., None]
+            ps = (J_ps * sw[..., None]).cpu().numpy()
+            for vals_p, img_p in ((po, o_img), (ps, s_img)):
+                rows.append(np.broadcast_to(rows2[:, :, None], vals_p.shape).ravel())
+                colsall.append(np.broadcast_to((pcol[img_p][:, None] + np.arange(2))[:, None, :], vals_p.shape).ravel())
+                valsall.append(vals_p.ravel())
+        Jc = sp.csr_matrix(
+            (np.concatenate(valsall), (np.concatenate(rows), np.concatenate(colsall))), shape=(R_rows, ncol)
+        )[:, free_c]
         jd = (J_d * sw).cpu().numpy().ravel()
         Jd = sp.csr_matrix((jd, (rows2.ravel(), np.repeat(src_anchor, 2))), shape=(R_rows, A))[:, free_d]
         rw = (r * sw).cpu().numpy().ravel()
@@ -169,19 +187,20 @@ def refine_reprojection(
                 mu *= 10
                 continue
             ddep = dd_inv * (-gd - Hcd.T @ dc)
-            full_c = np.zeros(6 * N + nf)
+            full_c = np.zeros(ncol)
             full_c[free_c] = dc
             full_d = np.zeros(A)
             full_d[free_d] = ddep
             dpose = tt(full_c[: 6 * N].reshape(N, 6))
             Qn = roma.rotvec_to_rotmat(dpose[:, :3]) @ Q
             Cn = C + dpose[:, 3:]
-            logfn = logf + tt(full_c[6 * N :])
+            logfn = logf + tt(full_c[6 * N : 6 * N + nf])
+            PPn = PP + tt(full_c[6 * N + nf :].reshape(nf, 2))[tt(fidx, torch.int64)]
             logdn = logd + tt(full_d)
-            rn, auxn = forward(Qn, Cn, logdn, logfn)
+            rn, auxn = forward(Qn, Cn, logdn, logfn, PPn)
             fn = cost(rn)
             if np.isfinite(fn) and fn < f and bool(torch.all(auxn[6] > 1e-6)):
-                Q, C, logd, logf, r, aux = Qn, Cn, logdn, logfn, rn, auxn
+                Q, C, logd, logf, PP, r, aux = Qn, Cn, logdn, logfn, PPn, rn, auxn
                 mu = max(mu / 3, 1e-9)
                 improved = True
                 break
@@ -208,6 +227,7 @@ def refine_reprojection(
         centres=C.cpu().numpy(),
         depths=np.exp(logd.cpu().numpy()),
         focal=fl,
+        pp=PP.cpu().numpy(),
         inlier_matches=inl,
         cost_history=tuple(history),
         final_rms_px=rms,

@@ -84,7 +84,7 @@ def build_tracks(
         min_conf: ignore matches with ``conf < min_conf``.
 
     Returns:
-        Tracks sorted by (track, image); track ids are 0..T-1 in order of their smallest node.
+        Tracks sorted by (track, image); track ids are 0..T-1 (deterministic order, no meaning).
     """
     if min_length < 1:
         raise InputError(f"build_tracks: min_length must be >= 1, got {min_length}")
@@ -186,10 +186,18 @@ def _conflicting(labels: np.ndarray, node_image: np.ndarray, mask: np.ndarray) -
     num_labels = int(labels.max()) + 1 if labels.size else 0
     nodes = np.flatnonzero(mask)
     stride = int(node_image.max()) + 1 if node_image.size else 1
-    pairs = np.unique(labels[nodes] * stride + node_image[nodes])
+    pairs = _distinct(labels[nodes] * stride + node_image[nodes])
     n_img = np.bincount(pairs // stride, minlength=num_labels)
     n_nodes = np.bincount(labels[nodes], minlength=num_labels)
     return n_nodes > n_img
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: numpy's hash-based ``np.unique`` is slower on large int64)."""
+    x = np.sort(x)
+    keep = np.ones(x.size, bool)
+    keep[1:] = x[1:] != x[:-1]
+    return x[keep]
 
 
 def _strong_edges(ea: np.ndarray, eb: np.ndarray, num_nodes: int) -> np.ndarray:

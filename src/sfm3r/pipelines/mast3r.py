@@ -1,0 +1,148 @@
+"""The MASt3R pairwise backend as a pipeline stage: network inference (each image encoded once), reciprocal
+matching, PairResults and DenseViews, all cached per pair so that a rerun resumes.
+
+Cache namespaces (io/cache.py), both keyed by the pair's content key and configured by the checkpoint's
+sha256, the network resolution and the matcher settings:
+- ``pairs-mast3r``: one PairResult per unordered pair;
+- ``dense-mast3r``: per pair, each image's own-frame pointmap and confidence at network resolution
+  (float16 ``pts_i`` (H_i, W_i, 3), ``conf_i`` (H_i, W_i), same for j), streamed into the canonical depths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sfm3r.io import cache
+from sfm3r.io.images import preprocess_for_network, read_image
+from sfm3r.pipelines.classic import StageCounts, canonical_pair
+from sfm3r.sfm.checkpoint import load_mast3r
+from sfm3r.sfm.mast3r_inference import PairInference
+from sfm3r.sfm.mast3r_pairs import Mast3rPairConf, mast3r_pair_result
+from sfm3r.types import DenseView, ImageInfo, NetView, PairResult, Pairs
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+_COMMIT_SECONDS = 20.0
+
+
+def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
+    """sha256 of a (possibly multi-GB) file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_amp(amp: str, device: str) -> str | None:
+    """"auto" -> bf16 on CUDA, None on CPU; "off" -> None."""
+    if amp == "off" or not device.startswith("cuda"):
+        return None
+    return "bf16" if amp == "auto" else amp
+
+
+def match_mast3r(
+    images: Sequence[ImageInfo],
+    pairs: Pairs,
+    checkpoint: Path,
+    cache_dir: Path,
+    *,
+    net_image_size: int = 512,
+    batch_size: int = 4,
+    amp: str = "auto",
+    device: str = "cpu",
+    pair_conf: Mast3rPairConf = Mast3rPairConf(),
+    progress: Progress | None = None,
+) -> tuple[list[PairResult], Callable[[str], Iterator[DenseView]], StageCounts]:
+    """PairResults of every pair (from the cache where present) and a DenseView source for the alignment."""
+    by_name = {info.name: info for info in images}
+    config = {"checkpoint_sha256": file_sha256(checkpoint), "net_image_size": net_image_size, "pairs": pair_conf}
+    pair_store = cache.open_store(cache_dir, "pairs-mast3r", config)
+    dense_store = cache.open_store(cache_dir, "dense-mast3r", config)
+    ordered = [canonical_pair(by_name[a], by_name[b]) for a, b in pairs.pairs]
+    keys = [cache.pair_key(i.sha256, j.sha256) for i, j in ordered]
+    todo = [k for k, key in enumerate(keys) if not (pair_store.has(key) and dense_store.has(key))]
+    logger.info("matching: %d pairs, %d cached, %d to compute", len(keys), len(keys) - len(todo), len(todo))
+    done = len(keys) - len(todo)
+    if progress:
+        progress("matching", done, len(keys))
+    if todo:
+        needed = sorted({info.name for k in todo for info in ordered[k]})
+        net_inputs: dict[str, tuple] = {}
+        views: dict[str, NetView] = {}
+        for name in needed:
+            tensor, view = preprocess_for_network(read_image(by_name[name].path), size=net_image_size)
+            net_inputs[name] = (tensor, np.array([[view.net_height, view.net_width]], np.int32))
+            views[name] = view
+        model = load_mast3r(checkpoint, device=device)
+        engine = PairInference(
+            model, device, batch_size=batch_size, amp=resolve_amp(amp, device), image_source=net_inputs.__getitem__
+        )
+        engine.encode(net_inputs)
+        todo_pairs = [(ordered[k][0].name, ordered[k][1].name) for k in todo]
+        key_of = {(ordered[k][0].name, ordered[k][1].name): keys[k] for k in todo}
+        with pair_store.writer(max_seconds=_COMMIT_SECONDS) as pair_writer, dense_store.writer(
+            max_seconds=_COMMIT_SECONDS
+        ) as dense_writer:
+            for name_i, name_j, out_ij, out_ji in engine.run_pairs(todo_pairs):
+                result = mast3r_pair_result(
+                    name_i, name_j, out_ij, out_ji, views[name_i], views[name_j], pair_conf, device=device
+                )
+                key = key_of[(name_i, name_j)]
+                # Dense first: a pair counts as done only when both units are committed.
+                dense_writer.add(key, _dense_unit(result.dense_i, result.dense_j))
+                cache.write_pair_result(pair_writer, key, result.pair)
+                done += 1
+                if progress:
+                    progress("matching", done, len(keys))
+        logger.info("matching: encoder ran %d times for %d images", engine.num_encoded, len(needed))
+    results = [
+        cache.read_pair_result(pair_store, key, name_i=i.name, name_j=j.name)
+        for key, (i, j) in zip(keys, ordered, strict=True)
+    ]
+    pair_store.close()
+    dense_source = _dense_source(cache_dir, config, ordered, keys)
+    return results, dense_source, StageCounts(len(keys), len(keys) - len(todo), len(todo))
+
+
+def _dense_unit(dense_i: DenseView, dense_j: DenseView) -> cache.Unit:
+    arrays = {
+        "pts_i": dense_i.net_pts3d.astype(np.float16),
+        "conf_i": dense_i.net_conf.astype(np.float16),
+        "pts_j": dense_j.net_pts3d.astype(np.float16),
+        "conf_j": dense_j.net_conf.astype(np.float16),
+    }
+    return cache.Unit("dense", arrays, {})
+
+
+def _dense_source(
+    cache_dir: Path, config: dict, ordered: list[tuple[ImageInfo, ImageInfo]], keys: list[str]
+) -> Callable[[str], Iterator[DenseView]]:
+    """name -> the image's DenseViews, read one at a time from the cache (streaming, bounded memory)."""
+    sides: dict[str, list[tuple[str, str, str]]] = {}
+    for key, (info_i, info_j) in zip(keys, ordered, strict=True):
+        sides.setdefault(info_i.name, []).append((key, "i", info_j.name))
+        sides.setdefault(info_j.name, []).append((key, "j", info_i.name))
+
+    def views_of(name: str) -> Iterator[DenseView]:
+        store = cache.open_store(cache_dir, "dense-mast3r", config, readonly=True)
+        try:
+            for key, side, partner in sides.get(name, []):
+                arrays = store.read(key).arrays
+                yield DenseView(
+                    name=name,
+                    partner=partner,
+                    net_pts3d=arrays[f"pts_{side}"].astype(np.float32),
+                    net_conf=arrays[f"conf_{side}"].astype(np.float32),
+                )
+        finally:
+            store.close()
+
+    return views_of
+
