@@ -300,6 +300,33 @@ def test_output_folder_inside_the_image_folder(tmp_path):
     assert_success(invoke("pairs", photos, photos / "out", *FAST))
 
 
+def test_disk_full_while_writing_is_one_line_and_resumable(tmp_path, monkeypatch):
+    """ENOSPC cannot be provoked safely as root, so the PLY writer is made to hit it."""
+    import errno
+
+    import sfm3r.pipelines.reconstruct as reconstruct_module
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    photos = photo_folder(tmp_path / "photos", ["0004.jpg", "0005.jpg"])
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(reconstruct_module, "write_ply", disk_full)
+        result = invoke("align", photos, out, *FAST)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
+    assert "No space left on device" in line and "points.ply" in line and "rerun the same command" in line
+    assert_success(invoke("align", photos, out, *FAST))
+    assert run_json(out)["counts"]["matching"]["cached"] == 1
+
+
+def test_evaluate_json_path_that_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("")
+    gt = SAMPLE / "gt"
+    assert_user_error(invoke("evaluate", gt, gt, "--json", tmp_path / "file" / "m.json"), "cannot write", "m.json")
+
+
 def test_cache_path_that_is_a_file(tmp_path):
     photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
     (tmp_path / "out").mkdir()

@@ -1,5 +1,6 @@
 """The `sfm3r` console script. Each command parses options, builds a config, calls one pipeline function and
-prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit code 2."""
+prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit code 2; system errors
+(OSError: disk full, I/O error) one line and exit code 1; Ctrl-C exit code 130."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ class Sfm3rGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted. Finished work is kept in the cache: rerun the same command to resume.", err=True)
             sys.exit(130)
+        except OSError as error:  # the machine, not the code: disk full, I/O error, file removed meanwhile
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(
+                f"Error: {error.strerror or error}{where}. Fix the disk or path (free space, permissions) and rerun "
+                "the same command: finished work is kept in the cache",
+                err=True,
+            )
+            sys.exit(1)
 
 
 @click.group(cls=Sfm3rGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

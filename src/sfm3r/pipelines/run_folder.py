@@ -112,7 +112,14 @@ def check_separate_from_inputs(root: Path, images_dir: Path, recursive: bool = F
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file.
+
+    Raises:
+        InputError: `path` cannot be written (its folder is missing, a file, or read-only).
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as error:
+        raise InputError(f"cannot write {path} ({error.strerror or error}); choose another path") from None
