@@ -72,6 +72,7 @@ def test_pure_rotation(tmp_path):
         centres = -np.einsum("nji,nj->ni", scene.rotations, scene.translations)
         depth = np.median(np.linalg.norm(scene.points_xyz - centres.mean(0), axis=1))
         assert np.linalg.norm(centres - centres.mean(0), axis=1).max() < 0.1 * depth
+        assert "the cameras barely move" in (out / "log.txt").read_text()  # reported
 
 
 def _planar_views(photo: Image.Image, size=(384, 256)) -> list[Image.Image]:
@@ -108,6 +109,7 @@ def test_images_that_match_nothing_are_reported(tmp_path):
     assert scene["registered"] == 3
     assert sorted(scene["unregistered"]) == ["blank.png", "noise.png"]
     assert "Not registered: " in result.output
+    assert "the cameras barely move" not in (out / "log.txt").read_text()  # a real baseline: no warning
 
 
 # --------------------------------------------------------------------------------------------------

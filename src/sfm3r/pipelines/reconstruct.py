@@ -129,6 +129,25 @@ def _check_finite(scene: Scene) -> None:
         ) from None
 
 
+_MIN_BASELINE_TO_DEPTH = 0.05  # camera spread / point depth below this: a panorama (measured: 0.011 for a
+# synthetic pure rotation, 0.25-0.30 for 3-4 views of fountain-P11)
+
+
+def _warn_if_no_baseline(scene: Scene) -> None:
+    """Warn when the cameras barely move relative to the scene depth (pure rotation, a tripod panorama):
+    the poses are usable, the points' depths are not."""
+    if scene.num_points == 0:
+        return
+    centres = scene.camera_centers()
+    depth = float(np.median(np.linalg.norm(scene.points_xyz - centres.mean(0), axis=1)))
+    spread = float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
+    if depth > 0 and spread < _MIN_BASELINE_TO_DEPTH * depth:
+        logger.warning(
+            "the cameras barely move (spread %.3g of the scene depth): a panorama or pure rotation? The "
+            "rotations are usable, the points' depths are not; take photos from several positions", spread / depth
+        )
+
+
 def _write_pairs_txt(path: Path, pairs) -> None:
     """OUT/pairs.txt for the user (nothing reads it back). Names with spaces, common on phones ("IMG
     0001.jpg", "photo (1).jpg"), cannot be written in that format: then warn and go on without it."""
@@ -250,6 +269,7 @@ def reconstruct(
             if progress else None,
         )  # fmt: skip
         _check_finite(scene)
+        _warn_if_no_baseline(scene)
     with _timed(timings, "colors"):
         paths = {info.name: info.path for info in images}
         scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)
