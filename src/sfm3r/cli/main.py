@@ -146,52 +146,33 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
     click.echo(format_summary(result))
 
 
-@cli.command()
-@click.argument("images", type=_EXISTING_DIR)
-@click.argument("out", type=_OUT_DIR)
-@_pipeline_options
-def reconstruct(images: Path, out: Path, **options) -> None:
+def _stage_command(name: str, stage: str, doc: str) -> None:
+    """Register `sfm3r NAME IMAGES OUT [options]`: the pipeline up to `stage` (earlier stages resume from the cache)."""
+
+    def command(images: Path, out: Path, **options) -> None:
+        from sfm3r.pipelines.reconstruct import Stage
+
+        _run(images, out, options, Stage(stage))
+
+    command.__doc__ = doc
+    command = _pipeline_options(command)
+    command = click.argument("out", type=_OUT_DIR)(command)
+    command = click.argument("images", type=_EXISTING_DIR)(command)
+    cli.command(name)(command)
+
+
+_stage_command(
+    "reconstruct",
+    "export",
     """Reconstruct the photos in IMAGES into OUT (COLMAP model + Gaussian Splatting folder).
 
     OUT gets images/ (EXIF-rotated copies), sparse/0/ (cameras.bin, images.bin, points3D.bin),
     points.ply, preview.png, run.json and log.txt. Rerunning resumes from OUT/cache.
-    """
-    from sfm3r.pipelines.reconstruct import Stage
-
-    _run(images, out, options, Stage.EXPORT)
-
-
-@cli.command()
-@click.argument("images", type=_EXISTING_DIR)
-@click.argument("out", type=_OUT_DIR)
-@_pipeline_options
-def pairs(images: Path, out: Path, **options) -> None:
-    """Choose the image pairs to match; writes OUT/pairs.txt ('name1 name2' per line)."""
-    from sfm3r.pipelines.reconstruct import Stage
-
-    _run(images, out, options, Stage.PAIRS)
-
-
-@cli.command()
-@click.argument("images", type=_EXISTING_DIR)
-@click.argument("out", type=_OUT_DIR)
-@_pipeline_options
-def match(images: Path, out: Path, **options) -> None:
-    """Compute the pairwise matches and 3D points into OUT/cache (after the pairs stage)."""
-    from sfm3r.pipelines.reconstruct import Stage
-
-    _run(images, out, options, Stage.MATCH)
-
-
-@cli.command()
-@click.argument("images", type=_EXISTING_DIR)
-@click.argument("out", type=_OUT_DIR)
-@_pipeline_options
-def align(images: Path, out: Path, **options) -> None:
-    """Align the cached pairs into one model: OUT/sparse/0, OUT/points.ply, OUT/preview.png."""
-    from sfm3r.pipelines.reconstruct import Stage
-
-    _run(images, out, options, Stage.ALIGN)
+    """,
+)
+_stage_command("pairs", "pairs", "Choose the image pairs to match; writes OUT/pairs.txt ('name1 name2' per line).")
+_stage_command("match", "match", "Compute the pairwise matches and 3D points into OUT/cache (after the pairs stage).")
+_stage_command("align", "align", "Align the cached pairs into one model: OUT/sparse/0, OUT/points.ply, OUT/preview.png.")
 
 
 @cli.command()

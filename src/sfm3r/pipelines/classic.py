@@ -33,6 +33,12 @@ class StageCounts:
     computed: int
 
 
+def _feature_fields(features: SiftFeatures | cache.Features) -> dict:
+    """The fields SiftFeatures and the cache's Features share (the same arrays under the same names)."""
+    names = ("keypoints", "descriptors", "width", "height", "scales", "orientations")
+    return {name: getattr(features, name) for name in names}
+
+
 def _features_store(cache_dir: Path, conf: SiftConf) -> cache.Store:
     return cache.open_store(cache_dir, "features-sift", {"sift": conf})
 
@@ -50,32 +56,11 @@ def extract_features(
     with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
         for info in todo:
             features = extract_sift(read_image(info.path), conf)
-            cache.write_features(
-                writer,
-                info.sha256,
-                cache.Features(
-                    keypoints=features.keypoints,
-                    descriptors=features.descriptors,
-                    width=features.width,
-                    height=features.height,
-                    scales=features.scales,
-                    orientations=features.orientations,
-                ),
-            )
+            cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             done += 1
             if progress:
                 progress("features", done, len(images))
-    result = {}
-    for info in images:
-        unit = cache.read_features(store, info.sha256)
-        result[info.name] = SiftFeatures(
-            keypoints=unit.keypoints,
-            scales=unit.scales,
-            orientations=unit.orientations,
-            descriptors=unit.descriptors,
-            width=unit.width,
-            height=unit.height,
-        )
+    result = {info.name: SiftFeatures(**_feature_fields(cache.read_features(store, info.sha256))) for info in images}
     store.close()
     return result, StageCounts(len(images), len(images) - len(todo), len(todo))
 

@@ -146,3 +146,54 @@ def _dense_source(
 
     return views_of
 
+
+
+def mast3r_similarity(
+    images: Sequence[ImageInfo],
+    checkpoint: Path,
+    retrieval_checkpoint: Path,
+    codebook: Path | None,
+    cache_dir: Path,
+    *,
+    net_image_size: int = 512,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """(N, N) ASMK similarity from the MASt3R retrieval head's local features (MASt3R-SfM's retrieval), cached.
+
+    The head runs on the MASt3R encoder of `checkpoint`; the codebook defaults to the file the official
+    release puts beside the retrieval model (``*_retrieval_codebook.pkl``).
+    """
+    from sfm3r.sfm.checkpoint import checkpoint_args, read_torch_pickle
+    from sfm3r.sfm.mast3r_retrieval import codebook_path, load_retrieval, read_codebook
+    from sfm3r.sfm.retrieval import asmk_similarity
+
+    codebook = Path(codebook) if codebook is not None else codebook_path(retrieval_checkpoint)
+    config = {
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "retrieval_sha256": file_sha256(retrieval_checkpoint),
+        "codebook_sha256": file_sha256(codebook) if codebook.is_file() else "",
+        "net_image_size": net_image_size,
+    }
+    image_set = hashlib.sha256("\n".join(info.sha256 for info in images).encode()).hexdigest()
+    store = cache.open_store(cache_dir, "retrieval-mast3r", config)
+    if store.has(image_set):
+        similarity = store.read(image_set).arrays["similarity"]
+        store.close()
+        logger.info("retrieval: similarity of %d images read from the cache", len(images))
+        return similarity
+    model = load_retrieval(retrieval_checkpoint, load_mast3r(checkpoint, device=device))
+    raw = read_torch_pickle(retrieval_checkpoint)
+    nclusters = checkpoint_args(raw.get("args")).get("nclusters") if isinstance(raw, dict) else None
+    centroids = read_codebook(codebook, nclusters=nclusters)
+    features = []
+    for k, info in enumerate(images):
+        tensor, _ = preprocess_for_network(read_image(info.path), size=net_image_size)
+        features.append(model.local_features(tensor).feat)
+        if progress:
+            progress("retrieval", k + 1, len(images))
+    similarity = asmk_similarity(features, centroids, device=device)
+    with store.writer() as writer:
+        writer.add(image_set, cache.Unit("retrieval", {"similarity": similarity}, {}))
+    store.close()
+    return similarity

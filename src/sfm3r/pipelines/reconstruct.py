@@ -208,6 +208,8 @@ def reconstruct(
     backend = conf.resolved_backend
     if backend == Backend.MAST3R and conf.checkpoint is None:
         raise InputError("the mast3r backend needs --checkpoint PATH (a MASt3R .pth or .safetensors file)")
+    if conf.retrieval_checkpoint is not None and conf.checkpoint is None:
+        raise InputError("--retrieval-checkpoint runs on the MASt3R encoder: give --checkpoint too")
     result = ReconstructResult(run=run, images=[], backend=backend)
     timings = result.timings
     logger.info("sfm3r %s: %s -> %s (backend %s, device %s)", sfm3r.__version__, images_dir, run.root, backend, device)
@@ -227,12 +229,21 @@ def reconstruct(
             result.counts["features"] = dataclasses.asdict(counts)
         return features
 
+    def similarity() -> np.ndarray:
+        """Image similarity for retrieval graphs: the MASt3R retrieval head if given, else weight-free SIFT."""
+        if conf.retrieval_checkpoint is None:
+            return sift_similarity(images, sift_features(), run.cache_dir, device)
+        from sfm3r.pipelines.mast3r import mast3r_similarity
+
+        return mast3r_similarity(
+            images, conf.checkpoint, conf.retrieval_checkpoint, conf.codebook, run.cache_dir,
+            net_image_size=conf.net_image_size, device=device, progress=progress,
+        )  # fmt: skip
+
     if backend == Backend.CLASSIC:
         sift_features()
     with _timed(timings, "pairs"):
-        pairs, graph_report = select_pairs(
-            images, conf, similarity=lambda: sift_similarity(images, sift_features(), run.cache_dir, device)
-        )
+        pairs, graph_report = select_pairs(images, conf, similarity=similarity)
         _write_pairs_txt(run.root / "pairs.txt", pairs)
     result.counts["pairs"] = {
         "graph": graph_report.graph,
