@@ -1,5 +1,6 @@
 """The `sfm3r` console script. Each command parses options, builds a config, calls one pipeline function and
-prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit code 2."""
+prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit code 2; system errors
+(OSError: disk full, I/O error) one line and exit code 1; Ctrl-C exit code 130."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ class Sfm3rGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted. Finished work is kept in the cache: rerun the same command to resume.", err=True)
             sys.exit(130)
+        except OSError as error:  # the machine, not the code: disk full, I/O error, file removed meanwhile
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(
+                f"Error: {error.strerror or error}{where}. Fix the disk or path (free space, permissions) and rerun "
+                "the same command: finished work is kept in the cache",
+                err=True,
+            )
+            sys.exit(1)
 
 
 @click.group(cls=Sfm3rGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -119,11 +128,12 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
 
     from sfm3r.cli.logging_setup import configure_logging, detach_handler, rich_progress
     from sfm3r.pipelines.reconstruct import reconstruct
-    from sfm3r.pipelines.run_folder import prepare_run_folder
+    from sfm3r.pipelines.run_folder import check_separate_from_inputs, prepare_run_folder
     from sfm3r.pipelines.summary import format_summary
 
     quiet, verbose = options["quiet"], options["verbose"]
     conf = _conf_from_options(dict(options))
+    check_separate_from_inputs(out, images, recursive=conf.recursive)  # before --overwrite deletes anything
     # Prepare (or clean, with --overwrite) the run folder first, so the log file lands in it.
     run = prepare_run_folder(out, overwrite=conf.overwrite)
     conf = dataclasses.replace(conf, overwrite=False)

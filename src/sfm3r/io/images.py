@@ -141,7 +141,7 @@ def _decode(image: Image.Image, path: Path, draft: bool = False) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
         raise ImageReadError(
             f"cannot decode image file {path}: {err}; the file is truncated or corrupt, "
-            "copy it again or remove it (or skip bad images)"
+            "copy it again or remove it"
         ) from err
     return image
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 import sfm3r
-from sfm3r.errors import InputError
-from sfm3r.io.colmap import write_colmap_model
-from sfm3r.io.export import export_gaussian_splatting_folder
+from sfm3r.errors import ImageReadError, InputError, ReconstructionError
+from sfm3r.io.colmap import check_scene, write_colmap_model
+from sfm3r.io.export import export_gaussian_splatting_folder, flat_name
 from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
@@ -33,7 +33,7 @@ from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
-from sfm3r.pipelines.run_folder import RunFolder, prepare_run_folder, write_json_atomic
+from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.sfm.alignment import align_scene
 from sfm3r.types import ImageInfo, Scene
 
@@ -80,9 +80,28 @@ def resolve_device(device: str) -> str:
 
 
 def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
-    """The input images, identical duplicates removed (kept: the first name), at least two."""
+    """The input images, identical duplicates removed (kept: the first name), at least two.
+
+    Names that could not be exported (a '..' part once backslashes count as separators, bytes that are
+    not UTF-8) are refused here, before any work, rather than at the export.
+    """
     images_dir = Path(images_dir)
-    infos = load_image_infos(images_dir, recursive=conf.recursive, skip_bad_images=conf.skip_bad_images)
+    try:
+        infos = load_image_infos(images_dir, recursive=conf.recursive, skip_bad_images=conf.skip_bad_images)
+    except ImageReadError as error:
+        raise ImageReadError(f"{error}; or rerun with --skip-bad-images to go on without such files") from None
+    for info in infos:
+        try:
+            flat_name(info.name)
+        except InputError as error:
+            raise InputError(f"{error}: rename the file {info.path}") from None
+        try:
+            info.name.encode("utf-8")  # COLMAP models, logs and run.json hold names as UTF-8
+        except UnicodeEncodeError:
+            raise InputError(
+                f"image file name {info.name!r} in {str(images_dir)!r} is not valid UTF-8 (written by a system "
+                "with another encoding); rename the file, e.g. with `convmv -f latin1 -t utf8 --notest`"
+            ) from None
     unique: dict[str, ImageInfo] = {}
     for info in infos:
         if info.sha256 in unique:
@@ -97,6 +116,46 @@ def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
         )
     logger.info("images: %d in %s", len(images), images_dir)
     return images
+
+
+def _check_finite(scene: Scene) -> None:
+    """Refuse a model with NaN/inf poses, intrinsics or points before anything is written or coloured."""
+    try:
+        check_scene(scene)
+    except ReconstructionError as error:
+        raise ReconstructionError(
+            f"the alignment gave an unusable model ({error}); nothing was written. Add photos taken from "
+            "other positions with more overlap, or rerun with --verbose and report the log"
+        ) from None
+
+
+_MIN_BASELINE_TO_DEPTH = 0.05  # camera spread / point depth below this: a panorama (measured: 0.011 for a
+# synthetic pure rotation, 0.25-0.30 for 3-4 views of fountain-P11)
+
+
+def _warn_if_no_baseline(scene: Scene) -> None:
+    """Warn when the cameras barely move relative to the scene depth (pure rotation, a tripod panorama):
+    the poses are usable, the points' depths are not."""
+    if scene.num_points == 0:
+        return
+    centres = scene.camera_centers()
+    depth = float(np.median(np.linalg.norm(scene.points_xyz - centres.mean(0), axis=1)))
+    spread = float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
+    if depth > 0 and spread < _MIN_BASELINE_TO_DEPTH * depth:
+        logger.warning(
+            "the cameras barely move (spread %.3g of the scene depth): a panorama or pure rotation? The "
+            "rotations are usable, the points' depths are not; take photos from several positions", spread / depth
+        )
+
+
+def _write_pairs_txt(path: Path, pairs) -> None:
+    """OUT/pairs.txt for the user (nothing reads it back). Names with spaces, common on phones ("IMG
+    0001.jpg", "photo (1).jpg"), cannot be written in that format: then warn and go on without it."""
+    try:
+        write_pairs_file(path, pairs)
+    except InputError as error:
+        path.unlink(missing_ok=True)  # never leave the pairs of an earlier run
+        logger.warning("%s not written (%s); the reconstruction goes on", path.name, str(error).split(": ", 1)[-1])
 
 
 def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
@@ -143,6 +202,7 @@ def reconstruct(
 ) -> ReconstructResult:
     """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4)."""
     started = time.perf_counter()
+    check_separate_from_inputs(output_dir, images_dir, recursive=conf.recursive)
     run = prepare_run_folder(output_dir, overwrite=conf.overwrite)
     device = resolve_device(conf.device)
     backend = conf.resolved_backend
@@ -184,7 +244,7 @@ def reconstruct(
         sift_features()
     with _timed(timings, "pairs"):
         pairs, graph_report = select_pairs(images, conf, similarity=similarity)
-        write_pairs_file(run.root / "pairs.txt", pairs)
+        _write_pairs_txt(run.root / "pairs.txt", pairs)
     result.counts["pairs"] = {
         "graph": graph_report.graph,
         "pairs": graph_report.num_pairs,
@@ -219,6 +279,8 @@ def reconstruct(
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
             if progress else None,
         )  # fmt: skip
+        _check_finite(scene)
+        _warn_if_no_baseline(scene)
     with _timed(timings, "colors"):
         paths = {info.name: info.path for info in images}
         scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)

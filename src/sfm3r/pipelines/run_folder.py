@@ -85,8 +85,41 @@ def prepare_run_folder(root: Path, overwrite: bool = False) -> RunFolder:
     return RunFolder(root)
 
 
+def check_separate_from_inputs(root: Path, images_dir: Path, recursive: bool = False) -> None:
+    """Refuse an output folder that overlaps the image folder so that photos could be lost or re-read.
+
+    Refused: the images inside one of OUT's own entries (``project/images`` as input and ``project`` as
+    OUT: the export writes there and ``--overwrite`` deletes it); OUT equal to the image folder
+    (preview.png would be read as a photo next time); OUT inside the image folder with ``recursive``
+    (the exported copies would be read as more photos next time).
+    """
+    out = Path(root).expanduser().resolve()
+    images = Path(images_dir).expanduser().resolve()
+    fix = "choose an output folder outside the image folder, e.g. a sibling folder"
+    for entry in _OWNED_ENTRIES:
+        if images.is_relative_to(out / entry):
+            raise InputError(
+                f"the image folder {images} is inside {out / entry}, which sfm3r writes into (and --overwrite "
+                f"deletes): {fix}"
+            )
+    if images == out:
+        raise InputError(f"the output folder {out} is the image folder: its outputs would be read as photos; {fix}")
+    if recursive and out.is_relative_to(images):
+        raise InputError(
+            f"the output folder {out} is inside the image folder {images} and --recursive would read its "
+            f"images as more photos on the next run; {fix}"
+        )
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file.
+
+    Raises:
+        InputError: `path` cannot be written (its folder is missing, a file, or read-only).
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as error:
+        raise InputError(f"cannot write {path} ({error.strerror or error}); choose another path") from None
