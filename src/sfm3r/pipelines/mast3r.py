@@ -28,7 +28,7 @@ from sfm3r.types import DenseView, ImageInfo, NetView, PairResult, Pairs
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-_COMMIT_SECONDS = 20.0
+_COMMIT_SECONDS = 5.0  # a crash loses at most this much finished work (plus the pair in flight)
 
 
 def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
