@@ -132,3 +132,15 @@ def test_cuda_gives_the_cpu_result(ring):
     gpu = align_scene(pairs, scene.images, AlignConf(device="cuda"))
     np.testing.assert_allclose(gpu.rotations, cpu.rotations, atol=1e-6)
     _check_accuracy(gpu, scene)
+
+
+def test_mean_reprojection_errors_of_a_known_projection():
+    from sfm3r.sfm.alignment import mean_reprojection_errors
+
+    K = np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]])
+    points = np.array([[0.0, 0, 2], [0.2, 0, 2]])
+    obs_point = np.array([0, 0, 1])
+    obs_image = np.array([0, 0, 0])
+    obs_xy = np.array([[50.0, 50], [53, 54], [60, 50]])  # errors 0, 5 (point 0) and 0 (point 1)
+    err = mean_reprojection_errors(points, obs_point, obs_image, obs_xy, np.eye(3)[None], np.zeros((1, 3)), K[None])
+    np.testing.assert_allclose(err, [2.5, 0.0])

@@ -128,6 +128,27 @@ def _initial_intrinsics(
     return focal, pp, fixed, source
 
 
+def mean_reprojection_errors(
+    points: np.ndarray,  # (P, 3) world points
+    obs_point: np.ndarray,  # (K,) point of each observation
+    obs_image: np.ndarray,  # (K,) image of each observation
+    obs_xy: np.ndarray,  # (K, 2) observed pixels
+    rotations: np.ndarray,  # (N, 3, 3) cam_from_world
+    translations: np.ndarray,  # (N, 3)
+    calibration: np.ndarray,  # (N, 3, 3) K per image
+) -> np.ndarray:
+    """(P,) mean reprojection error in pixels of each point over its observations (inf behind a camera)."""
+    cam = np.einsum("kij,kj->ki", rotations[obs_image], points[obs_point]) + translations[obs_image]
+    proj = np.einsum("kij,kj->ki", calibration[obs_image], cam)
+    depth = proj[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.linalg.norm(proj[:, :2] / depth[:, None] - obs_xy, axis=1)
+    err = np.where(depth > 0, err, np.inf)
+    total = np.bincount(obs_point, weights=err, minlength=len(points))
+    count = np.bincount(obs_point, minlength=len(points))
+    return total / np.maximum(count, 1)
+
+
 def _scene_from_anchors(
     canon: CanonicalData,
     images: Sequence[ImageInfo],
@@ -155,6 +176,11 @@ def _scene_from_anchors(
         cams = tuple(Camera(im.width, im.height, focal[k], focal[k], pp[k, 0], pp[k, 1]) for k, im in enumerate(images))
         coi = np.arange(N, dtype=np.int64)
     t = -np.einsum("nij,nj->ni", rotations, centres)
+    obs_point = np.repeat(np.arange(P), 2)
+    obs_image = np.stack([canon.anchor_image[a], canon.anchor_image[b]], 1).reshape(-1)
+    obs_xy = np.stack([canon.anchor_xy[a], canon.anchor_xy[b]], 1).reshape(-1, 2)
+    calibration = np.stack([cams[c].matrix() for c in coi])
+    errors = mean_reprojection_errors(pts, obs_point, obs_image, obs_xy, rotations, t, calibration)
     return Scene(
         image_names=tuple(im.name for im in images),
         cameras=cams,
@@ -163,10 +189,10 @@ def _scene_from_anchors(
         translations=t,
         points_xyz=pts,
         points_rgb=np.full((P, 3), 128, np.uint8),
-        points_error=np.full(P, np.nan),
-        obs_point=np.repeat(np.arange(P), 2),
-        obs_image=np.stack([canon.anchor_image[a], canon.anchor_image[b]], 1).reshape(-1),
-        obs_xy=np.stack([canon.anchor_xy[a], canon.anchor_xy[b]], 1).reshape(-1, 2),
+        points_error=errors,
+        obs_point=obs_point,
+        obs_image=obs_image,
+        obs_xy=obs_xy,
         unregistered=unregistered,
         info=info,
     )
