@@ -479,16 +479,12 @@ class Mast3rHead(nn.Module):
 def postprocess(out: torch.Tensor, cfg: Mast3rConfig) -> dict[str, torch.Tensor]:
     """Raw head map (B, 4 + D + two_confs, H, W) -> the output dict (see :meth:`Mast3rNetwork.forward`)."""
     fmap = out.permute(0, 2, 3, 1)
-    D = cfg.desc_dim
     res = {"pts3d": _dense_depth(fmap[..., 0:3], cfg.depth_mode), "conf": _dense_conf(fmap[..., 3], cfg.conf_mode)}
     if cfg.two_confs:
         res.update(postprocess_local(out[:, 4:], cfg))
-        return res
-    desc = fmap[..., 4 : 4 + D]
-    res["desc"] = desc / desc.norm(dim=-1, keepdim=True)
-    if cfg.two_confs:
-        res["desc_conf"] = _dense_conf(fmap[..., 4 + D], cfg.desc_conf_mode or cfg.conf_mode)
-    else:
+    else:  # one confidence for both
+        desc = fmap[..., 4:]
+        res["desc"] = desc / desc.norm(dim=-1, keepdim=True)
         res["desc_conf"] = res["conf"].clone()
     return res
 
@@ -599,7 +595,7 @@ class Mast3rNetwork(nn.Module):
         """Token lists -> (res1, res2) raw head outputs (both with key ``pts3d``), always in float32.
 
         ``view2_points=False``: res2 holds only ``desc`` and ``desc_conf`` (no ``pts3d``/``conf``), and the
-        DPT of head 2 is skipped — what matching and SfM need, for about half the head cost.
+        DPT of head 2 (most of the head's cost) is skipped — what matching and SfM need.
         """
         with torch.autocast(tokens1[0].device.type, enabled=False):
             res1 = self.downstream_head1([t.float() for t in tokens1], *shape1)
