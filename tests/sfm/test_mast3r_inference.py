@@ -8,6 +8,9 @@ import torch
 from mast3r_tiny_model import TINY, assert_close, tiny_inputs, tiny_model, view
 
 from sfm3r.sfm.mast3r_inference import LRUTokenStore, PairInference
+from sfm3r.sfm.mast3r_network import Mast3rConfig, Mast3rNetwork
+from sfm3r.sfm.mast3r_pairs import mast3r_pair_result
+from sfm3r.types import NetView
 
 # land_* are 48x64 (land_e 32x64), port_* 64x48: equal-shape, mixed-shape and swapped-orientation pairs
 # With batch_size=2, ("port_c", "land_a") and ("land_b", "port_d") share a decoder call in opposite orientations.
@@ -63,6 +66,57 @@ def test_encode_once_batched_pairs_equal_the_per_pair_forward():
     for name_i, name_j, out_ij, out_ji in results:
         _check_direction(out_ij, _reference(model, name_i, name_j), f"{name_i}->{name_j}")
         _check_direction(out_ji, _reference(model, name_j, name_i), f"{name_j}->{name_i}")
+
+
+def test_skipping_view2_points_keeps_every_other_output_and_the_pair_result():
+    """view2_points=False: view2 carries only desc/desc_conf, everything produced equals the full forward
+    (equal-shape pair batched in both directions, and a mixed-shape pair), and the SfM pair result built
+    from it is the same as from the full forward."""
+    model = tiny_model()
+    engine = PairInference(model, batch_size=2, view2_points=False)
+    engine.encode(tiny_inputs())
+    for name_i, name_j, out_ij, out_ji in engine.run_pairs([("land_a", "land_b"), ("port_c", "land_a")]):
+        full = []
+        for (a, b), out in (((name_i, name_j), out_ij), ((name_j, name_i), out_ji)):
+            res1, res2 = _reference(model, a, b)
+            assert sorted(out["view1"]) == sorted(res1)
+            assert sorted(out["view2"]) == ["desc", "desc_conf"]  # no pts3d_in_other_view, no conf
+            for k in res1:
+                assert_close(out["view1"][k], res1[k][0], f"{a}->{b} view1 {k}")
+            for k in out["view2"]:
+                assert_close(out["view2"][k], res2[k][0], f"{a}->{b} view2 {k}")
+            full.append(({k: v[0] for k, v in res1.items()}, {k: v[0] for k, v in res2.items()}))
+        views = {}
+        for name in (name_i, name_j):
+            h, w = tiny_inputs()[name][0].shape[2:]
+            views[name] = NetView(net_height=h, net_width=w, scale_x=1.0, scale_y=1.0, crop_left=0, crop_top=0)
+        got = mast3r_pair_result(name_i, name_j, out_ij, out_ji, views[name_i], views[name_j]).pair
+        ref = mast3r_pair_result(name_i, name_j, *full, views[name_i], views[name_j]).pair
+        assert ref.num_matches > 0
+        np.testing.assert_array_equal(got.idx_i, ref.idx_i)
+        np.testing.assert_array_equal(got.idx_j, ref.idx_j)
+        assert_close(got.pts_i, ref.pts_i, "pts_i")
+        assert_close(got.pts_j, ref.pts_j, "pts_j")
+        assert_close(got.conf, ref.conf, "match conf")
+
+
+def test_skipping_view2_points_without_a_separate_desc_conf_still_gives_desc_conf():
+    """With two_confs=False desc_conf is the DPT's conf, so the DPT must still run for view 2."""
+    torch.manual_seed(0)
+    cfg = Mast3rConfig(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32, dec_depth=12,
+                       dec_num_heads=2, two_confs=False)
+    model = Mast3rNetwork(cfg).eval()
+    img = torch.rand(2, 3, 32, 48) * 2 - 1
+    with torch.inference_mode():
+        enc, pos = model.encode(img)
+        full = model.decode_and_heads(enc[:1], pos[:1], (32, 48), enc[1:], pos[1:], (32, 48))
+        skip = model.decode_and_heads(enc[:1], pos[:1], (32, 48), enc[1:], pos[1:], (32, 48), view2_points=False)
+    assert sorted(skip[1]) == ["desc", "desc_conf"]
+    for k in full[0]:
+        assert_close(skip[0][k], full[0][k], f"view1 {k}")
+    for k in skip[1]:
+        assert_close(skip[1][k], full[1][k], f"view2 {k}")
+    assert_close(skip[1]["desc_conf"], full[1]["conf"], "desc_conf = conf")
 
 
 def test_bounded_store_re_encodes_dropped_images_from_the_image_source():

@@ -82,7 +82,12 @@ def match_mast3r(
             views[name] = view
         model = load_mast3r(checkpoint, device=device)
         engine = PairInference(
-            model, device, batch_size=batch_size, amp=resolve_amp(amp, device), image_source=net_inputs.__getitem__
+            model,
+            device,
+            batch_size=batch_size,
+            amp=resolve_amp(amp, device),
+            image_source=net_inputs.__getitem__,
+            view2_points=False,  # SfM reads only view 2's descriptors: skip its DPT
         )
         engine.encode(net_inputs)
         todo_pairs = [(ordered[k][0].name, ordered[k][1].name) for k in todo]

@@ -97,6 +97,10 @@ class PairInference:
         store: token store (default: ``LRUTokenStore(max_images)``).
         image_source: ``name -> (img, true_shape)``, used to (re-)encode images missing from the store.
         output: ``"numpy"`` (float32 arrays on the CPU) or ``"torch"`` (tensors on ``device``).
+        view2_points: True (default): the full official output. False: each direction's ``view2`` holds
+            only ``desc`` and ``desc_conf`` (no ``pts3d_in_other_view``, no ``conf``) and the DPT of the
+            second head is skipped — all that matching/SfM reads from view 2, for 2 of the 4 DPT
+            evaluations per pair less. Every output still produced is unchanged.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class PairInference:
         max_images: int = 512,
         image_source: Callable[[str], ImageInput] | None = None,
         output: Literal["numpy", "torch"] = "numpy",
+        view2_points: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -126,6 +131,7 @@ class PairInference:
         self.store = LRUTokenStore(max_images) if store is None else store
         self.image_source = image_source
         self.output = output
+        self.view2_points = view2_points
         self.num_encoded = 0  # encoder passes run so far (images)
 
     # -- encoding -----------------------------------------------------------------------------------
@@ -188,6 +194,8 @@ class PairInference:
             out_ij["view2"] = {"pts3d_in_other_view": (H_j, W_j, 3)  points of j in i's camera frame,
                                "conf": (H_j, W_j), "desc": (H_j, W_j, D), "desc_conf": (H_j, W_j)}
 
+        With ``view2_points=False``, ``view2`` has only ``desc`` and ``desc_conf``.
+
         All float32 (numpy on the CPU, or tensors on the device with ``output="torch"``); (H, W) is each
         image's network input size. Images are encoded on first use if they are not in the store.
         """
@@ -220,12 +228,14 @@ class PairInference:
                 v1, v2 = self.model.decode_and_heads(
                     torch.cat([tok_a, tok_b]), torch.cat([pos_a, pos_b]), shape_a,
                     torch.cat([tok_b, tok_a]), torch.cat([pos_b, pos_a]), shape_b,
+                    view2_points=self.view2_points,
                 )
                 ab = ({k: v[:n] for k, v in v1.items()}, {k: v[:n] for k, v in v2.items()})
                 ba = ({k: v[n:] for k, v in v1.items()}, {k: v[n:] for k, v in v2.items()})
             else:
-                ab = self.model.decode_and_heads(tok_a, pos_a, shape_a, tok_b, pos_b, shape_b)
-                ba = self.model.decode_and_heads(tok_b, pos_b, shape_b, tok_a, pos_a, shape_a)
+                v2p = self.view2_points
+                ab = self.model.decode_and_heads(tok_a, pos_a, shape_a, tok_b, pos_b, shape_b, view2_points=v2p)
+                ba = self.model.decode_and_heads(tok_b, pos_b, shape_b, tok_a, pos_a, shape_a, view2_points=v2p)
         for k, (a, b, swapped) in enumerate(oriented):
             out_ab, out_ba = self._pair_output(ab, k), self._pair_output(ba, k)
             yield (b, a, out_ba, out_ab) if swapped else (a, b, out_ab, out_ba)
@@ -233,8 +243,8 @@ class PairInference:
     def _pair_output(self, res: tuple[dict, dict], k: int) -> PairOutput:
         res1, res2 = res
         view1 = {key: self._convert(res1[key][k]) for key in ("pts3d", "conf", "desc", "desc_conf")}
-        view2 = {"pts3d_in_other_view": self._convert(res2["pts3d"][k])}
-        view2.update({key: self._convert(res2[key][k]) for key in ("conf", "desc", "desc_conf")})
+        view2 = {"pts3d_in_other_view": self._convert(res2["pts3d"][k])} if "pts3d" in res2 else {}
+        view2.update({key: self._convert(res2[key][k]) for key in ("conf", "desc", "desc_conf") if key in res2})
         return {"view1": view1, "view2": view2}
 
     def _convert(self, t: torch.Tensor):

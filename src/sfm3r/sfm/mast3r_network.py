@@ -459,28 +459,46 @@ class Mast3rHead(nn.Module):
         out_dim = (cfg.desc_dim + int(cfg.two_confs)) * cfg.patch_size**2
         self.head_local_features = LocalFeatureMLP(cat_dim, 4 * cat_dim, out_dim)
 
-    def forward(self, tokens: list[torch.Tensor], H: int, W: int) -> dict[str, torch.Tensor]:
-        """tokens: the view's 13-entry list [encoder, decoder 1..L-1, dec_norm(decoder L)] (B, N, C_i)."""
+    def forward(self, tokens: list[torch.Tensor], H: int, W: int, points: bool = True) -> dict[str, torch.Tensor]:
+        """tokens: the view's 13-entry list [encoder, decoder 1..L-1, dec_norm(decoder L)] (B, N, C_i).
+
+        ``points=False`` returns only ``desc`` and ``desc_conf`` and skips the DPT (the costly half of the
+        head) — unless ``two_confs`` is False, where ``desc_conf`` is the DPT's ``conf`` and the DPT runs.
+        """
         B = tokens[0].shape[0]
         p = self.cfg.patch_size
-        dpt = self.dpt(tokens, H, W)  # (B, 4, H, W)
         local = self.head_local_features(torch.cat([tokens[0], tokens[-1]], dim=-1))  # (B, N, (D+1)*p*p)
         local = F.pixel_shuffle(local.transpose(-1, -2).reshape(B, -1, H // p, W // p), p)  # (B, D+1, H, W)
-        return postprocess(torch.cat([dpt, local], dim=1), self.cfg)
+        if not points and self.cfg.two_confs:
+            return postprocess_local(local, self.cfg)
+        dpt = self.dpt(tokens, H, W)  # (B, 4, H, W)
+        res = postprocess(torch.cat([dpt, local], dim=1), self.cfg)
+        return res if points else {"desc": res["desc"], "desc_conf": res["desc_conf"]}
 
 
 def postprocess(out: torch.Tensor, cfg: Mast3rConfig) -> dict[str, torch.Tensor]:
     """Raw head map (B, 4 + D + two_confs, H, W) -> the output dict (see :meth:`Mast3rNetwork.forward`)."""
     fmap = out.permute(0, 2, 3, 1)
-    D = cfg.desc_dim
     res = {"pts3d": _dense_depth(fmap[..., 0:3], cfg.depth_mode), "conf": _dense_conf(fmap[..., 3], cfg.conf_mode)}
-    desc = fmap[..., 4 : 4 + D]
-    res["desc"] = desc / desc.norm(dim=-1, keepdim=True)
     if cfg.two_confs:
-        res["desc_conf"] = _dense_conf(fmap[..., 4 + D], cfg.desc_conf_mode or cfg.conf_mode)
-    else:
+        res.update(postprocess_local(out[:, 4:], cfg))
+    else:  # one confidence for both
+        desc = fmap[..., 4:]
+        res["desc"] = desc / desc.norm(dim=-1, keepdim=True)
         res["desc_conf"] = res["conf"].clone()
     return res
+
+
+def postprocess_local(local: torch.Tensor, cfg: Mast3rConfig) -> dict[str, torch.Tensor]:
+    """Raw local-feature map (B, D + 1, H, W) of a ``two_confs`` head -> ``desc`` (B, H, W, D) unit norm,
+    ``desc_conf`` (B, H, W)."""
+    fmap = local.permute(0, 2, 3, 1)
+    D = cfg.desc_dim
+    desc = fmap[..., :D]
+    return {
+        "desc": desc / desc.norm(dim=-1, keepdim=True),
+        "desc_conf": _dense_conf(fmap[..., D], cfg.desc_conf_mode or cfg.conf_mode),
+    }
 
 
 def _dense_depth(xyz: torch.Tensor, mode: tuple) -> torch.Tensor:
@@ -572,18 +590,27 @@ class Mast3rNetwork(nn.Module):
         out1[-1], out2[-1] = self.dec_norm(out1[-1]), self.dec_norm(out2[-1])
         return out1, out2
 
-    def heads(self, tokens1, tokens2, shape1: tuple[int, int], shape2: tuple[int, int]):
-        """Token lists -> (res1, res2) raw head outputs (both with key ``pts3d``), always in float32."""
+    def heads(self, tokens1, tokens2, shape1: tuple[int, int], shape2: tuple[int, int], *,
+              view2_points: bool = True):
+        """Token lists -> (res1, res2) raw head outputs (both with key ``pts3d``), always in float32.
+
+        ``view2_points=False``: res2 holds only ``desc`` and ``desc_conf`` (no ``pts3d``/``conf``), and the
+        DPT of head 2 (most of the head's cost) is skipped — what matching and SfM need.
+        """
         with torch.autocast(tokens1[0].device.type, enabled=False):
             res1 = self.downstream_head1([t.float() for t in tokens1], *shape1)
-            res2 = self.downstream_head2([t.float() for t in tokens2], *shape2)
+            if view2_points or not self.cfg.two_confs:
+                tokens2 = [t.float() for t in tokens2]
+            else:  # no DPT: the MLP reads only the encoder and last decoder tokens
+                tokens2 = [tokens2[0].float(), *tokens2[1:-1], tokens2[-1].float()]
+            res2 = self.downstream_head2(tokens2, *shape2, points=view2_points)
         return res1, res2
 
-    def decode_and_heads(self, enc1, pos1, shape1, enc2, pos2, shape2):
+    def decode_and_heads(self, enc1, pos1, shape1, enc2, pos2, shape2, *, view2_points: bool = True):
         """Encoder tokens of view 1 and view 2 -> (res1, res2); res2 keeps the key ``pts3d`` (in view 1's
-        frame), as in MASt3R-SfM's symmetric inference."""
+        frame), as in MASt3R-SfM's symmetric inference. ``view2_points=False``: see :meth:`heads`."""
         tokens1, tokens2 = self.decode(enc1, pos1, enc2, pos2)
-        return self.heads(tokens1, tokens2, shape1, shape2)
+        return self.heads(tokens1, tokens2, shape1, shape2, view2_points=view2_points)
 
     # -- full forward -------------------------------------------------------------------------------
 

@@ -97,14 +97,16 @@ def _get(view: ViewOutput, keys: Sequence[str], label: str, shape: tuple[int, ..
     return value
 
 
-def _read_view(view: ViewOutput, label: str, hw: tuple[int, int], pts_keys: Sequence[str]) -> dict:
+def _read_view(view: ViewOutput, label: str, hw: tuple[int, int], points: bool) -> dict:
+    """The view's ``desc``/``desc_conf``, and with ``points`` its ``pts3d``/``conf`` (view 2's are unused)."""
     h, w = hw
-    return {
-        "pts3d": _get(view, pts_keys, label, (h, w, 3)),
-        "conf": _get(view, ("conf",), label, (h, w)),
-        "desc": _get(view, ("desc",), label, (h, w, -1)),
-        "desc_conf": _get(view, ("desc_conf",), label, (h, w)),
-    }
+    out = {}
+    if points:
+        out["pts3d"] = _get(view, ("pts3d",), label, (h, w, 3))
+        out["conf"] = _get(view, ("conf",), label, (h, w))
+    out["desc"] = _get(view, ("desc",), label, (h, w, -1))
+    out["desc_conf"] = _get(view, ("desc_conf",), label, (h, w))
+    return out
 
 
 def _numpy32(x: torch.Tensor) -> np.ndarray:
@@ -196,8 +198,9 @@ def mast3r_pair_result(
         pass_ij: decoder pass with i as view 1, batch dimension removed: ``{'view1': {...},
             'view2': {...}}`` or the forward's ``(res1, res2)``. view1 (image i): ``pts3d`` (H_i, W_i, 3),
             ``conf`` (H_i, W_i), ``desc`` (H_i, W_i, D), ``desc_conf`` (H_i, W_i); view2 (image j):
-            ``pts3d_in_other_view`` (or ``pts3d``) (H_j, W_j, 3) in camera i, ``conf``, ``desc``,
-            ``desc_conf``. Tensors (any device) or arrays.
+            ``desc`` (H_j, W_j, D), ``desc_conf`` (H_j, W_j) (its ``pts3d_in_other_view`` and ``conf``
+            are not used and may be absent: ``PairInference(view2_points=False)``). Tensors (any
+            device) or arrays.
         pass_ji: the pass with j as view 1 (same layout, roles swapped).
         view_i, view_j: how the network saw each image; (H, W) must match the outputs.
         conf: matching and verification settings.
@@ -212,11 +215,11 @@ def mast3r_pair_result(
     hw_i = (view_i.net_height, view_i.net_width)
     hw_j = (view_j.net_height, view_j.net_width)
     v1, v2 = _split_pass(pass_ij, "pass_ij")
-    ii = _read_view(v1, "pass_ij view1 (image i)", hw_i, ("pts3d",))
-    ji = _read_view(v2, "pass_ij view2 (image j)", hw_j, ("pts3d_in_other_view", "pts3d"))
+    ii = _read_view(v1, "pass_ij view1 (image i)", hw_i, points=True)
+    ji = _read_view(v2, "pass_ij view2 (image j)", hw_j, points=False)
     v1, v2 = _split_pass(pass_ji, "pass_ji")
-    jj = _read_view(v1, "pass_ji view1 (image j)", hw_j, ("pts3d",))
-    ij = _read_view(v2, "pass_ji view2 (image i)", hw_i, ("pts3d_in_other_view", "pts3d"))
+    jj = _read_view(v1, "pass_ji view1 (image j)", hw_j, points=True)
+    ij = _read_view(v2, "pass_ji view2 (image i)", hw_i, points=False)
 
     xy_i, xy_j, match_conf = symmetric_correspondences(
         desc_ii=ii["desc"],
