@@ -90,7 +90,7 @@ def test_noisy_correspondences_recover_the_focal_within_2_percent(focal):
     est = estimate_focal(fs, W, H, weights=inliers)
     assert est.reason == "ok", est.reason
     assert est.focal_px == pytest.approx(focal, rel=0.02)
-    assert est.flatness < 0.4
+    assert est.flatness < 0.4 and est.contrast > 0.01
     assert est.costs.shape == est.focals.shape == (200,)
 
 
@@ -116,6 +116,30 @@ def test_planar_scene_falls_back():
         fs.append(_estimated_f(x1, x2, rng, noise=0.3, outliers=0.0)[0])
     est = estimate_focal(fs, W, H)
     assert est.focal_px is None, (est.best_focal_px, est.flatness)
+
+
+def test_turntable_aimed_at_its_centre_falls_back():
+    """Cameras on a circle, looking down at its centre (templeRing): optical axes meet at a point at equal
+    distance from every centre, Sturm's critical motion for one shared focal: every focal fits."""
+    rng = np.random.default_rng(6)
+    K = _K(1500.0)
+    pts = rng.uniform(-0.4, 0.4, size=(400, 3))
+    cams = []
+    for angle in np.radians(np.arange(0, 80, 8)):
+        c = np.array([5 * np.cos(angle), 5 * np.sin(angle), 2.0])
+        z = -c / np.linalg.norm(c)
+        x = np.cross([0, 0, 1.0], z)
+        x /= np.linalg.norm(x)
+        R = np.stack([x, np.cross(z, x), z])
+        cams.append((R, -R @ c))
+    fs = []
+    for (R1, t1), (R2, t2) in zip(cams[:-1], cams[1:], strict=True):
+        p1 = (K @ (R1 @ pts.T + t1[:, None])).T
+        p2 = (K @ (R2 @ pts.T + t2[:, None])).T
+        x1, x2 = p1[:, :2] / p1[:, 2:], p2[:, :2] / p2[:, 2:]
+        fs.append(_estimated_f(x1, x2, rng, noise=0.3, outliers=0.0)[0])
+    est = estimate_focal(fs, W, H)
+    assert est.focal_px is None and "critical" in est.reason, (est.best_focal_px, est.reason)
 
 
 def test_too_few_pairs_fall_back():

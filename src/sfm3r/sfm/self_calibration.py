@@ -52,6 +52,10 @@ class SelfCalibConf:
     # Accept only when the aggregate cost at the minimum is below this fraction of the median aggregate
     # over the grid (a flat curve has a ratio near 1; measured on synthetic noisy data: ~0.05-0.15).
     max_flatness: float = 0.4
+    # ... and only when the median aggregate exceeds the minimum by this much: on a critical motion every
+    # pair is near-valid at every focal (templeRing, a turntable aimed at its centre: min 0.0005, median
+    # 0.0012; fountain/herzjesu: min 0.002-0.003, median ~0.04).
+    min_contrast: float = 0.01
     edge_steps: int = 2  # a minimum within this many grid steps of either end -> no estimate
 
     def __post_init__(self) -> None:
@@ -71,6 +75,7 @@ class FocalEstimate:
     costs: np.ndarray  # (S,) aggregate cost at each grid focal
     min_cost: float  # aggregate cost at best_focal_px
     flatness: float  # min_cost / median(costs): ~0 sharp minimum, ~1 flat curve
+    contrast: float  # median(costs) - min_cost: ~0 when every focal fits (critical motion)
     num_pairs: int  # usable fundamental matrices
     reason: str  # "ok" or why the estimate was refused
 
@@ -120,7 +125,7 @@ def estimate_focal(
     if len(F) < conf.min_pairs:
         empty = np.full(conf.num_steps, np.nan)
         reason = f"{len(F)} usable pairs, need {conf.min_pairs}"
-        return FocalEstimate(None, float("nan"), focals, empty, float("nan"), 1.0, len(F), reason)
+        return FocalEstimate(None, float("nan"), focals, empty, float("nan"), 1.0, 0.0, len(F), reason)
     keep = max(1, int(np.ceil((1 - conf.trim) * len(F))))
 
     def cost(f: float) -> float:
@@ -139,14 +144,19 @@ def estimate_focal(
         best_f, min_cost = float(focals[best]), float(costs[best])
     median = float(np.median(costs))
     flatness = min_cost / median if median > 0 else 1.0
-    if best < conf.edge_steps or best >= conf.num_steps - conf.edge_steps:
+    if median - min_cost < conf.min_contrast:
+        reason = (
+            f"every focal fits about as well (median - min cost {median - min_cost:.4f} < {conf.min_contrast}): "
+            "a critical motion, e.g. cameras on a circle all aimed at its centre"
+        )
+    elif best < conf.edge_steps or best >= conf.num_steps - conf.edge_steps:
         reason = f"the cost is lowest at the edge of the searched range ({best_f:.0f} px)"
     elif flatness > conf.max_flatness:
         reason = f"the cost curve is flat (min/median {flatness:.2f} > {conf.max_flatness})"
     else:
         reason = "ok"
     focal = best_f if reason == "ok" else None
-    return FocalEstimate(focal, best_f, focals, costs, min_cost, flatness, len(F), reason)
+    return FocalEstimate(focal, best_f, focals, costs, min_cost, flatness, median - min_cost, len(F), reason)
 
 
 def bougnoux_focals(
