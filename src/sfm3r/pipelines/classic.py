@@ -1,20 +1,36 @@
 """The classic pairwise backend as pipeline stages: SIFT features per image, then matched and verified pairs.
 
-Both stages resume from the cache: a unit (an image's features, a pair's result) whose key is already
+Before the matching, :func:`self_calibrate_focals` estimates one focal per image size for the images
+with neither an EXIF focal nor known intrinsics (sfm/self_calibration.py, from fundamental matrices of
+up to ``max_pairs`` scene-graph pairs). The estimate becomes those images' ``ImageInfo.prior_focal_px``
+(reconstruct.py swaps the ImageInfos), so the calibrated verification of every pair and the alignment
+both start from it instead of the 1.2 * max(W, H) default; it is also part of the ``pairs-classic``
+namespace config (the pair results depend on it), quantised to 0.5 % steps so that a rerun, or a slightly
+changed image set, reuses the cached pairs. The estimate itself is cached (namespace ``self-calibration``,
+key: the hash of the pairs used) and deterministic (seeded RANSAC).
+
+All stages resume from the cache: a unit (an image's features, a pair's result) whose key is already
 stored is read, not recomputed. Keys are content hashes (io/cache.py), the namespaces carry the options.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pycolmap
+
 from sfm3r.io import cache
 from sfm3r.io.images import read_image
+from sfm3r.sfm.self_calibration import SelfCalibConf, estimate_focal
 from sfm3r.sfm.sift import SiftConf, SiftFeatures, extract_sift
-from sfm3r.sfm.two_view import TwoViewConf, camera_prior, match_pair
+from sfm3r.sfm.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, match_descriptors, match_pair
 from sfm3r.types import ImageInfo, PairResult, Pairs
 
 logger = logging.getLogger(__name__)
@@ -70,6 +86,119 @@ def canonical_pair(info_a: ImageInfo, info_b: ImageInfo) -> tuple[ImageInfo, Ima
     return (info_a, info_b) if info_a.sha256 <= info_b.sha256 else (info_b, info_a)
 
 
+SELF_CALIB_MAX_PAIRS = 30  # scene-graph pairs (highest scores first) whose F feed the self-calibration
+_SELF_CALIB_MIN_INLIERS = 30  # F-RANSAC inliers below this: the pair is not used
+_F_RANSAC_MAX_ERROR = 3.0  # pixels; F is only a means to the focal, a loose threshold keeps more pairs
+_FOCAL_STEP = 1.005  # the estimate is rounded to a power of this (0.5 % steps): stable cache namespaces
+
+
+def _quantise_focal(focal: float) -> float:
+    return round(_FOCAL_STEP ** round(math.log(focal) / math.log(_FOCAL_STEP)), 1)
+
+
+def self_calibrate_focals(
+    images: Sequence[ImageInfo],
+    pairs: Pairs,
+    features: Mapping[str, SiftFeatures],
+    sift_conf: SiftConf,
+    conf: TwoViewConf,
+    cache_dir: Path,
+    *,
+    skip: Collection[str] = (),  # names with known intrinsics: never self-calibrated
+    device: str = "cpu",
+    max_pairs: int = SELF_CALIB_MAX_PAIRS,
+    calib_conf: SelfCalibConf = SelfCalibConf(),
+) -> tuple[list[ImageInfo], dict[str, float]]:
+    """Focal self-calibration of the images without a focal prior, one focal per image size.
+
+    Returns the images (those calibrated with ``prior_focal_px`` set, the others unchanged, same order)
+    and ``{"WxH": focal_px}`` of the sizes calibrated (empty when none: then nothing changed). A size
+    whose fundamental matrices do not determine the focal keeps the default prior, with a warning.
+    """
+    groups: dict[tuple[int, int], list[ImageInfo]] = {}
+    for info in images:
+        if not info.prior_focal_px and info.name not in skip:
+            groups.setdefault((info.width, info.height), []).append(info)
+    if not groups:
+        return list(images), {}
+    by_name = {info.name: info for info in images}
+    scores = np.nan_to_num(np.asarray(pairs.scores, np.float64), nan=-np.inf)
+    order = np.argsort(-scores, kind="stable")
+    config = {
+        "sift": sift_conf, "two_view": conf, "self_calibration": calib_conf, "max_pairs": max_pairs,
+        "min_inliers": _SELF_CALIB_MIN_INLIERS, "f_ransac_max_error": _F_RANSAC_MAX_ERROR,
+    }  # fmt: skip
+    store = cache.open_store(cache_dir, "self-calibration", config)
+    calibrated: dict[str, float] = {}
+    focal_of: dict[str, float] = {}
+    for (width, height), group in groups.items():
+        members = {info.name for info in group}
+        chosen = [pairs.pairs[k] for k in order if pairs.pairs[k][0] in members and pairs.pairs[k][1] in members]
+        ordered = [canonical_pair(by_name[a], by_name[b]) for a, b in chosen[:max_pairs]]
+        size = f"{width}x{height}"
+        default = DEFAULT_FOCAL_FACTOR * max(width, height)
+        if not ordered:
+            continue
+        key = hashlib.sha256(" ".join(cache.pair_key(i.sha256, j.sha256) for i, j in ordered).encode()).hexdigest()
+        if not store.has(key):
+            with store.writer() as writer:
+                writer.add(key, _self_calibration_unit(ordered, features, width, height, conf, calib_conf, device))
+            store.refresh()
+        attrs = store.read(key).attrs
+        if attrs["focal_px"] is None:
+            logger.warning(
+                "self-calibration: no focal for the %d images of %s (%s, %d pairs); keeping the default prior "
+                "%.0f px. Give the focal with --known-intrinsics if the poses come out wrong",
+                len(group), size, attrs["reason"], attrs["num_pairs"], default,
+            )  # fmt: skip
+            continue
+        focal = _quantise_focal(float(attrs["focal_px"]))
+        logger.info(
+            "self-calibration: focal %.0f px for %d images of %s (prior %.0f; %d pairs, flatness %.2f)",
+            focal, len(group), size, default, attrs["num_pairs"], attrs["flatness"],
+        )  # fmt: skip
+        calibrated[size] = focal
+        focal_of.update(dict.fromkeys(members, focal))
+    store.close()
+    updated = [
+        dataclasses.replace(info, prior_focal_px=focal_of[info.name]) if info.name in focal_of else info
+        for info in images
+    ]
+    return updated, calibrated
+
+
+def _self_calibration_unit(
+    ordered: Sequence[tuple[ImageInfo, ImageInfo]],
+    features: Mapping[str, SiftFeatures],
+    width: int,
+    height: int,
+    conf: TwoViewConf,
+    calib_conf: SelfCalibConf,
+    device: str,
+) -> cache.Unit:
+    """Match the pairs, F by seeded LO-RANSAC, focal by estimate_focal -> a cache unit."""
+    fundamentals, weights = [], []
+    options = pycolmap.RANSACOptions(max_error=_F_RANSAC_MAX_ERROR, random_seed=0, num_threads=1)
+    for info_i, info_j in ordered:
+        feats_i, feats_j = features[info_i.name], features[info_j.name]
+        matches = match_descriptors(feats_i.descriptors, feats_j.descriptors, conf, device=device)
+        if len(matches) < _SELF_CALIB_MIN_INLIERS:
+            continue
+        xy_i = np.asarray(feats_i.keypoints[matches[:, 0]], np.float64)
+        xy_j = np.asarray(feats_j.keypoints[matches[:, 1]], np.float64)
+        found = pycolmap.estimate_fundamental_matrix(xy_i, xy_j, options)
+        if found is None or found["num_inliers"] < _SELF_CALIB_MIN_INLIERS:
+            continue
+        fundamentals.append(np.asarray(found["F"], np.float64))
+        weights.append(float(found["num_inliers"]))
+    est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
+    attrs = {
+        "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
+        "num_pairs": est.num_pairs, "reason": est.reason,
+    }  # fmt: skip
+    return cache.Unit("self-calibration", {"focals": est.focals, "costs": est.costs}, attrs)
+
+
 def match_classic(
     images: Sequence[ImageInfo],
     pairs: Pairs,
@@ -79,13 +208,19 @@ def match_classic(
     cache_dir: Path,
     device: str = "cpu",
     progress: Progress | None = None,
+    self_calibrated: Mapping[str, float] | None = None,
 ) -> tuple[list[PairResult], StageCounts]:
     """Match, verify and triangulate every pair of the scene graph, from the cache where present.
 
     Failed pairs are returned too (``verified=False``); the alignment decides what to use.
+    ``self_calibrated``: the ``{"WxH": focal}`` of :func:`self_calibrate_focals`, whose focals the images
+    already carry as ``prior_focal_px``; it is part of the cache namespace.
     """
     by_name = {info.name: info for info in images}
-    store = cache.open_store(cache_dir, "pairs-classic", {"sift": sift_conf, "two_view": conf})
+    namespace = {"sift": sift_conf, "two_view": conf}
+    if self_calibrated:  # absent otherwise: the namespaces of EXIF-only runs stay as they were
+        namespace["self_calibrated_focal"] = dict(sorted(self_calibrated.items()))
+    store = cache.open_store(cache_dir, "pairs-classic", namespace)
     ordered = [canonical_pair(by_name[a], by_name[b]) for a, b in pairs.pairs]
     keys = [cache.pair_key(i.sha256, j.sha256) for i, j in ordered]
     todo = [k for k, key in enumerate(keys) if not store.has(key)]

@@ -28,7 +28,7 @@ from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
 from sfm3r.io.preview import write_preview
-from sfm3r.pipelines.classic import extract_features, match_classic
+from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
 from sfm3r.pipelines.known_cameras import load_known_cameras
@@ -254,11 +254,19 @@ def reconstruct(
         return _finish(result, conf, started)
 
     dense_views = None
+    if backend == Backend.CLASSIC:  # the MASt3R backend estimates focals itself
+        with _timed(timings, "self_calibration"):
+            images, calibrated = self_calibrate_focals(
+                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device
+            )
+        result.images = images  # same names and sha256; prior_focal_px set where self-calibrated
+        result.counts["self_calibrated_focal"] = calibrated
     with _timed(timings, "matching"):
         if backend == Backend.CLASSIC:
             pair_results, match_counts = match_classic(
-                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress
-            )
+                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress,
+                self_calibrated=calibrated,
+            )  # fmt: skip
         else:
             from sfm3r.pipelines.mast3r import match_mast3r  # the network code loads only when used
 

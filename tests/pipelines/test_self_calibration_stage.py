@@ -1,0 +1,79 @@
+"""The self-calibration stage of the classic pipeline: sets the prior focal of EXIF-less images, caches it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sfm3r.pipelines.classic import self_calibrate_focals
+from sfm3r.sfm.sift import SiftConf, SiftFeatures
+from sfm3r.sfm.two_view import TwoViewConf
+from sfm3r.types import ImageInfo, Pairs
+
+W, H, FOCAL = 640, 480, 1520.0
+
+
+def _scene(num_views: int = 6, seed: int = 0):
+    """Synthetic views of one textured cloud: each 3D point has one random descriptor, seen everywhere."""
+    rng = np.random.default_rng(seed)
+    K = np.array([[FOCAL, 0, W / 2], [0, FOCAL, H / 2], [0, 0, 1.0]])
+    pts = rng.uniform(-1.0, 1.0, size=(600, 3)) + [0, 0, 6.0]
+    desc = rng.integers(0, 255, size=(len(pts), 128)).astype(np.uint8)
+    features = {}
+    for v in range(num_views):
+        c = np.array([0.5 * v - 1.2, 0.3 * np.sin(v), 0.2 * v])  # not aimed at one point: generic motion
+        z = np.array([0.1 * np.cos(v), 0.05 * v, 6.0]) - c
+        z /= np.linalg.norm(z)
+        x = np.cross([0, 1.0, 0], z)
+        x /= np.linalg.norm(x)
+        R = np.stack([x, np.cross(z, x), z])
+        p = (K @ (R @ (pts - c).T)).T
+        xy = p[:, :2] / p[:, 2:] + rng.normal(scale=0.3, size=(len(pts), 2))
+        seen = (xy >= 0).all(1) & (xy < [W, H]).all(1)
+        n = int(seen.sum())
+        features[f"v{v}.png"] = SiftFeatures(
+            keypoints=xy[seen].astype(np.float32), scales=np.ones(n, np.float32),
+            orientations=np.zeros(n, np.float32), descriptors=desc[seen], width=W, height=H,
+        )  # fmt: skip
+    return features
+
+
+def _info(name: str, focal: float | None = None) -> ImageInfo:
+    sha = hashlib.sha256(name.encode()).hexdigest()
+    return ImageInfo(name=name, path=Path(name), sha256=sha, width=W, height=H, prior_focal_px=focal)
+
+
+def test_sets_the_focal_of_exifless_images_only_and_reuses_the_cache(tmp_path, caplog):
+    features = _scene()
+    names = sorted(features)
+    images = [_info(n) for n in names[:-1]] + [_info(names[-1], focal=999.0)]  # the last one has EXIF
+    all_pairs = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
+    pairs = Pairs(names=tuple(names), pairs=all_pairs, scores=np.full(len(all_pairs), np.nan, np.float32),
+                  sources=("complete",) * len(all_pairs))  # fmt: skip
+    with caplog.at_level("INFO"):
+        updated, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    assert list(calibrated) == ["640x480"]
+    assert calibrated["640x480"] == pytest.approx(FOCAL, rel=0.02)
+    assert [u.name for u in updated] == names and [u.sha256 for u in updated] == [i.sha256 for i in images]
+    assert all(u.prior_focal_px == calibrated["640x480"] for u in updated[:-1])
+    assert updated[-1].prior_focal_px == 999.0
+    assert "self-calibration: focal" in caplog.text
+
+    # Rerun: read from the cache (same answer without matching), and images with known intrinsics skipped.
+    cached = {n: f for n, f in features.items()}
+    cached[names[0]] = None  # would fail if the stage recomputed the matches
+    again, calibrated_again = self_calibrate_focals(images, pairs, cached, SiftConf(), TwoViewConf(), tmp_path)
+    assert calibrated_again == calibrated
+    skipped, _ = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path, skip={names[0]})
+    assert skipped[0].prior_focal_px is None
+
+
+def test_no_exifless_images_changes_nothing(tmp_path):
+    images = [_info("a.png", 800.0), _info("b.png", 800.0)]
+    pairs = Pairs(names=("a.png", "b.png"), pairs=(("a.png", "b.png"),), scores=np.zeros(1, np.float32),
+                  sources=("complete",))  # fmt: skip
+    updated, calibrated = self_calibrate_focals(images, pairs, {}, SiftConf(), TwoViewConf(), tmp_path)
+    assert updated == images and calibrated == {}
