@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cases = [("fountain", "sparse", 0), ("temple", "sparse", 8)]
     else:  # smaller cases first, so that an interrupted run still has them
         cases = [(s, v, args.max_images) for v in reversed(args.variants) for s in (args.sets or DEFAULT_SETS)]
+        cases.sort(key=lambda c: (c[1] != "sparse", len(_images_of(DATA / SETS[c[0]][0])) // SETS[c[0]][2] ** (c[1] == "sparse")))
     info = machine()
     print(f"accuracy benchmark: {len(cases)} case(s), methods {args.methods}, threads {args.threads}, "
           f"load {info['loadavg_1_5_15']}", flush=True)

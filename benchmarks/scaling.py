@@ -9,7 +9,7 @@ A synthetic scene of N cameras on a ring (``sfm.alignment_synthetic``) goes thro
 2. ``scene_graph``: ``build_scene_graph(names, "retrieval-20-10", similarity)`` (the default graph above
    40 images);
 3. ``pairwise`` (synthetic, not our code's cost): the PairResults a backend would produce for those pairs
-   (``make_pair_results``: 0.5 px noise, 1 % depth noise, 20 % outliers, ±5 % backend focal error);
+   (``make_pair_results``: 150 matches per pair, 0.5 px noise, 1 % depth noise, 20 % outliers, ±5 % backend focal error);
 4. ``alignment``: ``align_scene`` with the default AlignConf (verification, canonical, init, coarse 3D,
    2D reprojection refinement);
 5. ``writers``: ``io.colmap.write_colmap_model`` (binary) of the result.
@@ -190,12 +190,21 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _write(path: Path, rows: list[dict], args: argparse.Namespace) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+            "max_matches": args.max_matches, "features": args.features,
+            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    path.write_text(json.dumps({"machine": info, "command": " ".join(sys.argv), "rows": rows}, indent=1))
+    _plot(rows, path.with_suffix(".png"))
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--features", type=int, default=1000, help="synthetic descriptors per image")
-    ap.add_argument("--max-matches", type=int, default=300, help="matches per synthetic pair")
+    ap.add_argument("--max-matches", type=int, default=150, help="matches per synthetic pair")
     ap.add_argument("--timeout", type=float, default=1500.0, help="seconds per size")
     ap.add_argument("--output", type=Path, default=RESULTS / "scaling.json")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -217,14 +226,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row = {"images": n, "error": f"timeout after {args.timeout:.0f} s"}
         row["process_wall_s"] = time.perf_counter() - t0
         rows.append(row)
+        _write(args.output, rows, args)  # after every size: an interrupted run keeps what it measured
         print(f"N={n}: " + (f"total {row['ours_total_s']:.1f} s (ours), alignment {row['t_alignment']:.1f} s"
                             if "error" not in row else f"FAILED {row['error']}"), flush=True)
     print(_table(rows))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
-    args.output.write_text(json.dumps({"machine": info, "command": " ".join(sys.argv), "rows": rows}, indent=1))
-    _plot(rows, args.output.with_suffix(".png"))
     print(f"wrote {args.output} and {args.output.with_suffix('.png')}")
     return rows
 
