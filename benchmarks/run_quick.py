@@ -1,4 +1,4 @@
-"""The quick benchmark subset (`make bench`): about 10 minutes on an idle 2-core CPU machine.
+"""The quick benchmark subset (`make bench`): about 10 minutes on an idle 2-core CPU machine (about 20 under load).
 
 Runs, each in its own process, and prints their tables:
 
