@@ -42,11 +42,11 @@ import networkx as nx
 import numpy as np
 import torch
 
-from sfm3r.sfm.alignment import AlignConf, _initial_intrinsics
+from sfm3r.sfm.alignment import AlignConf, _initial_intrinsics  # the same initial intrinsics as align_scene
+from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.canonical import CanonicalData, build_canonical
 from sfm3r.sfm.coarse_alignment import anchor_rays, coarse_align
 from sfm3r.sfm.edge_verification import verify_edges
-from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.sfm.pose_init import initial_poses
 from sfm3r.sfm.reprojection_refinement import refine_reprojection
