@@ -31,6 +31,7 @@ from sfm3r.io.preview import write_preview
 from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
+from sfm3r.pipelines.evaluate import describe_scene
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
@@ -167,17 +168,8 @@ def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
 
 
 def _scene_counts(scene: Scene, num_images: int) -> dict[str, Any]:
-    track_lengths = np.bincount(scene.obs_point, minlength=scene.num_points) if scene.num_points else np.zeros(0)
-    finite = scene.points_error[np.isfinite(scene.points_error)]
-    return {
-        "images": num_images,
-        "registered": scene.num_images,
-        "unregistered": list(scene.unregistered),
-        "points": scene.num_points,
-        "observations": int(scene.obs_point.size),
-        "mean_track_length": float(track_lengths.mean()) if track_lengths.size else 0.0,
-        "mean_reprojection_error_px": float(finite.mean()) if finite.size else float("nan"),
-    }
+    counts = {"images": num_images, "registered": scene.num_images, "unregistered": list(scene.unregistered)}
+    return counts | describe_scene(scene)
 
 
 def _versions() -> dict[str, str]:
