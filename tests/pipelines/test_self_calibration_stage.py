@@ -16,28 +16,32 @@ from sfm3r.types import ImageInfo, Pairs
 W, H, FOCAL = 640, 480, 1520.0
 
 
+def _observe(pts, desc, centre, target, rng) -> SiftFeatures:
+    """The features a camera at `centre` looking at `target` sees: every visible point, 0.3 px noise."""
+    K = np.array([[FOCAL, 0, W / 2], [0, FOCAL, H / 2], [0, 0, 1.0]])
+    z = (target - centre) / np.linalg.norm(target - centre)
+    x = np.cross([0, 1.0, 0], z)
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z])
+    p = (K @ (R @ (pts - centre).T)).T
+    xy = p[:, :2] / p[:, 2:] + rng.normal(scale=0.3, size=(len(pts), 2))
+    seen = (xy >= 0).all(1) & (xy < [W, H]).all(1)
+    n = int(seen.sum())
+    return SiftFeatures(
+        keypoints=xy[seen].astype(np.float32), scales=np.ones(n, np.float32),
+        orientations=np.zeros(n, np.float32), descriptors=desc[seen], width=W, height=H,
+    )  # fmt: skip
+
+
 def _scene(num_views: int = 6, seed: int = 0):
     """Synthetic views of one textured cloud: each 3D point has one random descriptor, seen everywhere."""
     rng = np.random.default_rng(seed)
-    K = np.array([[FOCAL, 0, W / 2], [0, FOCAL, H / 2], [0, 0, 1.0]])
     pts = rng.uniform(-1.0, 1.0, size=(600, 3)) + [0, 0, 6.0]
     desc = rng.integers(0, 255, size=(len(pts), 128)).astype(np.uint8)
     features = {}
     for v in range(num_views):
         c = np.array([0.5 * v - 1.2, 0.3 * np.sin(v), 0.2 * v])  # not aimed at one point: generic motion
-        z = np.array([0.1 * np.cos(v), 0.05 * v, 6.0]) - c
-        z /= np.linalg.norm(z)
-        x = np.cross([0, 1.0, 0], z)
-        x /= np.linalg.norm(x)
-        R = np.stack([x, np.cross(z, x), z])
-        p = (K @ (R @ (pts - c).T)).T
-        xy = p[:, :2] / p[:, 2:] + rng.normal(scale=0.3, size=(len(pts), 2))
-        seen = (xy >= 0).all(1) & (xy < [W, H]).all(1)
-        n = int(seen.sum())
-        features[f"v{v}.png"] = SiftFeatures(
-            keypoints=xy[seen].astype(np.float32), scales=np.ones(n, np.float32),
-            orientations=np.zeros(n, np.float32), descriptors=desc[seen], width=W, height=H,
-        )  # fmt: skip
+        features[f"v{v}.png"] = _observe(pts, desc, c, np.array([0.1 * np.cos(v), 0.05 * v, 6.0]), rng)
     return features
 
 
@@ -82,25 +86,13 @@ def test_no_exifless_images_changes_nothing(tmp_path):
 def _turntable(num_views: int = 10, seed: int = 1):
     """A ring of cameras aimed at one object (critical motion for pairwise self-calibration)."""
     rng = np.random.default_rng(seed)
-    K = np.array([[FOCAL, 0, W / 2], [0, FOCAL, H / 2], [0, 0, 1.0]])
     pts = rng.uniform(-0.6, 0.6, size=(800, 3))
     desc = rng.integers(0, 255, size=(len(pts), 128)).astype(np.uint8)
     features = {}
     for v in range(num_views):
         angle = 2 * np.pi * v / num_views
         c = np.array([6.0 * np.sin(angle), -1.0, -6.0 * np.cos(angle)])  # slightly above the object
-        z = -c / np.linalg.norm(c)
-        x = np.cross([0, 1.0, 0], z)
-        x /= np.linalg.norm(x)
-        R = np.stack([x, np.cross(z, x), z])
-        p = (K @ (R @ (pts - c).T)).T
-        xy = p[:, :2] / p[:, 2:] + rng.normal(scale=0.3, size=(len(pts), 2))
-        seen = (xy >= 0).all(1) & (xy < [W, H]).all(1)
-        n = int(seen.sum())
-        features[f"t{v}.png"] = SiftFeatures(
-            keypoints=xy[seen].astype(np.float32), scales=np.ones(n, np.float32),
-            orientations=np.zeros(n, np.float32), descriptors=desc[seen], width=W, height=H,
-        )  # fmt: skip
+        features[f"t{v}.png"] = _observe(pts, desc, c, np.zeros(3), rng)
     return features
 
 
