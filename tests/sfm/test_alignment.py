@@ -9,6 +9,7 @@ import torch
 
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, Refinement, align_scene, get_conf
+from sfm3r.sfm.camera_groups import CameraMode
 from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import Camera
@@ -95,7 +96,7 @@ def test_sparse_views_on_a_short_arc():
 
 def test_shared_intrinsics_give_one_camera(ring):
     scene, pairs = ring
-    out = align_scene(pairs, scene.images, AlignConf(shared_intrinsics=True, refine=Refinement.REPROJECTION))
+    out = align_scene(pairs, scene.images, AlignConf(camera_mode=CameraMode.SINGLE, refine=Refinement.REPROJECTION))
     assert len(out.cameras) == 1 and (out.camera_of_image == 0).all()
     _check_accuracy(out, scene)
 
@@ -105,7 +106,8 @@ def test_known_cameras_are_kept_fixed(ring):
     known = {n: Camera(640, 480, 650.0, 650.0, 320.0, 240.0) for n in scene.image_names[:3]}
     out = align_scene(pairs, scene.images, AlignConf(refine=Refinement.REPROJECTION,
                                                      known_intrinsics=KnownIntrinsics.FIXED), known_cameras=known)
-    assert [c.fx for c in out.cameras[:3]] == [650.0] * 3
+    assert [out.cameras[out.camera_of_image[k]].fx for k in range(3)] == [650.0] * 3
+    assert out.camera_of_image[3] != out.camera_of_image[0]  # the others keep their own (refined) camera
     with pytest.raises(InputError, match="original image resolution"):
         align_scene(pairs, scene.images, known_cameras={scene.image_names[0]: Camera(320, 240, 300, 300, 160, 120)})
 

@@ -11,7 +11,7 @@ import click
 
 from sfm3r import __version__
 from sfm3r.errors import Sfm3rError
-from sfm3r.pipelines.config import PRESETS, Backend, CameraModel
+from sfm3r.pipelines.config import PRESETS, Backend, CameraMode, CameraModel
 
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -83,8 +83,15 @@ def _pipeline_options(func):
                      help="Mixed precision for MASt3R on CUDA [default: auto = bf16 on CUDA, off on CPU]."),
         click.option("--max-image-size", type=click.IntRange(min=0), default=None,
                      help="Longest side (px) at which SIFT runs; 0 = full size [default: from the preset]."),
+        click.option("--camera-mode", type=click.Choice([m.value for m in CameraMode]), default=None,
+                     help="Which images share one camera (focal, principal point): auto = those of the same "
+                          "size and EXIF focal (or none), single = all, per-image = none [default: auto]."),
         click.option("--shared-intrinsics", is_flag=True, default=None,
-                     help="One camera for all images (same camera, same zoom)."),
+                     help="Same as --camera-mode single: one camera for all images (same camera, same zoom)."),
+        click.option("--fixed-principal-point", is_flag=True, default=None,
+                     help="Keep every principal point at the image centre. By default it is refined for "
+                          "cameras shared by 5 or more images, and the exported images are cropped so that "
+                          "it is centred for graphdeco 3DGS."),
         click.option("--camera-model", type=click.Choice([m.value for m in CameraModel]), default=None,
                      help="Camera model written to the COLMAP model [default: PINHOLE]."),
         click.option("--known-intrinsics", type=_EXISTING_PATH, default=None,
@@ -112,14 +119,23 @@ def _conf_from_options(options: dict):
     preset = options.pop("preset")
     max_image_size = options.pop("max_image_size")
     shared = options.pop("shared_intrinsics")
+    camera_mode = options.pop("camera_mode")
+    fixed_pp = options.pop("fixed_principal_point")
     for key in ("quiet", "verbose"):
         options.pop(key)
     conf = preset_conf(preset, **options)
     if max_image_size is not None:
         conf = dataclasses.replace(conf, sift=dataclasses.replace(conf.sift, max_image_size=max_image_size))
+    if shared and camera_mode not in (None, CameraMode.SINGLE):
+        raise click.UsageError(f"--shared-intrinsics contradicts --camera-mode {camera_mode}; give one of them")
     if shared:
-        conf = dataclasses.replace(conf, align=dataclasses.replace(conf.align, shared_intrinsics=True))
-    return conf
+        camera_mode = CameraMode.SINGLE
+    align = conf.align
+    if camera_mode is not None:
+        align = dataclasses.replace(align, camera_mode=CameraMode(camera_mode))
+    if fixed_pp:
+        align = dataclasses.replace(align, reprojection=dataclasses.replace(align.reprojection, optimise_pp=False))
+    return dataclasses.replace(conf, align=align)
 
 
 def _run(images: Path, out: Path, options: dict, stop_after) -> None:

@@ -16,8 +16,12 @@ from sfm3r.errors import InputError
 from sfm3r.sfm import alignment as alignment_module
 from sfm3r.sfm import sift as sift_module
 from sfm3r.sfm.alignment import AlignConf
+from sfm3r.sfm.camera_groups import CameraMode
 from sfm3r.sfm.sift import SiftConf
 from sfm3r.sfm.two_view import TwoViewConf
+
+
+__all__ = ["Backend", "CameraMode", "CameraModel", "PRESETS", "ReconstructConf", "conf_to_dict", "preset_conf"]
 
 
 class Backend(enum.StrEnum):

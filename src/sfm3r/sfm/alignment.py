@@ -16,8 +16,8 @@ scenes (b) is marginally more accurate. Note: on a shared 2-core machine torch r
 
 Intrinsics: known cameras (fixed, or as a starting point with ``known_intrinsics="prior"``) > EXIF prior >
 the backend's focal (Weiszfeld fit of its pointmaps) > ``default_focal_factor``·max(W, H). Principal
-points stay at the image centre unless known. ``shared_intrinsics`` uses one camera for all images
-(they must have the same size).
+points stay at the image centre unless known. ``camera_mode`` says which images share one camera
+(``sfm.camera_groups``: by default those of one size and focal prior).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
+from sfm3r.sfm.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
 from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
 from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
@@ -64,7 +65,7 @@ class AlignConf:
     refine: Refinement = Refinement.REPROJECTION  # measured best on real data (benchmarks/alignment_real.py)
     reprojection: RefineConf2D = field(default_factory=RefineConf2D)
     ba: RefineConf = field(default_factory=RefineConf)
-    shared_intrinsics: bool = False
+    camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
     default_focal_factor: float = 1.2  # focal = factor·max(W, H) when nothing better is known
     focal_sanity: tuple[float, float] = (0.25, 6.0)  # backend focal estimates outside ·max(W,H) are ignored
@@ -77,10 +78,20 @@ PRESETS: dict[str, AlignConf] = {
     # (a) then (b): on long synthetic rings (200 images) (a) alone stays near the coarse drift (1.35 deg) while
     # (a)+(b) reaches 0.12 deg; on the Strecha sets (a) alone is marginally better.
     "accurate": AlignConf(refine=Refinement.REPROJECTION_BA),
-    # One physical camera for all photos: shared focal and principal point (off-centre pp: fine for
-    # gsplat/nerfstudio, not for graphdeco 3DGS). Per-image pp (optimise_pp without sharing) is unstable.
-    "shared-camera": AlignConf(shared_intrinsics=True, reprojection=RefineConf2D(optimise_pp=True)),
+    # One physical camera for all photos (its principal point is refined, as in the default).
+    "shared-camera": AlignConf(camera_mode=CameraMode.SINGLE),
 }
+
+
+# A refined principal point farther than this fraction of max(W, H) from where it started is rejected (real
+# lenses are within ~2 %; larger values mean the capture cannot separate it from the rotations).
+PP_MAX_SHIFT = 0.05
+
+
+def _principal_point_shift(images: Sequence[ImageInfo], before: np.ndarray, after: np.ndarray) -> float:
+    """Largest principal point move, as a fraction of the image's max(W, H)."""
+    size = np.array([max(im.width, im.height) for im in images], np.float64)
+    return float((np.linalg.norm(after - before, axis=1) / size).max(initial=0.0))
 
 
 def get_conf(name: str) -> AlignConf:
@@ -90,9 +101,16 @@ def get_conf(name: str) -> AlignConf:
 
 
 def _initial_intrinsics(
-    images: Sequence[ImageInfo], canon: CanonicalData, known: Mapping[str, Camera], conf: AlignConf
+    images: Sequence[ImageInfo],
+    canon: CanonicalData,
+    known: Mapping[str, Camera],
+    groups: np.ndarray,  # (N,) camera group of each image
+    conf: AlignConf,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """focal (N,), pp (N, 2), fixed (N,) bool, source per image."""
+    """focal (N,), pp (N, 2), fixed (N,) bool, source per image; equal within a camera group.
+
+    A group with a known (fixed) camera takes it; otherwise its focal starts at the median of its images'.
+    """
     N = len(images)
     focal = np.zeros(N)
     pp = np.zeros((N, 2))
@@ -117,14 +135,15 @@ def _initial_intrinsics(
         else:
             focal[k] = conf.default_focal_factor * size
             source.append("default")
-    if conf.shared_intrinsics:
-        if len({(im.width, im.height) for im in images}) > 1:
-            raise InputError("shared_intrinsics needs images of one size; these images have several sizes")
-        k_fixed = np.flatnonzero(fixed)
-        f = focal[k_fixed[0]] if k_fixed.size else float(np.median(focal))
-        focal[:] = f
-        pp[:] = pp[k_fixed[0]] if k_fixed.size else pp[0]
-        fixed[:] = bool(k_fixed.size)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        if members.size == 1:
+            continue
+        k_fixed = members[fixed[members]]
+        lead = k_fixed[0] if k_fixed.size else members[0]
+        focal[members] = focal[lead] if k_fixed.size else float(np.median(focal[members]))
+        pp[members] = pp[lead]
+        fixed[members] = bool(k_fixed.size)
     return focal, pp, fixed, source
 
 
@@ -157,7 +176,7 @@ def _scene_from_anchors(
     depth: np.ndarray,  # (A,) world-unit anchor depths
     focal: np.ndarray,
     pp: np.ndarray,
-    shared: bool,
+    groups: np.ndarray,  # (N,) camera group of each image
     keep: np.ndarray,  # (K,) bool matches to output as points
     unregistered: tuple[str, ...],
     info: dict,
@@ -169,12 +188,11 @@ def _scene_from_anchors(
     pts = 0.5 * (X[a] + X[b])
     P = pts.shape[0]
     N = len(images)
-    if shared:
-        cams = (Camera(images[0].width, images[0].height, focal[0], focal[0], pp[0, 0], pp[0, 1]),)
-        coi = np.zeros(N, np.int64)
-    else:
-        cams = tuple(Camera(im.width, im.height, focal[k], focal[k], pp[k, 0], pp[k, 1]) for k, im in enumerate(images))
-        coi = np.arange(N, dtype=np.int64)
+    first = [int(np.flatnonzero(groups == g)[0]) for g in range(int(groups.max()) + 1)]
+    cams = tuple(
+        Camera(images[k].width, images[k].height, focal[k], focal[k], pp[k, 0], pp[k, 1]) for k in first
+    )
+    coi = groups.astype(np.int64)
     t = -np.einsum("nij,nj->ni", rotations, centres)
     obs_point = np.repeat(np.arange(P), 2)
     obs_image = np.stack([canon.anchor_image[a], canon.anchor_image[b]], 1).reshape(-1)
@@ -237,7 +255,8 @@ def align_scene(
     unregistered = tuple(n for c in graph.other_components for n in c)
     t0 = time.perf_counter()
     canon = build_canonical(pair_results, graph.edges, model_images, dense_views)
-    focal, pp, fixed, source = _initial_intrinsics(model_images, canon, known, conf)
+    groups = camera_groups(model_images, conf.camera_mode, known)
+    focal, pp, fixed, source = _initial_intrinsics(model_images, canon, known, groups, conf)
     timings["canonical"] = time.perf_counter() - t0
     report("canonical", 1.0)
     t0 = time.perf_counter()
@@ -259,8 +278,19 @@ def align_scene(
         t0 = time.perf_counter()
         res2 = refine_reprojection(
             canon, R, C, depth, focal, pp, keep, fixed, init.root, conf.reprojection,
-            shared=conf.shared_intrinsics, device=conf.device,
+            groups=groups, device=conf.device,
         )
+        shift = _principal_point_shift(model_images, pp, res2.pp)
+        if shift > PP_MAX_SHIFT:
+            logger.warning(
+                "the refined principal point moved %.0f %% of the image size from its start; that is not a "
+                "real lens: refining again with it fixed", 100 * shift,
+            )  # fmt: skip
+            res2 = refine_reprojection(
+                canon, R, C, depth, focal, pp, keep, fixed, init.root, replace(conf.reprojection, optimise_pp=False),
+                groups=groups, device=conf.device,
+            )
+        info["principal_point_shift"] = round(float(shift), 5)
         R, C, depth, focal, pp, keep = res2.rotations, res2.centres, res2.depths, res2.focal, res2.pp, res2.inlier_matches
         info["reprojection_cost"] = res2.cost_history
         timings["reprojection"] = time.perf_counter() - t0
@@ -268,7 +298,7 @@ def align_scene(
     if not (np.isfinite(R).all() and np.isfinite(C).all() and np.isfinite(focal).all()):
         raise ReconstructionError("the alignment diverged (non-finite poses); check the pairwise results")
     scene = _scene_from_anchors(
-        canon, model_images, R, C, depth, focal, pp, conf.shared_intrinsics, keep, unregistered, info
+        canon, model_images, R, C, depth, focal, pp, groups, keep, unregistered, info
     )
     if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
         t0 = time.perf_counter()
@@ -297,7 +327,7 @@ def _refine_with_ba(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf, 
     tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
     ba_conf = replace(
         conf.ba,
-        shared_intrinsics=conf.shared_intrinsics,
+        shared_intrinsics=False,  # the scene's cameras already follow conf.camera_mode
         refine_focal=conf.ba.refine_focal and not bool(fixed_focal.all()),
     )
     out = refine_scene(

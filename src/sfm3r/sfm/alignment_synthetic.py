@@ -50,11 +50,13 @@ def make_scene(
     radius: float = 6.0,
     arc_deg: float = 360.0,
     focal_spread: float = 0.0,
+    pp_offset: tuple[float, float] = (0.0, 0.0),
     seed: int = 0,
 ) -> SyntheticScene:
     """Cameras on a noisy ring of `radius` looking at a random blob of points of radius ~1.5 at the origin.
 
-    `arc_deg` < 360 places the cameras on an arc; `focal_spread` draws per-image focals in focal·(1 ± spread).
+    `arc_deg` < 360 places the cameras on an arc; `focal_spread` draws per-image focals in focal·(1 ± spread);
+    `pp_offset` (pixels) moves every principal point away from the image centre.
     """
     rng = np.random.default_rng(seed)
     pts = rng.normal(size=(num_points, 3)) * np.array([1.5, 0.7, 1.5])
@@ -65,7 +67,7 @@ def make_scene(
         c += 0.3 * rng.normal(size=3)
         R = _look_at(c, 0.3 * rng.normal(size=3), rng)
         f = focal * (1.0 + focal_spread * rng.uniform(-1, 1))
-        cams.append(Camera(width, height, f, f, width / 2, height / 2))
+        cams.append(Camera(width, height, f, f, width / 2 + pp_offset[0], height / 2 + pp_offset[1]))
         rots.append(R)
         trans.append(-R @ c)
         infos.append(ImageInfo(f"img_{k:05d}.png", Path(f"img_{k:05d}.png"), f"{k:064x}", width, height))
