@@ -63,3 +63,26 @@ def test_unknown_scene_graph_is_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["pairs", str(photos), str(tmp_path / "out"), "--scene-graph", "bogus", "-q"])
     assert result.exit_code == 2
     assert "bogus" in result.output
+
+
+def test_contradicting_camera_options_are_one_line_error(tmp_path):
+    (tmp_path / "photos").mkdir()
+    args = ["reconstruct", str(tmp_path / "photos"), str(tmp_path / "out"), "--shared-intrinsics",
+            "--camera-mode", "per-image", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "contradicts" in result.output and "Traceback" not in result.output
+
+
+def test_camera_options_reach_the_alignment_config():
+    from sfm3r.cli.main import _conf_from_options
+    from sfm3r.pipelines.config import CameraMode
+
+    base = {"preset": "default", "max_image_size": None, "quiet": False, "verbose": False,
+            "shared_intrinsics": None, "camera_mode": None, "fixed_principal_point": None}
+    default = _conf_from_options(dict(base))
+    assert default.align.camera_mode == CameraMode.AUTO and default.align.reprojection.optimise_pp
+    single = _conf_from_options({**base, "shared_intrinsics": True})
+    assert single.align.camera_mode == CameraMode.SINGLE
+    per_image = _conf_from_options({**base, "camera_mode": "per-image", "fixed_principal_point": True})
+    assert per_image.align.camera_mode == CameraMode.PER_IMAGE and not per_image.align.reprojection.optimise_pp
