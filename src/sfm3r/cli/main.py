@@ -197,15 +197,21 @@ _stage_command("align", "align", "Align the cached pairs into one model: OUT/spa
 @click.argument("out", type=_OUT_DIR)
 @click.option("--text", "write_text", is_flag=True, help="Also write the model as text.")
 @click.option("--recursive", is_flag=True, help="Images may be in sub-folders (names like a/b.jpg).")
-def export(model: Path, images: Path, out: Path, write_text: bool, recursive: bool) -> None:
+@click.option("--no-crop", is_flag=True,
+              help="Keep the images whole even when a principal point is off-centre; graphdeco 3DGS, which "
+                   "assumes a centred one, then sees a shifted image.")  # fmt: skip
+def export(model: Path, images: Path, out: Path, write_text: bool, recursive: bool, no_crop: bool) -> None:
     """Lay out a Gaussian Splatting folder OUT from a COLMAP MODEL folder and its IMAGES folder.
 
     OUT gets images/ (EXIF applied, flat unique names), sparse/0/ and points.ply. Works with any COLMAP
-    model with pinhole cameras, also one not made by sfm3r.
+    model with pinhole cameras, also one not made by sfm3r. Images of a camera whose principal point is
+    off-centre are cropped (by at most 10 %) so that it is centred, as graphdeco 3DGS assumes.
     """
     from sfm3r.pipelines.export import export_model
 
-    written = export_model(model, images, out, text=write_text, recursive=recursive)
+    written = export_model(
+        model, images, out, text=write_text, recursive=recursive, centre_principal_points=not no_crop
+    )
     click.echo(f"Wrote {written}")
 
 

@@ -19,6 +19,21 @@ change keep them, then the others in sorted order get ``_2``, ``_3``, ... before
 written COLMAP model uses the new names. Names with ``..``, ``.`` or empty parts, absolute paths and
 drive letters are refused, so nothing is ever written outside ``out_dir``.
 
+Centring crop (``centre_principal_points=True``, the default). The alignment refines the principal
+point of shared cameras, and graphdeco 3DGS ignores ``cx, cy`` (it builds its projection from the
+field of view only, i.e. assumes the principal point at the image centre). So every camera whose
+principal point is 0.5 px or more off the centre (``W/2, H/2`` in COLMAP pixels) in x or y gets one
+integer crop, applied to all its images: on such an axis, with ``cx < W/2`` the image keeps its first
+``round(2·cx)`` columns, with ``cx > W/2`` its first ``round(2·cx - W)`` columns are cut (same for y).
+The written camera has the cropped size and ``cx - left, cy - top`` exactly (not rounded: gsplat and
+nerfstudio, which read ``cx, cy``, stay exact; graphdeco sees at most 0.25 px offset on a cropped axis,
+under 0.5 px on an uncropped one), the same focal. Observations shift by ``(-left, -top)``; those that
+fall outside the cropped image are dropped, and a point that lost observations that way and keeps
+fewer than 2 is removed (points the crop did not touch are kept as they are). The crop of a camera
+that would lose more than 10 % of its width or height is refused with a warning, and that camera is
+exported whole. Cropped images are re-encoded as PNG (lossless, ``.png`` name) from the displayed RGB.
+With ``centre_principal_points=False`` nothing is cropped (graphdeco then sees a shifted image).
+
 The PLY is not written as ``sparse/0/points3D.ply``: graphdeco 3DGS would load that file instead of
 points3D.bin and expects normals in it.
 """
@@ -31,7 +46,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -41,12 +56,14 @@ from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.io.colmap import check_scene, write_colmap_model
 from sfm3r.io.images import exif_orientation, read_image
 from sfm3r.io.ply import write_ply
-from sfm3r.types import ImageInfo, Scene
+from sfm3r.types import Camera, ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
 
 _COPYABLE_FORMATS = ("JPEG", "PNG")  # read by every trainer, as is
 _NESTING_SEPARATOR = "__"
+_CENTRED_TOLERANCE_PX = 0.5  # a principal point this close to the centre (per axis) needs no crop
+_MAX_CROP_FRACTION = 0.10  # a camera that would lose more of its width or height is exported whole
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,16 +135,24 @@ def _check_and_classify(info: ImageInfo, size: tuple[int, int]) -> bool:
     if (width, height) != size:
         raise InputError(
             f"{info.path} is {width}x{height} but its camera is {size[0]}x{size[1]}; "
-            "was the image replaced after reconstruction? Reconstruct again."
+            "was the image replaced after reconstruction? Reconstruct again. (A model from a Gaussian "
+            "Splatting folder may have cropped cameras: export it with that folder's images/.)"
         )
     return reencode
 
 
-def _export_image(info: ImageInfo, reencode: bool, target: Path) -> None:
-    """Copy the file's bytes, or re-encode its displayed RGB pixels as PNG, into `target` (atomic)."""
-    if reencode:
+def _export_image(info: ImageInfo, reencode: bool, target: Path, crop: Crop | None = None) -> None:
+    """Copy the file's bytes, or re-encode its displayed RGB pixels (cropped by `crop`) as PNG, into `target`.
+
+    The file is written atomically. A `crop` implies re-encoding.
+    """
+    if reencode or crop is not None:
+        rgb = read_image(info.path)
+        if crop is not None:
+            height, width = rgb.shape[:2]
+            rgb = rgb[crop.top : height - crop.bottom, crop.left : width - crop.right]
         buffer = io.BytesIO()
-        Image.fromarray(read_image(info.path)).save(buffer, format="PNG")
+        Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG")
         data = buffer.getvalue()
     else:
         data = info.path.read_bytes()
@@ -137,11 +162,136 @@ def _export_image(info: ImageInfo, reencode: bool, target: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Centring crop
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Crop:
+    """Whole pixel columns/rows cut from each side of an image (left, top, right, bottom >= 0)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def largest(self) -> int:
+        """The columns or rows removed, whichever is more."""
+        return max(self.left + self.right, self.top + self.bottom)
+
+
+def _axis_crop(size: int, centre: float) -> tuple[int, int]:
+    """(cut before, cut after) along one axis so that `centre` ends within 0.25 px of the middle."""
+    if abs(centre - size / 2) < _CENTRED_TOLERANCE_PX:
+        return 0, 0
+    if centre < size / 2:
+        return 0, size - int(round(2 * centre))
+    return int(round(2 * centre - size)), 0
+
+
+def centring_crop(camera: Camera) -> Crop | None:
+    """The crop that centres `camera`'s principal point, or None if it is centred already (< 0.5 px per axis).
+
+    Never empty when not None; it cuts the whole image or more for a principal point at or outside the
+    border, so callers refuse crops larger than they accept (the export: 10 % of the width or height).
+    """
+    left, right = _axis_crop(camera.width, camera.cx)
+    top, bottom = _axis_crop(camera.height, camera.cy)
+    if left == right == top == bottom == 0:
+        return None
+    return Crop(left=left, top=top, right=right, bottom=bottom)
+
+
+def crop_camera(camera: Camera, crop: Crop) -> Camera:
+    """`camera` as seen in the cropped image: cropped size, principal point shifted exactly, same focal."""
+    return dataclasses.replace(
+        camera,
+        width=camera.width - crop.left - crop.right,
+        height=camera.height - crop.top - crop.bottom,
+        cx=camera.cx - crop.left,
+        cy=camera.cy - crop.top,
+    )
+
+
+def crop_scene(scene: Scene, crops: Mapping[int, Crop]) -> Scene:
+    """`scene` with the images of camera c cropped by ``crops[c]`` (camera index into ``scene.cameras``).
+
+    Observations of a cropped camera's images shift by (-left, -top); those outside the cropped image
+    ([0, W] x [0, H] in COLMAP pixels) are dropped. A point that lost an observation that way and keeps
+    fewer than 2 is removed (its remaining observation too); all other points and observations are
+    kept unchanged, in order. Poses, dense points and ``info`` are unchanged.
+    """
+    if not crops:
+        return scene
+    cameras = list(scene.cameras)
+    shift = np.zeros((len(cameras), 2))  # (C, 2) left, top
+    for index, crop in crops.items():
+        cameras[index] = crop_camera(cameras[index], crop)
+        shift[index] = crop.left, crop.top
+    size = np.array([[camera.width, camera.height] for camera in cameras], dtype=np.float64)  # (C, 2)
+    cropped = np.zeros(len(cameras), dtype=bool)
+    cropped[list(crops)] = True
+
+    obs_point = np.asarray(scene.obs_point, dtype=np.int64)
+    obs_camera = np.asarray(scene.camera_of_image, dtype=np.int64)[np.asarray(scene.obs_image, dtype=np.int64)]
+    obs_xy = np.asarray(scene.obs_xy, dtype=np.float64) - shift[obs_camera]  # (K, 2)
+    inside = ((obs_xy >= 0) & (obs_xy <= size[obs_camera])).all(axis=1)
+    keep = inside | ~cropped[obs_camera]  # (K,)
+    before = np.bincount(obs_point, minlength=scene.num_points)
+    after = np.bincount(obs_point[keep], minlength=scene.num_points)
+    keep_point = ~((after < before) & (after < 2))  # (P,)
+    keep &= keep_point[obs_point]
+    renumber = np.cumsum(keep_point) - 1
+    return dataclasses.replace(
+        scene,
+        cameras=tuple(cameras),
+        points_xyz=scene.points_xyz[keep_point],
+        points_rgb=scene.points_rgb[keep_point],
+        points_error=scene.points_error[keep_point],
+        obs_point=renumber[obs_point[keep]],
+        obs_image=np.asarray(scene.obs_image)[keep],
+        obs_xy=obs_xy[keep],
+    )
+
+
+def _centring_crops(scene: Scene) -> dict[int, Crop]:
+    """{camera index: crop} of the used cameras with an off-centre principal point, minus refused crops."""
+    crops = {}
+    for index in np.unique(np.asarray(scene.camera_of_image, dtype=np.int64)).tolist():
+        camera = scene.cameras[index]
+        crop = centring_crop(camera)
+        if crop is None:
+            continue
+        if (
+            crop.left + crop.right > _MAX_CROP_FRACTION * camera.width
+            or crop.top + crop.bottom > _MAX_CROP_FRACTION * camera.height
+        ):
+            names = [scene.image_names[i] for i in np.flatnonzero(np.asarray(scene.camera_of_image) == index)]
+            logger.warning(
+                "camera %d (%dx%d, principal point %.1f, %.1f, images %s%s) is not cropped to centre its "
+                "principal point: that would cut more than %d%% of the image; graphdeco 3DGS, which assumes a "
+                "centred principal point, will see these images shifted (gsplat and nerfstudio read cx, cy)",
+                index, camera.width, camera.height, camera.cx, camera.cy, ", ".join(names[:3]),
+                ", ..." if len(names) > 3 else "", round(100 * _MAX_CROP_FRACTION),
+            )  # fmt: skip
+            continue
+        crops[index] = crop
+    return crops
+
+
+
+# ---------------------------------------------------------------------------------------------------
 # The folder
 
 
 def export_gaussian_splatting_folder(
-    scene: Scene, images: Sequence[ImageInfo], out_dir: Path, text: bool = False, *, dense: bool = False
+    scene: Scene,
+    images: Sequence[ImageInfo],
+    out_dir: Path,
+    text: bool = False,
+    *,
+    dense: bool = False,
+    centre_principal_points: bool = True,
 ) -> Path:
     """Lay out `out_dir` for Gaussian Splatting trainers and return it (layout in the module docstring).
 
@@ -150,6 +300,8 @@ def export_gaussian_splatting_folder(
         images: the ImageInfo of (at least) every registered image, matched by name.
         text: also write the model as .txt next to the .bin files.
         dense: write ``scene.dense_xyz/dense_rgb`` to points.ply instead of the sparse points.
+        centre_principal_points: crop the images of cameras with an off-centre principal point so that
+            it is centred (for graphdeco 3DGS); the written model describes the cropped images.
 
     Raises:
         InputError: an image is missing from `images`, changed on disk since it was read (SHA-256), has
@@ -163,9 +315,8 @@ def export_gaussian_splatting_folder(
         raise InputError(f"no ImageInfo for {len(missing)} registered image(s), e.g. {missing[0]!r}")
     if dense and scene.dense_xyz is None:
         raise InputError("dense points were requested for points.ply but the scene has none")
-    xyz, rgb = (scene.dense_xyz, scene.dense_rgb) if dense else (scene.points_xyz, scene.points_rgb)
     check_scene(scene)  # nothing is written for a scene with NaN poses or points
-    if not np.isfinite(xyz).all():
+    if dense and not np.isfinite(scene.dense_xyz).all():
         raise ReconstructionError("the dense points hold NaN or inf values; refusing to export")
     for name in scene.image_names:
         flat_name(name)  # refuse unsafe names before reading any file
@@ -175,8 +326,14 @@ def export_gaussian_splatting_folder(
         camera = scene.cameras[int(scene.camera_of_image[i])]
         if _check_and_classify(by_name[name], (camera.width, camera.height)):
             reencode.add(name)
-    new_names = export_names(scene.image_names, reencode)
-    renamed = dataclasses.replace(scene, image_names=tuple(new_names[n] for n in scene.image_names))
+    crops = _centring_crops(scene) if centre_principal_points else {}
+    crop_of = {
+        name: crops[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image) if int(c) in crops
+    }  # fmt: skip
+    cropped_scene = crop_scene(scene, crops)
+    new_names = export_names(scene.image_names, reencode | set(crop_of))
+    renamed = dataclasses.replace(cropped_scene, image_names=tuple(new_names[n] for n in scene.image_names))
+    xyz, rgb = (scene.dense_xyz, scene.dense_rgb) if dense else (renamed.points_xyz, renamed.points_rgb)
 
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
@@ -184,11 +341,20 @@ def export_gaussian_splatting_folder(
     for name in scene.image_names:
         if os.path.basename(new_names[name]) != new_names[name] or new_names[name] in (".", ".."):
             raise InputError(f"export name {new_names[name]!r} would leave {images_dir}")  # cannot happen
-        _export_image(by_name[name], name in reencode, images_dir / new_names[name])
+        _export_image(by_name[name], name in reencode, images_dir / new_names[name], crop_of.get(name))
     write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
     write_ply(out_dir / "points.ply", xyz, rgb)
+    if crops:
+        logger.info(
+            "cropped the images of %d camera(s) (%d images, largest crop %d px) to centre their principal "
+            "points for graphdeco 3DGS; dropped %d observations outside the crops and %d points left with "
+            "fewer than 2",
+            len(crops), len(crop_of), max(crop.largest for crop in crops.values()),
+            len(scene.obs_xy) - len(renamed.obs_xy), scene.num_points - renamed.num_points,
+        )  # fmt: skip
+    copied = sum(name not in reencode and name not in crop_of for name in scene.image_names)
     logger.info(
         "exported %d images (%d copied, %d re-encoded as PNG), the model and %d points to %s",
-        scene.num_images, scene.num_images - len(reencode), len(reencode), len(xyz), out_dir,
+        scene.num_images, copied, scene.num_images - copied, len(xyz), out_dir,
     )  # fmt: skip
     return out_dir

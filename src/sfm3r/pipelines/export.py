@@ -10,10 +10,23 @@ from sfm3r.io.images import load_image_infos
 from sfm3r.pipelines.evaluate import model_folder
 
 
-def export_model(model: Path, images_dir: Path, out: Path, text: bool = False, recursive: bool = False) -> Path:
-    """Write `out`/images, `out`/sparse/0 and `out`/points.ply from the model folder `model`."""
+def export_model(
+    model: Path,
+    images_dir: Path,
+    out: Path,
+    text: bool = False,
+    recursive: bool = False,
+    centre_principal_points: bool = True,
+) -> Path:
+    """Write `out`/images, `out`/sparse/0 and `out`/points.ply from the model folder `model`.
+
+    With `centre_principal_points` the images of a camera with an off-centre principal point are
+    cropped so that it is centred (see :mod:`sfm3r.io.export`).
+    """
     scene = read_colmap_model(model_folder(model))
     wanted = set(scene.image_names)
     recursive = recursive or any("/" in name for name in wanted)
     infos = [info for info in load_image_infos(images_dir, recursive=recursive) if info.name in wanted]
-    return export_gaussian_splatting_folder(scene, infos, Path(out), text=text)
+    return export_gaussian_splatting_folder(
+        scene, infos, Path(out), text=text, centre_principal_points=centre_principal_points
+    )
