@@ -1,4 +1,6 @@
-"""End to end through the command line on real photos (the bundled fountain-P11 sample, 4 of 6 images)."""
+"""End to end through the command line on real photos (the bundled fountain-P11 sample, 5 of 6 images).
+
+Five images share one camera, so its principal point is refined and the 3DGS folder crops them to centre it."""
 
 import json
 import shutil
@@ -8,12 +10,13 @@ import numpy as np
 import pycolmap
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from sfm3r.cli.main import cli
 from sfm3r.io.colmap import read_colmap_model
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample"
-NAMES = ["0003.jpg", "0004.jpg", "0005.jpg", "0006.jpg"]
+NAMES = ["0003.jpg", "0004.jpg", "0005.jpg", "0006.jpg", "0007.jpg"]
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +47,13 @@ def test_reconstruct_registers_every_image_accurately(full_run):
     assert metrics["num_images"] == 6  # the GT has all six sample images
     est = read_colmap_model(full_run / "sparse" / "0")
     assert sorted(est.image_names) == NAMES
-    # Relative poses among the four registered images: every one within 1 degree of the GT.
+    # Relative poses among the registered images: every one within 1 degree of the GT.
     gt = read_colmap_model(SAMPLE / "gt")
     sub = [gt.image_names.index(n) for n in NAMES]
     gt_r = gt.rotations[sub]
     est_r = est.rotations[[est.image_names.index(n) for n in NAMES]]
-    for a in range(4):
-        for b in range(a + 1, 4):
+    for a in range(len(NAMES)):
+        for b in range(a + 1, len(NAMES)):
             rel_est = est_r[b] @ est_r[a].T
             rel_gt = gt_r[b] @ gt_r[a].T
             angle = np.degrees(np.arccos(np.clip((np.trace(rel_est @ rel_gt.T) - 1) / 2, -1, 1)))
@@ -59,30 +62,34 @@ def test_reconstruct_registers_every_image_accurately(full_run):
 
 def test_output_folder_is_ready_for_gaussian_splatting(full_run):
     rec = pycolmap.Reconstruction(str(full_run / "sparse" / "0"))
-    assert rec.num_reg_images() == 4
+    assert rec.num_reg_images() == len(NAMES) and len(rec.cameras) == 1  # one size, no EXIF: one camera
     assert rec.num_points3D() > 500
     for image in rec.images.values():
         camera = rec.cameras[image.camera_id]
         assert camera.model.name in ("PINHOLE", "SIMPLE_PINHOLE")
-        assert (full_run / "images" / image.name).is_file()
-        assert (camera.width, camera.height) == (768, 512)
+        # cropped (by at most a few %) so that the refined principal point is at the centre, for graphdeco
+        assert 0.95 * 768 < camera.width <= 768 and 0.95 * 512 < camera.height <= 512
+        cx, cy = camera.principal_point_x, camera.principal_point_y
+        assert abs(cx - camera.width / 2) <= 0.5 and abs(cy - camera.height / 2) <= 0.5
+        with Image.open(full_run / "images" / image.name) as photo:
+            assert photo.size == (camera.width, camera.height) and photo.format == "JPEG"
     for name in ("points.ply", "preview.png", "run.json", "log.txt", "pairs.txt"):
         assert (full_run / name).is_file(), name
     run = json.loads((full_run / "run.json").read_text())
     assert run["backend"] == "classic"
-    assert run["counts"]["scene"]["registered"] == 4
+    assert run["counts"]["scene"]["registered"] == len(NAMES)
 
 
 def test_resume_after_the_pairwise_stage_recomputes_nothing(photos, full_run, tmp_path):
     out = tmp_path / "out"
     assert _invoke("match", photos, out, "--quiet").exit_code == 0
     first = json.loads((out / "run.json").read_text())["counts"]["matching"]
-    assert first["computed"] == 6 and first["cached"] == 0
+    assert first["computed"] == 10 and first["cached"] == 0
     assert _invoke("reconstruct", photos, out, "--quiet").exit_code == 0
     second = json.loads((out / "run.json").read_text())["counts"]
-    assert second["matching"]["computed"] == 0 and second["matching"]["cached"] == 6
+    assert second["matching"]["computed"] == 0 and second["matching"]["cached"] == 10
     assert second["features"]["computed"] == 0
-    assert "matching: 6 pairs, 6 cached, 0 to compute" in (out / "log.txt").read_text()
+    assert "matching: 10 pairs, 10 cached, 0 to compute" in (out / "log.txt").read_text()
     # Same result as the uninterrupted run.
     resumed = read_colmap_model(out / "sparse" / "0")
     reference = read_colmap_model(full_run / "sparse" / "0")
@@ -95,4 +102,4 @@ def test_resume_after_the_pairwise_stage_recomputes_nothing(photos, full_run, tm
 def test_info_summarises_the_model(full_run):
     result = _invoke("info", full_run)
     assert result.exit_code == 0
-    assert "registered images: 4" in result.output
+    assert "registered images: 5" in result.output

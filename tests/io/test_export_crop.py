@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import logging
 
 import numpy as np
@@ -25,7 +27,7 @@ OFF = Camera(width=200, height=150, fx=150.0, fy=150.0, cx=100 - 7.3, cy=75 + 4.
 OFF_CROP = Crop(left=0, top=9, right=15, bottom=0)
 CENTRED = Camera(width=120, height=90, fx=110.0, fy=112.0, cx=60.2, cy=45.0)  # 0.2 px off: left alone
 NAMES = ("off_0.jpg", "off_1.jpg", "sub/off_2.png", "centred_0.jpg", "centred_1.png")
-EXPORTED = {"off_0.jpg": "off_0.png", "off_1.jpg": "off_1.png", "sub/off_2.png": "sub__off_2.png",
+EXPORTED = {"off_0.jpg": "off_0.jpg", "off_1.jpg": "off_1.jpg", "sub/off_2.png": "sub__off_2.png",
             "centred_0.jpg": "centred_0.jpg", "centred_1.png": "centred_1.png"}  # fmt: skip
 
 
@@ -119,9 +121,15 @@ def test_export_crops_the_images_of_an_off_centre_camera(cropped):
             assert camera.cx == pytest.approx(92.7, abs=1e-12) and camera.cy == pytest.approx(70.6, abs=1e-12)
             assert (camera.fx, camera.fy) == (OFF.fx, OFF.fy)
             assert abs(camera.cx - camera.width / 2) < 0.5 and abs(camera.cy - camera.height / 2) < 0.5
-            with Image.open(path) as image:
-                assert image.format == "PNG" and image.size == (185, 141)
-                np.testing.assert_array_equal(np.asarray(image), read_image(info.path)[9:150, 0:185])
+            with Image.open(path) as image:  # cropped, in the photo's own format
+                assert image.format == ("PNG" if info.name.endswith(".png") else "JPEG")
+                assert image.size == (185, 141)
+                expected = read_image(info.path)[9:150, 0:185]
+                if image.format == "JPEG":  # the same crop through a quality-95, 4:4:4 JPEG
+                    buffer = io.BytesIO()
+                    Image.fromarray(expected).save(buffer, format="JPEG", quality=95, subsampling=0)
+                    expected = np.asarray(Image.open(buffer))
+                np.testing.assert_array_equal(np.asarray(image), expected)
         else:  # the centred camera: untouched, its files copied byte for byte
             assert camera == CENTRED
             assert path.read_bytes() == info.path.read_bytes()
@@ -190,7 +198,7 @@ def test_cli_export_crops_by_default_and_keeps_images_whole_with_no_crop(tmp_pat
     runner = CliRunner()
     result = runner.invoke(cli, ["export", str(tmp_path / "model"), str(tmp_path / "photos"), str(tmp_path / "crop")])
     assert result.exit_code == 0, result.output
-    with Image.open(tmp_path / "crop" / "images" / "off_0.png") as image:
+    with Image.open(tmp_path / "crop" / "images" / "off_0.jpg") as image:
         assert image.size == (185, 141)
 
     args = ["export", str(tmp_path / "model"), str(tmp_path / "photos"), str(tmp_path / "whole"), "--no-crop"]

@@ -31,7 +31,8 @@ under 0.5 px on an uncropped one), the same focal. Observations shift by ``(-lef
 fall outside the cropped image are dropped, and a point that lost observations that way and keeps
 fewer than 2 is removed (points the crop did not touch are kept as they are). The crop of a camera
 that would lose more than 10 % of its width or height is refused with a warning, and that camera is
-exported whole. Cropped images are re-encoded as PNG (lossless, ``.png`` name) from the displayed RGB.
+exported whole. Cropped images keep their name and format (so the model's names stay those of the
+photos): PNG stays lossless, JPEG is re-encoded at quality 95 with full-resolution chroma.
 With ``centre_principal_points=False`` nothing is cropped (graphdeco then sees a shifted image).
 
 The PLY is not written as ``sparse/0/points3D.ply``: graphdeco 3DGS would load that file instead of
@@ -61,6 +62,7 @@ from sfm3r.types import Camera, ImageInfo, Scene
 logger = logging.getLogger(__name__)
 
 _COPYABLE_FORMATS = ("JPEG", "PNG")  # read by every trainer, as is
+JPEG_QUALITY = 95  # cropped JPEGs (4:4:4 chroma); COLMAP's image_undistorter re-encodes JPEGs too
 _NESTING_SEPARATOR = "__"
 _CENTRED_TOLERANCE_PX = 0.5  # a principal point this close to the centre (per axis) needs no crop
 _MAX_CROP_FRACTION = 0.10  # a camera that would lose more of its width or height is exported whole
@@ -142,17 +144,24 @@ def _check_and_classify(info: ImageInfo, size: tuple[int, int]) -> bool:
 
 
 def _export_image(info: ImageInfo, reencode: bool, target: Path, crop: Crop | None = None) -> None:
-    """Copy the file's bytes, or re-encode its displayed RGB pixels (cropped by `crop`) as PNG, into `target`.
+    """Write one image into `target` (atomically): its bytes, or its displayed RGB pixels cropped by `crop`.
 
-    The file is written atomically. A `crop` implies re-encoding.
+    `reencode`: write PNG (the file is not a plain JPEG/PNG). A crop alone keeps the file's format: PNG
+    stays lossless, JPEG is written at JPEG_QUALITY with full-resolution chroma.
     """
     if reencode or crop is not None:
         rgb = read_image(info.path)
         if crop is not None:
             height, width = rgb.shape[:2]
             rgb = rgb[crop.top : height - crop.bottom, crop.left : width - crop.right]
+        if reencode:
+            file_format = "PNG"
+        else:
+            with Image.open(info.path) as image:
+                file_format = image.format
+        options = {"quality": JPEG_QUALITY, "subsampling": 0} if file_format == "JPEG" else {}
         buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG")
+        Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format=file_format, **options)
         data = buffer.getvalue()
     else:
         data = info.path.read_bytes()
@@ -331,7 +340,7 @@ def export_gaussian_splatting_folder(
         name: crops[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image) if int(c) in crops
     }  # fmt: skip
     cropped_scene = crop_scene(scene, crops)
-    new_names = export_names(scene.image_names, reencode | set(crop_of))
+    new_names = export_names(scene.image_names, reencode)
     renamed = dataclasses.replace(cropped_scene, image_names=tuple(new_names[n] for n in scene.image_names))
     xyz, rgb = (scene.dense_xyz, scene.dense_rgb) if dense else (renamed.points_xyz, renamed.points_rgb)
 
@@ -354,7 +363,7 @@ def export_gaussian_splatting_folder(
         )  # fmt: skip
     copied = sum(name not in reencode and name not in crop_of for name in scene.image_names)
     logger.info(
-        "exported %d images (%d copied, %d re-encoded as PNG), the model and %d points to %s",
+        "exported %d images (%d copied, %d re-encoded or cropped), the model and %d points to %s",
         scene.num_images, copied, scene.num_images - copied, len(xyz), out_dir,
     )  # fmt: skip
     return out_dir
