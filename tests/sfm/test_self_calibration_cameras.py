@@ -117,10 +117,21 @@ def test_known_focals_stay_fixed_and_pairs_between_them_are_ignored():
 
 def test_a_camera_with_too_few_pairs_is_refused_but_the_others_are_found():
     _, poses = _cameras(np.random.default_rng(4))
-    pairs = np.array([p for p in ALL_PAIRS if 4 not in p] + [[0, 4], [1, 4]])  # camera 4: two pairs
+    pairs = np.array([p for p in ALL_PAIRS if 4 not in p] + [[1, 4]])  # camera 4: one pair
     est = estimate_camera_focals([_exact_f(poses, a, b) for a, b in pairs], pairs, SIZES, UNKNOWN)
-    assert np.isnan(est.focal_px[4]) and "2 usable pairs" in est.reasons[4]
+    assert np.isnan(est.focal_px[4]) and "1 usable pairs" in est.reasons[4]
     assert np.isfinite(est.best_focal_px[4])
+    np.testing.assert_allclose(est.focal_px[:4], FOCALS[:4], rtol=2e-3)
+
+
+def test_a_camera_whose_pairs_disagree_is_refused():
+    """One true F and two wrong ones (bad pairs with many inliers): no two pairs agree on camera 4's focal."""
+    rng = np.random.default_rng(6)
+    _, poses = _cameras(rng)
+    pairs = np.array([p for p in ALL_PAIRS if 4 not in p] + [[0, 4], [1, 4], [4, 2]])
+    fs = [_exact_f(poses, a, b) for a, b in pairs[:-2]] + [rng.normal(size=(3, 3)), rng.normal(size=(3, 3))]
+    est = estimate_camera_focals(fs, pairs, SIZES, UNKNOWN)
+    assert np.isnan(est.focal_px[4]), est.reasons[4]
     np.testing.assert_allclose(est.focal_px[:4], FOCALS[:4], rtol=2e-3)
 
 
