@@ -22,7 +22,7 @@ def _gt_focals() -> dict[str, float]:
     rows = lambda name: [line.split() for line in (SACRE_COEUR / "gt" / name).read_text().splitlines()
                          if line.strip() and not line.startswith("#")]  # fmt: skip
     focal_of_camera = {row[0]: float(row[4]) for row in rows("cameras.txt")}
-    return {row[9]: focal_of_camera[row[8]] for row in rows("images.txt")[::2]}  # pose lines; 2D lines empty
+    return {row[9]: focal_of_camera[row[8]] for row in rows("images.txt") if len(row) == 10}  # the pose lines
 
 
 @pytest.mark.slow  # ~1.5 min: SIFT on 10 photos, then 45 pairs matched
