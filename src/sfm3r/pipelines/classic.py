@@ -2,12 +2,14 @@
 
 Before the matching, :func:`self_calibrate_focals` estimates one focal per image size for the images
 with neither an EXIF focal nor known intrinsics (sfm/self_calibration.py, from fundamental matrices of
-up to ``max_pairs`` scene-graph pairs). The estimate becomes those images' ``ImageInfo.prior_focal_px``
-(reconstruct.py swaps the ImageInfos), so the calibrated verification of every pair and the alignment
-both start from it instead of the 1.2 * max(W, H) default; it is also part of the ``pairs-classic``
-namespace config (the pair results depend on it), quantised to 0.5 % steps so that a rerun, or a slightly
-changed image set, reuses the cached pairs. The estimate itself is cached (namespace ``self-calibration``,
-key: the hash of the pairs used) and deterministic (seeded RANSAC).
+up to ``max_pairs`` scene-graph pairs), then one focal per image for those left over (alone in their
+size, e.g. internet photos, or of a size whose estimate was refused) from the pairs across sizes. The
+estimate becomes those images' ``ImageInfo.prior_focal_px`` (reconstruct.py swaps the ImageInfos), so the
+calibrated verification of every pair and the alignment both start from it instead of the 1.2 * max(W, H)
+default; it is also part of the ``pairs-classic`` namespace config (the pair results depend on it),
+quantised to 0.5 % steps so that a rerun, or a slightly changed image set, reuses the cached pairs. The
+estimates themselves are cached (namespace ``self-calibration``, key: the hash of the pairs used, plus the
+fixed focals for the per-image estimate) and deterministic (seeded RANSAC).
 
 All stages resume from the cache: a unit (an image's features, a pair's result) whose key is already
 stored is read, not recomputed. Keys are content hashes (io/cache.py), the namespaces carry the options.

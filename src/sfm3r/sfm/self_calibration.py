@@ -326,7 +326,8 @@ def estimate_camera_focals(
         f_b = np.where(b[None] == c, candidates[:, None], focal[b][None])
         return pair_essential_costs(
             np.broadcast_to(F[ks][None], (S, Pc, 3, 3)).reshape(-1, 3, 3), f_a.ravel(), f_b.ravel(),
-            np.broadcast_to(pp[a][None], (S, Pc, 2)).reshape(-1, 2), np.broadcast_to(pp[b][None], (S, Pc, 2)).reshape(-1, 2),
+            np.broadcast_to(pp[a][None], (S, Pc, 2)).reshape(-1, 2),
+            np.broadcast_to(pp[b][None], (S, Pc, 2)).reshape(-1, 2),
         ).reshape(S, Pc)  # fmt: skip
 
     def curve(c: int, candidates: np.ndarray) -> np.ndarray:
