@@ -16,20 +16,20 @@ from sfm3r.types import ImageInfo, Pairs
 W, H, FOCAL = 640, 480, 1520.0
 
 
-def _observe(pts, desc, centre, target, rng) -> SiftFeatures:
+def _observe(pts, desc, centre, target, rng, width=W, height=H, focal=FOCAL) -> SiftFeatures:
     """The features a camera at `centre` looking at `target` sees: every visible point, 0.3 px noise."""
-    K = np.array([[FOCAL, 0, W / 2], [0, FOCAL, H / 2], [0, 0, 1.0]])
+    K = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
     z = (target - centre) / np.linalg.norm(target - centre)
     x = np.cross([0, 1.0, 0], z)
     x /= np.linalg.norm(x)
     R = np.stack([x, np.cross(z, x), z])
     p = (K @ (R @ (pts - centre).T)).T
     xy = p[:, :2] / p[:, 2:] + rng.normal(scale=0.3, size=(len(pts), 2))
-    seen = (xy >= 0).all(1) & (xy < [W, H]).all(1)
+    seen = (xy >= 0).all(1) & (xy < [width, height]).all(1)
     n = int(seen.sum())
     return SiftFeatures(
         keypoints=xy[seen].astype(np.float32), scales=np.ones(n, np.float32),
-        orientations=np.zeros(n, np.float32), descriptors=desc[seen], width=W, height=H,
+        orientations=np.zeros(n, np.float32), descriptors=desc[seen], width=width, height=height,
     )  # fmt: skip
 
 
@@ -45,9 +45,9 @@ def _scene(num_views: int = 6, seed: int = 0):
     return features
 
 
-def _info(name: str, focal: float | None = None) -> ImageInfo:
+def _info(name: str, focal: float | None = None, width: int = W, height: int = H) -> ImageInfo:
     sha = hashlib.sha256(name.encode()).hexdigest()
-    return ImageInfo(name=name, path=Path(name), sha256=sha, width=W, height=H, prior_focal_px=focal)
+    return ImageInfo(name=name, path=Path(name), sha256=sha, width=width, height=height, prior_focal_px=focal)
 
 
 def test_sets_the_focal_of_exifless_images_only_and_reuses_the_cache(tmp_path, caplog):
@@ -109,3 +109,44 @@ def test_critical_motion_falls_back_to_the_multi_view_focal_sweep(tmp_path, capl
         _, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
     assert "from the multi-view sweep" in caplog.text
     assert calibrated["640x480"] == pytest.approx(FOCAL, rel=0.03)
+
+
+# Internet photos: (name, width, height, true focal); two share a size (a group whose one pair is too few).
+PHOTOS = [("p0.jpg", 640, 480, 600.0), ("p1.jpg", 800, 600, 900.0), ("p2.jpg", 480, 640, 1400.0),
+          ("p3.jpg", 1024, 768, 1100.0), ("p4.jpg", 800, 600, 750.0), ("p5.jpg", 900, 600, 1000.0)]  # fmt: skip
+
+
+def _photos(seed: int = 2):
+    """Synthetic views of one cloud by cameras of different sizes and focals, from generic directions."""
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(-1.5, 1.5, size=(1500, 3))
+    desc = rng.integers(0, 255, size=(len(pts), 128)).astype(np.uint8)
+    features = {}
+    for name, width, height, focal in PHOTOS:
+        direction = rng.normal(size=3) * [1, 0.3, 1]
+        centre = 7.0 * direction / np.linalg.norm(direction)
+        features[name] = _observe(pts, desc, centre, rng.normal(scale=0.5, size=3), rng, width, height, focal)
+    return features
+
+
+def test_images_alone_in_their_size_get_their_own_focal_from_pairs_with_any_image(tmp_path, caplog):
+    """Internet photos (regression: Sacre-Coeur, every image a different camera, was left at the 1.2 max(W, H)
+    default, AUC@3 0.0): per-image focals from the pairs across sizes, an EXIF focal held fixed."""
+    features = _photos()
+    exif = "p5.jpg"
+    images = [_info(n, focal=f if n == exif else None, width=w, height=h) for n, w, h, f in PHOTOS]
+    names = [n for n, *_ in PHOTOS]
+    all_pairs = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
+    pairs = Pairs(names=tuple(names), pairs=all_pairs, scores=np.full(len(all_pairs), np.nan, np.float32),
+                  sources=("complete",) * len(all_pairs))  # fmt: skip
+    with caplog.at_level("INFO"):
+        updated, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    assert "no focal for the 2 images of 800x600" in caplog.text  # one pair within the size: too few
+    assert sorted(calibrated) == names[:5]  # per image, keyed by name; not the EXIF one
+    for (name, *_, focal), info in zip(PHOTOS, updated, strict=True):
+        assert info.prior_focal_px == pytest.approx(focal, rel=0.015), name
+        assert name == exif or calibrated[name] == info.prior_focal_px
+
+    cached = dict(features, **{names[0]: None})  # would fail if the stage recomputed the matches
+    _, again = self_calibrate_focals(images, pairs, cached, SiftConf(), TwoViewConf(), tmp_path)
+    assert again == calibrated

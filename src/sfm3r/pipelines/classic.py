@@ -2,12 +2,14 @@
 
 Before the matching, :func:`self_calibrate_focals` estimates one focal per image size for the images
 with neither an EXIF focal nor known intrinsics (sfm/self_calibration.py, from fundamental matrices of
-up to ``max_pairs`` scene-graph pairs). The estimate becomes those images' ``ImageInfo.prior_focal_px``
-(reconstruct.py swaps the ImageInfos), so the calibrated verification of every pair and the alignment
-both start from it instead of the 1.2 * max(W, H) default; it is also part of the ``pairs-classic``
-namespace config (the pair results depend on it), quantised to 0.5 % steps so that a rerun, or a slightly
-changed image set, reuses the cached pairs. The estimate itself is cached (namespace ``self-calibration``,
-key: the hash of the pairs used) and deterministic (seeded RANSAC).
+up to ``max_pairs`` scene-graph pairs), then one focal per image for those left over (alone in their
+size, e.g. internet photos, or of a size whose estimate was refused) from the pairs across sizes. The
+estimate becomes those images' ``ImageInfo.prior_focal_px`` (reconstruct.py swaps the ImageInfos), so the
+calibrated verification of every pair and the alignment both start from it instead of the 1.2 * max(W, H)
+default; it is also part of the ``pairs-classic`` namespace config (the pair results depend on it),
+quantised to 0.5 % steps so that a rerun, or a slightly changed image set, reuses the cached pairs. The
+estimates themselves are cached (namespace ``self-calibration``, key: the hash of the pairs used, plus the
+fixed focals for the per-image estimate) and deterministic (seeded RANSAC).
 
 All stages resume from the cache: a unit (an image's features, a pair's result) whose key is already
 stored is read, not recomputed. Keys are content hashes (io/cache.py), the namespaces carry the options.
@@ -29,7 +31,7 @@ import pycolmap
 from sfm3r.errors import Sfm3rError
 from sfm3r.io import cache
 from sfm3r.io.images import read_image
-from sfm3r.sfm.self_calibration import SelfCalibConf, estimate_focal
+from sfm3r.sfm.self_calibration import SelfCalibConf, estimate_camera_focals, estimate_focal
 from sfm3r.sfm.sift import SiftConf, SiftFeatures, extract_sift
 from sfm3r.sfm.two_view import (
     DEFAULT_FOCAL_FACTOR,
@@ -95,6 +97,7 @@ def canonical_pair(info_a: ImageInfo, info_b: ImageInfo) -> tuple[ImageInfo, Ima
 
 
 SELF_CALIB_MAX_PAIRS = 30  # scene-graph pairs (highest scores first) whose F feed the self-calibration
+SELF_CALIB_PAIRS_PER_IMAGE = 10  # ... of an image calibrated on its own (from pairs with any image)
 _SELF_CALIB_MIN_INLIERS = 30  # F-RANSAC inliers below this: the pair is not used
 _F_RANSAC_MAX_ERROR = 3.0  # pixels; F is only a means to the focal, a loose threshold keeps more pairs
 _FOCAL_STEP = 1.005  # the estimate is rounded to a power of this (0.5 % steps): stable cache namespaces
@@ -115,13 +118,21 @@ def self_calibrate_focals(
     skip: Collection[str] = (),  # names with known intrinsics: never self-calibrated
     device: str = "cpu",
     max_pairs: int = SELF_CALIB_MAX_PAIRS,
+    max_pairs_per_image: int = SELF_CALIB_PAIRS_PER_IMAGE,
     calib_conf: SelfCalibConf = SelfCalibConf(),
 ) -> tuple[list[ImageInfo], dict[str, float]]:
-    """Focal self-calibration of the images without a focal prior, one focal per image size.
+    """Focal self-calibration of the images without a focal prior: one focal per image size, else per image.
+
+    First every image size with several such images gets one focal from the pairs within it (up to
+    ``max_pairs``). The images left over (alone in their size, or a size whose estimate was refused, e.g.
+    internet photos) then get one focal each from the pairs between any images (up to
+    ``max_pairs_per_image`` per image, sfm/self_calibration.py::estimate_camera_focals), with the focals of
+    EXIF, known and group-calibrated images held fixed.
 
     Returns the images (those calibrated with ``prior_focal_px`` set, the others unchanged, same order)
-    and ``{"WxH": focal_px}`` of the sizes calibrated (empty when none: then nothing changed). A size
-    whose fundamental matrices do not determine the focal keeps the default prior, with a warning.
+    and ``{"WxH": focal_px}`` of the sizes calibrated plus ``{image name: focal_px}`` of the images
+    calibrated one by one (empty when none: then nothing changed). A size or image whose fundamental
+    matrices do not determine the focal keeps the default prior, with a warning.
     """
     groups: dict[tuple[int, int], list[ImageInfo]] = {}
     for info in images:
@@ -139,6 +150,7 @@ def self_calibrate_focals(
     store = cache.open_store(cache_dir, "self-calibration", config)
     calibrated: dict[str, float] = {}
     focal_of: dict[str, float] = {}
+    leftover: list[ImageInfo] = []  # not calibrated by their size group: per-image focals from any pairs
     for (width, height), group in groups.items():
         members = {info.name for info in group}
         chosen = [pairs.pairs[k] for k in order if pairs.pairs[k][0] in members and pairs.pairs[k][1] in members]
@@ -146,6 +158,7 @@ def self_calibrate_focals(
         size = f"{width}x{height}"
         default = DEFAULT_FOCAL_FACTOR * max(width, height)
         if not ordered:
+            leftover += group
             continue
         key = hashlib.sha256(" ".join(cache.pair_key(i.sha256, j.sha256) for i, j in ordered).encode()).hexdigest()
         if not store.has(key):
@@ -159,6 +172,7 @@ def self_calibrate_focals(
                 "%.0f px. Give the focal with --known-intrinsics if the poses come out wrong",
                 len(group), size, attrs["reason"], attrs["num_pairs"], default,
             )  # fmt: skip
+            leftover += group
             continue
         focal = _quantise_focal(float(attrs["focal_px"]))
         logger.info(
@@ -168,6 +182,13 @@ def self_calibrate_focals(
         )  # fmt: skip
         calibrated[size] = focal
         focal_of.update(dict.fromkeys(members, focal))
+    if leftover:
+        per_image = _calibrate_per_image(
+            leftover, images, pairs, order, features, focal_of, skip, store, conf, calib_conf, device,
+            max_pairs_per_image,
+        )  # fmt: skip
+        calibrated.update(per_image)
+        focal_of.update(per_image)
     store.close()
     updated = [
         dataclasses.replace(info, prior_focal_px=focal_of[info.name]) if info.name in focal_of else info
@@ -186,10 +207,35 @@ def _self_calibration_unit(
     device: str,
 ) -> cache.Unit:
     """Match the pairs, F by seeded LO-RANSAC, focal by estimate_focal -> a cache unit."""
-    fundamentals, weights = [], []
+    fundamentals, weights, _, putative = _fundamentals(ordered, features, conf, device)
+    est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
+    attrs = {
+        "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
+        "num_pairs": est.num_pairs, "reason": est.reason,
+    }  # fmt: skip
+    if est.focal_px is None and est.num_pairs >= 3:
+        swept = multi_view_focal_sweep(ordered, putative, features, width, height, conf)
+        if swept is not None:
+            attrs["focal_px"] = swept
+            attrs["reason"] = f"{est.reason}; multi-view sweep"
+    return cache.Unit("self-calibration", {"focals": est.focals, "costs": est.costs}, attrs)
+
+
+def _fundamentals(
+    ordered: Sequence[tuple[ImageInfo, ImageInfo]],
+    features: Mapping[str, SiftFeatures],
+    conf: TwoViewConf,
+    device: str,
+) -> tuple[list[np.ndarray], list[float], list[int], dict[tuple[str, str], np.ndarray]]:
+    """F (x_j^T F x_i = 0) of each pair (i, j) with enough F-RANSAC inliers (seeded LO-RANSAC).
+
+    Returns the F (3, 3) and their inlier counts, the indices into `ordered` they belong to, and the
+    putative matches of every pair.
+    """
+    fundamentals, weights, used = [], [], []
     putative: dict[tuple[str, str], np.ndarray] = {}
     options = pycolmap.RANSACOptions(max_error=_F_RANSAC_MAX_ERROR, random_seed=0, num_threads=1)
-    for info_i, info_j in ordered:
+    for k, (info_i, info_j) in enumerate(ordered):
         feats_i, feats_j = features[info_i.name], features[info_j.name]
         matches = match_descriptors(feats_i.descriptors, feats_j.descriptors, conf, device=device)
         putative[(info_i.name, info_j.name)] = matches
@@ -202,17 +248,101 @@ def _self_calibration_unit(
             continue
         fundamentals.append(np.asarray(found["F"], np.float64))
         weights.append(float(found["num_inliers"]))
-    est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
-    attrs = {
-        "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
-        "num_pairs": est.num_pairs, "reason": est.reason,
-    }  # fmt: skip
-    if est.focal_px is None and est.num_pairs >= 3:
-        swept = multi_view_focal_sweep(ordered, putative, features, width, height, conf)
-        if swept is not None:
-            attrs["focal_px"] = swept
-            attrs["reason"] = f"{est.reason}; multi-view sweep"
-    return cache.Unit("self-calibration", {"focals": est.focals, "costs": est.costs}, attrs)
+        used.append(k)
+    return fundamentals, weights, used, putative
+
+
+def _calibrate_per_image(
+    leftover: Sequence[ImageInfo],
+    images: Sequence[ImageInfo],
+    pairs: Pairs,
+    order: np.ndarray,  # (P,) pair indices, best score first
+    features: Mapping[str, SiftFeatures],
+    focal_of: Mapping[str, float],  # group-calibrated focals
+    skip: Collection[str],
+    store: cache.Store,
+    conf: TwoViewConf,
+    calib_conf: SelfCalibConf,
+    device: str,
+    max_pairs_per_image: int,
+) -> dict[str, float]:
+    """One focal per image of `leftover`, jointly from the best pairs of each with any image -> {name: focal}.
+
+    Images with an EXIF focal, known intrinsics (when `skip` maps names to cameras) or a group-calibrated
+    focal are held fixed at it; images in `skip` without a known focal are left out. Cached in `store`
+    (key: the pairs used and the fixed focals).
+    """
+    by_name = {info.name: info for info in images}
+    unknown = {info.name for info in leftover}
+    fixed: dict[str, float] = {name: float(focal) for name, focal in focal_of.items()}
+    for info in images:
+        if info.name in skip and isinstance(skip, Mapping) and hasattr(skip[info.name], "fx"):
+            fixed[info.name] = float((skip[info.name].fx + skip[info.name].fy) / 2)
+        elif info.prior_focal_px and info.name not in unknown:
+            fixed[info.name] = float(info.prior_focal_px)
+    count = dict.fromkeys(unknown, 0)
+    chosen = []
+    for k in order:
+        a, b = pairs.pairs[k]
+        if not {a, b} <= unknown | set(fixed):
+            continue
+        needs = [n for n in {a, b} if n in unknown and count[n] < max_pairs_per_image]
+        if needs:
+            chosen.append(canonical_pair(by_name[a], by_name[b]))
+            for n in {a, b} & unknown:
+                count[n] += 1
+    if not chosen:
+        for info in leftover:
+            logger.warning("self-calibration: no pair for %s; keeping the default prior focal", info.name)
+        return {}
+    cameras = sorted({info.name for pair in chosen for info in pair}, key=lambda n: by_name[n].sha256)
+    known_text = " ".join(f"{by_name[n].sha256}={fixed[n]:.3f}" for n in cameras if n in fixed)
+    pair_text = " ".join(cache.pair_key(i.sha256, j.sha256) for i, j in chosen)
+    key = hashlib.sha256(f"per-image {pair_text} known {known_text}".encode()).hexdigest()
+    if not store.has(key):
+        fundamentals, weights, used, _ = _fundamentals(chosen, features, conf, device)
+        index = {name: c for c, name in enumerate(cameras)}
+        pair_cameras = np.array([[index[chosen[k][0].name], index[chosen[k][1].name]] for k in used], np.int64)
+        est = estimate_camera_focals(
+            np.asarray(fundamentals, np.float64).reshape(-1, 3, 3), pair_cameras.reshape(-1, 2),
+            np.array([[by_name[n].width, by_name[n].height] for n in cameras], np.float64),
+            np.array([fixed.get(n, np.nan) for n in cameras]), weights, calib_conf,
+        )  # fmt: skip
+        attrs = {
+            "sha256": [by_name[n].sha256 for n in cameras],
+            "focal_px": [None if not np.isfinite(f) else float(f) for f in est.focal_px],
+            "best_focal_px": [float(f) for f in est.best_focal_px],
+            "flatness": [None if not np.isfinite(f) else float(f) for f in est.flatness],
+            "num_pairs": [int(n) for n in est.num_pairs],
+            "reason": list(est.reasons),
+        }
+        with store.writer() as writer:
+            writer.add(key, cache.Unit("self-calibration-per-image", {"pair_cameras": pair_cameras}, attrs))
+        store.refresh()
+    attrs = store.read(key).attrs
+    name_of = {by_name[n].sha256: n for n in cameras}
+    found: dict[str, float] = {}
+    for c, sha in enumerate(attrs["sha256"]):
+        name = name_of[sha]
+        if name not in unknown:
+            continue
+        info = by_name[name]
+        default = DEFAULT_FOCAL_FACTOR * max(info.width, info.height)
+        if attrs["focal_px"][c] is None:
+            logger.warning(
+                "self-calibration: no focal for %s (%s, %d pairs); keeping the default prior %.0f px. Give the "
+                "focal with --known-intrinsics if the poses come out wrong",
+                name, attrs["reason"][c], attrs["num_pairs"][c], default,
+            )  # fmt: skip
+            continue
+        found[name] = _quantise_focal(float(attrs["focal_px"][c]))
+        logger.info(
+            "self-calibration: focal %.0f px for %s (prior %.0f; %d pairs, flatness %.2f)",
+            found[name], name, default, attrs["num_pairs"][c], attrs["flatness"][c],
+        )  # fmt: skip
+    for name in unknown - {name_of[sha] for sha in attrs["sha256"]}:
+        logger.warning("self-calibration: no usable pair for %s; keeping the default prior focal", name)
+    return found
 
 
 # Focal hypotheses of the multi-view sweep, as factors of max(W, H): 0.8 (wide) ... 4.0 (tele).
@@ -277,8 +407,8 @@ def match_classic(
     """Match, verify and triangulate every pair of the scene graph, from the cache where present.
 
     Failed pairs are returned too (``verified=False``); the alignment decides what to use.
-    ``self_calibrated``: the ``{"WxH": focal}`` of :func:`self_calibrate_focals`, whose focals the images
-    already carry as ``prior_focal_px``; it is part of the cache namespace.
+    ``self_calibrated``: the ``{"WxH" or image name: focal}`` of :func:`self_calibrate_focals`, whose focals
+    the images already carry as ``prior_focal_px``; it is part of the cache namespace.
     """
     by_name = {info.name: info for info in images}
     namespace = {"sift": sift_conf, "two_view": conf}
