@@ -209,6 +209,12 @@ def reconstruct(
     with _timed(timings, "images"):
         images = result.images = load_images(images_dir, conf)
         known = load_known_cameras(conf.known_intrinsics, images) if conf.known_intrinsics else {}
+        # known focals are the two-view priors of their images (as an EXIF focal would be)
+        images = result.images = [
+            dataclasses.replace(info, prior_focal_px=(known[info.name].fx + known[info.name].fy) / 2)
+            if info.name in known else info
+            for info in images
+        ]  # fmt: skip
 
     features: dict = {}
 
@@ -253,11 +259,13 @@ def reconstruct(
             )
         result.images = images  # same names and sha256; prior_focal_px set where self-calibrated
         result.counts["self_calibrated_focal"] = calibrated
+    # given focals change the two-view results: part of the pair cache's namespace
+    known_focals = {f"known:{info.name}": info.prior_focal_px for info in images if info.name in known}
     with _timed(timings, "matching"):
         if backend == Backend.CLASSIC:
             pair_results, match_counts = match_classic(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress,
-                self_calibrated=calibrated,
+                self_calibrated=calibrated | known_focals,
             )  # fmt: skip
         else:
             from sfm3r.pipelines.mast3r import match_mast3r  # the network code loads only when used

@@ -177,6 +177,7 @@ def _scene_from_anchors(
     focal: np.ndarray,
     pp: np.ndarray,
     groups: np.ndarray,  # (N,) camera group of each image
+    fixed_cameras: Mapping[str, Camera],  # name -> known camera kept fixed: written exactly as given
     keep: np.ndarray,  # (K,) bool matches to output as points
     unregistered: tuple[str, ...],
     info: dict,
@@ -190,7 +191,9 @@ def _scene_from_anchors(
     N = len(images)
     first = [int(np.flatnonzero(groups == g)[0]) for g in range(int(groups.max()) + 1)]
     cams = tuple(
-        Camera(images[k].width, images[k].height, focal[k], focal[k], pp[k, 0], pp[k, 1]) for k in first
+        fixed_cameras.get(images[k].name)
+        or Camera(images[k].width, images[k].height, focal[k], focal[k], pp[k, 0], pp[k, 1])
+        for k in first
     )
     coi = groups.astype(np.int64)
     t = -np.einsum("nij,nj->ni", rotations, centres)
@@ -297,8 +300,10 @@ def align_scene(
         report("reprojection", 1.0)
     if not (np.isfinite(R).all() and np.isfinite(C).all() and np.isfinite(focal).all()):
         raise ReconstructionError("the alignment diverged (non-finite poses); check the pairwise results")
+    # a fixed known camera is written as given (the alignment itself uses one focal, (fx + fy) / 2)
+    fixed_cameras = {im.name: known[im.name] for k, im in enumerate(model_images) if fixed[k] and im.name in known}
     scene = _scene_from_anchors(
-        canon, model_images, R, C, depth, focal, pp, groups, keep, unregistered, info
+        canon, model_images, R, C, depth, focal, pp, groups, fixed_cameras, keep, unregistered, info
     )
     if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
         t0 = time.perf_counter()
