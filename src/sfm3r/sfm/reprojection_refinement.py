@@ -8,6 +8,16 @@ confidence; Levenberg–Marquardt with the anchor depths eliminated by a Schur c
 normal equations is diagonal), so each step solves a system the size of the camera parameters only.
 Gauge: the root pose and one anchor depth of the root are fixed. Principal points (one per camera group)
 stay fixed unless ``optimise_pp``.
+
+Scaling (``ReprojectionProblem``): each residual (2 rows) touches two images and one depth. Every image has
+an extended block of 9 columns (its pose, its group's log focal and principal point); a residual's camera
+Jacobian is 2×18 on its two blocks. The residuals are sorted by image pair and cut into padded segments of
+``_WIDTH``, so that JᵀWJ per pair is one batched matrix product (no per-residual outer products); the depth
+elimination Σ_a v_a v_aᵀ / h_a is accumulated the same way over the pairs of (anchor, image) entries of each
+anchor. The pair blocks are scattered into one sparse matrix on the free columns (shared group columns sum)
+through a plan built once. Time and memory per iteration are linear in the residuals (processed in batches
+of ``_BATCH``) plus the sparse camera system, which is factorised by a sparse LU per damping trial. The
+depth damping only rescales the Schur term by 1 / (1 + μ), so it is formed once per iteration.
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ logger = logging.getLogger(__name__)
 # A principal point is refined only for cameras shared by at least this many images: one image alone cannot
 # separate it from its rotation (measured unstable with a principal point per image).
 MIN_IMAGES_FOR_PP = 5
+_BLOCK = 9  # extended camera block of an image: rotation increment, centre, log focal, principal point (x, y)
+_BATCH = 1 << 16  # residuals (or Schur rows) per batch: bounds the temporaries to ~100 MB
+_WIDTH = 16  # items per padded segment of one image pair in the batched products
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +72,350 @@ class RefineResult2D:
     final_rms_px: float
 
 
+@dataclass(frozen=True, eq=False)
+class Params2D:
+    """Parameters of the 2D refinement: N images, G camera groups, A anchors (float64 tensors)."""
+
+    Q: torch.Tensor  # (N, 3, 3) world_from_cam rotations
+    C: torch.Tensor  # (N, 3) centres
+    logd: torch.Tensor  # (A,) log anchor depths
+    logf: torch.Tensor  # (G,) log focal of each camera group
+    PP: torch.Tensor  # (N, 2) principal point of each image (that of its group)
+
+
+@dataclass(frozen=True, eq=False)
+class CameraSystem:
+    """Normal equations of one LM iteration with the depths eliminated, on the F free camera columns.
+
+    With the weighted Jacobians Jc (cameras), Jd (depths) and residuals r: H = JcᵀWJc, g = JcᵀWr,
+    h = diag(JdᵀWJd), g_d = JdᵀWr, v_a = JcᵀWJd[:, a] and, over the free depths, E = Σ_a v_a v_aᵀ / h_a,
+    e = Σ_a v_a g_d,a / h_a. The damped step solves (H + μ·diag(H) − E / (1 + μ)) δc = −(g − e / (1 + μ)).
+    """
+
+    H: sp.csr_matrix  # (F, F)
+    E: sp.csr_matrix  # (F, F), the sparsity of H
+    g: np.ndarray  # (F,)
+    e: np.ndarray  # (F,)
+    h: torch.Tensor  # (A,)
+    g_d: torch.Tensor  # (A,)
+    V: torch.Tensor  # (M, 9) v_a on the extended block of each (anchor, image) entry
+
+
+class _PairSegments:
+    """Items (residuals or Schur rows) sorted by image pair, in padded segments of `width` items per pair.
+
+    ``accumulate`` adds Σ_items xᵀy (per item x, y: (rows, 18)) to each pair's (18, 18) block with one
+    batched matrix product per batch of segments.
+    """
+
+    def __init__(self, pair: np.ndarray, num_pairs: int, width: int, batch: int, device: torch.device):
+        counts = np.bincount(pair, minlength=num_pairs)
+        nseg = -(-counts // width)
+        seg_first = np.concatenate([[0], np.cumsum(nseg)[:-1]])
+        item_first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = np.arange(pair.size) - item_first[pair]
+        seg = seg_first[pair] + pos // width
+        self.width = width
+        self.slot = torch.as_tensor(seg * width + pos % width, device=device)
+        self.seg_pair = torch.as_tensor(np.repeat(np.arange(num_pairs), nseg), device=device)
+        total = int(nseg.sum())
+        bounds = np.append(np.arange(0, total, max(batch // width, 1)), total)
+        items = np.searchsorted(seg, bounds)
+        self.batches = [(int(items[k]), int(items[k + 1]), int(bounds[k]), int(bounds[k + 1]))
+                        for k in range(bounds.size - 1)]
+
+    def accumulate(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: tuple[int, int, int, int]):
+        i0, i1, s0, s1 = batch
+        rows = x.shape[1]
+        at = self.slot[i0:i1] - s0 * self.width
+        xp = x.new_zeros((s1 - s0) * self.width, rows, x.shape[2]).index_copy_(0, at, x)
+        yp = y.new_zeros((s1 - s0) * self.width, rows, y.shape[2]).index_copy_(0, at, y)
+        xp = xp.view(s1 - s0, self.width * rows, -1)
+        yp = yp.view(s1 - s0, self.width * rows, -1)
+        out.index_add_(0, self.seg_pair[s0:s1], xp.transpose(1, 2) @ yp)
+
+
+class _BlockScatter:
+    """Sums per-image (9, 9) diagonal blocks and per-pair (9, 9) blocks into one CSR matrix of the free columns.
+
+    The extended blocks of two images share their group's columns; duplicates sum (the plan is built once).
+    """
+
+    def __init__(self, colmap: np.ndarray, pairs: np.ndarray, free: np.ndarray):
+        F = int(free.sum())
+        new = np.full(free.size, -1)
+        new[free] = np.arange(F)
+        cm = new[colmap]  # (N, 9)
+        b = colmap.shape[1]
+        rd, cd = np.broadcast_to(cm[:, :, None], (cm.shape[0], b, b)), np.broadcast_to(cm[:, None, :], (cm.shape[0], b, b))
+        ro = np.broadcast_to(cm[pairs[:, 0]][:, :, None], (pairs.shape[0], b, b))
+        co = np.broadcast_to(cm[pairs[:, 1]][:, None, :], (pairs.shape[0], b, b))
+        rows = np.concatenate([rd.ravel(), ro.ravel(), co.ravel()])
+        cols = np.concatenate([cd.ravel(), co.ravel(), ro.ravel()])
+        self.sel = np.flatnonzero((rows >= 0) & (cols >= 0))
+        uniq, self.inv = np.unique(rows[self.sel] * F + cols[self.sel], return_inverse=True)
+        self.indices = (uniq % F).astype(np.int32)
+        self.indptr = np.searchsorted(uniq // F, np.arange(F + 1)).astype(np.int32)
+        self.diag = np.flatnonzero(uniq // F == uniq % F)
+        self.F = F
+
+    def data(self, diag_blocks: np.ndarray, pair_blocks: np.ndarray) -> np.ndarray:
+        """(N, 9, 9), (P, 9, 9) -> the CSR data (nnz,)."""
+        vals = np.concatenate([diag_blocks.ravel(), pair_blocks.ravel(), pair_blocks.ravel()])[self.sel]
+        return np.bincount(self.inv.ravel(), weights=vals, minlength=self.indices.size)
+
+    def matrix(self, data: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((data, self.indices, self.indptr), shape=(self.F, self.F))
+
+
+class ReprojectionProblem:
+    """The residuals of the 2D refinement and their depth-reduced normal equations.
+
+    R = 2·K residuals (both directions of the K kept matches), each observer image o seeing the source anchor
+    sa of image s, stored sorted by unordered image pair. Columns: 6 per image (rotation increment, centre),
+    then a log focal per group, then a principal point (x, y) per group; ``free_c`` (ncol,) and ``free_d``
+    (A,) mark the optimised ones.
+    """
+
+    def __init__(
+        self,
+        canon: CanonicalData,
+        keep: np.ndarray,  # (K_all,) bool
+        fidx: np.ndarray,  # (N,) camera group of each image
+        fixed_focal: np.ndarray,  # (N,) bool
+        root: int,
+        conf: RefineConf2D,
+        device: str | torch.device = "cpu",
+    ):
+        self.device = torch.device(device)
+        dt = torch.float64
+        N, A = len(canon.image_names), canon.anchor_depth.size
+        self.N, self.A = N, A
+        self.fidx = fidx = np.asarray(fidx, np.int64)
+        self.nf = nf = int(fidx.max()) + 1
+        ma, mb = canon.match_a[keep], canon.match_b[keep]
+        self.K = K = ma.size
+        obs_anchor, src_anchor = np.concatenate([ma, mb]), np.concatenate([mb, ma])
+        o_img, s_img = canon.anchor_image[obs_anchor], canon.anchor_image[src_anchor]
+        # residual order: by unordered image pair
+        lo, hi = np.minimum(o_img, s_img), np.maximum(o_img, s_img)
+        res_key = lo * N + hi
+        self.perm = perm = np.argsort(res_key, kind="stable")  # internal residual k is original perm[k]
+        obs_anchor, src_anchor, o_img, s_img, res_key = (x[perm] for x in (obs_anchor, src_anchor, o_img, s_img, res_key))
+        c = np.tile(canon.match_conf[keep], 2)[perm]
+        tt = lambda x, d=dt: torch.as_tensor(np.ascontiguousarray(x), dtype=d, device=self.device)  # noqa: E731
+        ti = lambda x: tt(x, torch.int64)  # noqa: E731
+        self.c = tt(c / max(c.mean(), 1e-12)) if c.size else tt(c)
+        self.x_obs, self.x_src = tt(canon.anchor_xy[obs_anchor]), tt(canon.anchor_xy[src_anchor])
+        self.oi, self.si, self.sa = ti(o_img), ti(s_img), ti(src_anchor)
+        self.fo_i, self.fs_i = ti(fidx[o_img]), ti(fidx[s_img])
+        self.o_is_lo = torch.as_tensor(o_img < s_img, device=self.device)
+        # columns and the free ones (as before: root pose, fixed focals, small groups' principal points)
+        self.ncol = ncol = 6 * N + 3 * nf
+        pcol = 6 * N + nf + 2 * fidx
+        colmap = np.concatenate([6 * np.arange(N)[:, None] + np.arange(6), (6 * N + fidx)[:, None],
+                                 pcol[:, None], pcol[:, None] + 1], 1)  # (N, 9)
+        free_c = np.ones(ncol, bool)
+        free_c[6 * root : 6 * root + 6] = False
+        free_c[6 * N + fidx[fixed_focal]] = False
+        if not conf.optimise_focal:
+            free_c[6 * N : 6 * N + nf] = False
+        if not conf.optimise_pp:
+            free_c[6 * N + nf :] = False
+        small = np.flatnonzero(np.bincount(fidx, minlength=nf) < MIN_IMAGES_FOR_PP)
+        free_c[np.concatenate([6 * N + nf + 2 * small, 6 * N + nf + 2 * small + 1])] = False
+        free_c[np.concatenate([pcol[fixed_focal], pcol[fixed_focal] + 1])] = False
+        free_d = np.ones(A, bool)
+        root_anchors = np.flatnonzero(canon.anchor_image == root)
+        if root_anchors.size:
+            free_d[root_anchors[0]] = False
+        self.free_c, self.free_d = free_c, free_d
+        self.free_d_t = tt(free_d)
+        self.colmap = ti(colmap)
+        self.fidx_t = ti(fidx)
+        # (anchor, image) entries of the Schur term, sorted by anchor then image
+        ent_key, ent_inv = np.unique(np.concatenate([src_anchor * N + o_img, src_anchor * N + s_img]), return_inverse=True)
+        ent_inv = ent_inv.ravel()
+        ent_anchor, ent_img = ent_key // N, ent_key % N
+        self.e_o, self.e_s = ti(ent_inv[: o_img.size]), ti(ent_inv[o_img.size :])
+        self.ent_anchor, self.ent_img = ti(ent_anchor), ti(ent_img)
+        self.num_entries = ent_key.size
+        # pairs of entries of one anchor (their images are increasing): the rows of the Schur term
+        n_a = np.bincount(ent_anchor, minlength=A)
+        first = np.concatenate([[0], np.cumsum(n_a)[:-1]])
+        ei, ej = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for n in np.unique(n_a[n_a >= 2]):
+            iu, ju = np.triu_indices(int(n), 1)
+            st = first[n_a == n][:, None]
+            ei.append((st + iu).ravel())
+            ej.append((st + ju).ravel())
+        ei, ej = np.concatenate(ei), np.concatenate(ej)
+        s_key = ent_img[ei] * N + ent_img[ej]
+        self.pairs_key = np.unique(np.concatenate([s_key, res_key]))  # residual pairs are Schur pairs too
+        P = self.pairs_key.size
+        pairs = np.stack([self.pairs_key // N, self.pairs_key % N], 1)
+        s_pair = np.searchsorted(self.pairs_key, s_key)
+        order = np.argsort(s_pair, kind="stable")
+        ei, ej, s_pair = ei[order], ej[order], s_pair[order]
+        self.ei, self.ej = ti(ei), ti(ej)
+        self.row_scale = tt(1.0 / (n_a[ent_anchor[ei]] - 1))
+        self.pair_lo, self.pair_hi = ti(pairs[:, 0]), ti(pairs[:, 1])
+        self.res_seg = _PairSegments(np.searchsorted(self.pairs_key, res_key), P, _WIDTH, _BATCH, self.device)
+        self.schur_seg = _PairSegments(s_pair, P, _WIDTH, _BATCH, self.device)
+        self.scatter = _BlockScatter(colmap, pairs, free_c)
+        self.colmap_np = colmap
+
+    def initial_params(self, rotations, centres, depths, focal, pp) -> Params2D:
+        tt = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64, device=self.device)  # noqa: E731
+        first_of_group = np.full(self.nf, -1)
+        first_of_group[self.fidx[::-1]] = np.arange(self.N)[::-1]
+        return Params2D(Q=tt(np.transpose(rotations, (0, 2, 1))), C=tt(centres), logd=tt(np.log(depths)),
+                        logf=tt(np.log(focal[first_of_group])), PP=tt(pp))
+
+    def _project(self, prm: Params2D, s: slice):
+        """Geometry of residuals `s`: (r (b, 2), y (b, 3), z (b,), and the intermediates of the Jacobian)."""
+        f = torch.exp(prm.logf)
+        fs, fo = f[self.fs_i[s]], f[self.fo_i[s]]
+        si, oi, sa = self.si[s], self.oi[s], self.sa[s]
+        PPs = prm.PP[si]
+        ray = torch.cat([(self.x_src[s] - PPs) / fs[:, None], torch.ones_like(fs)[:, None]], 1)
+        dep = torch.exp(prm.logd[sa])
+        p = dep[:, None] * ray
+        Qs = prm.Q[si]
+        qp = (Qs @ p[..., None])[..., 0]
+        X = qp + prm.C[si]
+        Qo_t = prm.Q[oi].transpose(1, 2)
+        y = (Qo_t @ (X - prm.C[oi])[..., None])[..., 0]
+        z = y[:, 2].clamp_min(1e-9)
+        r = fo[:, None] * y[:, :2] / z[:, None] + prm.PP[oi] - self.x_obs[s]
+        return r, z, (fs, fo, dep, p, Qs, qp, X, Qo_t, y)
+
+    def residuals(self, prm: Params2D) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r (R, 2) pixels, z (R,) clamped depth in the observer) in the internal residual order."""
+        out = [self._project(prm, slice(k, k + _BATCH))[:2] for k in range(0, self.oi.numel(), _BATCH)]
+        if not out:
+            e = self.c.new_zeros(0)
+            return e.view(0, 2), e
+        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+    def weights(self, r: torch.Tensor, delta2: float) -> torch.Tensor:
+        """(R,) confidence × Cauchy IRLS weight."""
+        return self.c / (1 + (r * r).sum(1) / delta2)
+
+    def cost(self, r: torch.Tensor, delta2: float) -> float:
+        return float((self.c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
+
+    def _jacobians(self, prm: Params2D, s: slice, r: torch.Tensor):
+        """Extended-block Jacobians of residuals `s`: (J_o (b, 2, 9), J_s (b, 2, 9), J_d (b, 2))."""
+        _, z, (fs, fo, dep, p, Qs, qp, X, Qo_t, y) = self._project(prm, s)
+        b = z.shape[0]
+        oi = self.oi[s]
+        dpi_dy = r.new_zeros(b, 2, 3)
+        dpi_dy[:, 0, 0] = fo / z
+        dpi_dy[:, 1, 1] = fo / z
+        dpi_dy[:, :, 2] = -fo[:, None] * y[:, :2] / (z * z)[:, None]
+        dpi_dX = dpi_dy @ Qo_t
+        J_o = torch.cat([dpi_dX @ skew(X - prm.C[oi]), -dpi_dX], 2)
+        J_s = torch.cat([dpi_dX @ -skew(qp), dpi_dX], 2)
+        J_fo = r + self.x_obs[s] - prm.PP[oi]  # d proj / d log f_o
+        dp_dlogf = torch.cat([-p[:, :2], torch.zeros_like(p[:, :1])], 1)
+        J_fs = (dpi_dX @ (Qs @ dp_dlogf[..., None]))[..., 0]
+        J_d = (dpi_dX @ qp[..., None])[..., 0]
+        # principal points: observer directly (identity), source through its ray
+        J_ps = -(dpi_dX @ Qs[:, :, :2]) * (dep / fs)[:, None, None]
+        eye = torch.eye(2, dtype=r.dtype, device=r.device).expand(b, 2, 2)
+        return torch.cat([J_o, J_fo[..., None], eye], 2), torch.cat([J_s, J_fs[..., None], J_ps], 2), J_d
+
+    def system(self, prm: Params2D, r: torch.Tensor, delta2: float) -> CameraSystem:
+        """The depth-reduced normal equations at `prm` (r: its residuals)."""
+        dev, dt = self.device, r.dtype
+        N, A, P, B = self.N, self.A, self.pairs_key.size, _BLOCK
+        w = self.weights(r, delta2)
+        blocks = torch.zeros(P, 2 * B, 2 * B, dtype=dt, device=dev)
+        g_ext = torch.zeros(N, B, dtype=dt, device=dev)
+        h = torch.zeros(A, dtype=dt, device=dev)
+        g_d = torch.zeros(A, dtype=dt, device=dev)
+        V = torch.zeros(self.num_entries, B, dtype=dt, device=dev)
+        for batch in self.res_seg.batches:
+            s = slice(batch[0], batch[1])
+            rs, ws = r[s], w[s]
+            J_o, J_s, J_d = self._jacobians(prm, s, rs)
+            lo_first = self.o_is_lo[s][:, None, None]
+            x = torch.where(lo_first, torch.cat([J_o, J_s], 2), torch.cat([J_s, J_o], 2))
+            self.res_seg.accumulate(blocks, x, x * ws[:, None, None], batch)
+            wr = rs * ws[:, None]
+            g_ext.index_add_(0, self.oi[s], (J_o.transpose(1, 2) @ wr[..., None])[..., 0])
+            g_ext.index_add_(0, self.si[s], (J_s.transpose(1, 2) @ wr[..., None])[..., 0])
+            wjd = J_d * ws[:, None]
+            h.index_add_(0, self.sa[s], (wjd * J_d).sum(1))
+            g_d.index_add_(0, self.sa[s], (wjd * rs).sum(1))
+            V.index_add_(0, self.e_o[s], (J_o.transpose(1, 2) @ wjd[..., None])[..., 0])
+            V.index_add_(0, self.e_s[s], (J_s.transpose(1, 2) @ wjd[..., None])[..., 0])
+        inv_h = self.free_d_t / (h + 1e-12)
+        sblocks = torch.zeros(P, 2 * B, 2 * B, dtype=dt, device=dev)
+        for batch in self.schur_seg.batches:
+            s = slice(batch[0], batch[1])
+            vi, vj = V[self.ei[s]], V[self.ej[s]]
+            sc, ih = self.row_scale[s][:, None], inv_h[self.ent_anchor[self.ei[s]]][:, None]
+            # Σ over the entry pairs of an anchor gives v_i v_jᵀ / h once per pair and v_i v_iᵀ / h once per entry
+            x = torch.cat([vi, vj * sc], 1)[:, None]
+            y = torch.cat([vi * (sc * ih), vj * ih], 1)[:, None]
+            self.schur_seg.accumulate(sblocks, x, y, batch)
+        e_ext = torch.zeros(N, B, dtype=dt, device=dev)
+        e_ext.index_add_(0, self.ent_img, V * (g_d * inv_h)[self.ent_anchor][:, None])
+        H = self._assemble(blocks)
+        E = self._assemble(sblocks)
+        return CameraSystem(H=H, E=E, g=self._vector(g_ext), e=self._vector(e_ext), h=h, g_d=g_d, V=V)
+
+    def _assemble(self, blocks: torch.Tensor) -> sp.csr_matrix:
+        B = _BLOCK
+        diag = torch.zeros(self.N, B, B, dtype=blocks.dtype, device=blocks.device)
+        diag.index_add_(0, self.pair_lo, blocks[:, :B, :B])
+        diag.index_add_(0, self.pair_hi, blocks[:, B:, B:])
+        return self.scatter.matrix(self.scatter.data(diag.cpu().numpy(), blocks[:, :B, B:].cpu().numpy()))
+
+    def _vector(self, ext: torch.Tensor) -> np.ndarray:
+        full = np.bincount(self.colmap_np.ravel(), weights=ext.cpu().numpy().ravel(), minlength=self.ncol)
+        return full[self.free_c]
+
+    def solve(self, system: CameraSystem, mu: float) -> tuple[np.ndarray, torch.Tensor]:
+        """Damped step: (camera increments (ncol,), fixed columns 0; log-depth increments (A,)).
+
+        Raises RuntimeError when the reduced system is singular.
+        """
+        H, E = system.H, system.E
+        data = H.data - E.data / (1 + mu)
+        data[self.scatter.diag] += mu * H.data[self.scatter.diag] + 1e-12
+        S = self.scatter.matrix(data)
+        rhs = -(system.g - system.e / (1 + mu))
+        dc = spla.splu(S.tocsc()).solve(rhs)
+        full_c = np.zeros(self.ncol)
+        full_c[self.free_c] = dc
+        dc_ext = torch.as_tensor(full_c, device=self.device)[self.colmap]  # (N, 9)
+        q = torch.zeros(self.A, dtype=dc_ext.dtype, device=self.device)
+        q.index_add_(0, self.ent_anchor, (system.V * dc_ext[self.ent_img]).sum(1))
+        ddep = (-system.g_d - q) / (system.h * (1 + mu) + 1e-12) * self.free_d_t
+        return full_c, ddep
+
+    def step(self, prm: Params2D, full_c: torch.Tensor, full_d: torch.Tensor) -> Params2D:
+        """Apply increments (ncol,), (A,) (torch, differentiable)."""
+        N, nf = self.N, self.nf
+        dpose = full_c[: 6 * N].reshape(N, 6)
+        return Params2D(
+            Q=roma.rotvec_to_rotmat(dpose[:, :3]) @ prm.Q,
+            C=prm.C + dpose[:, 3:],
+            logd=prm.logd + full_d,
+            logf=prm.logf + full_c[6 * N : 6 * N + nf],
+            PP=prm.PP + full_c[6 * N + nf :].reshape(nf, 2)[self.fidx_t],
+        )
+
+    def match_errors(self, r: torch.Tensor) -> np.ndarray:
+        """(2K,) reprojection error of each residual in the caller's order (K observed in image i, then j)."""
+        err = np.empty(2 * self.K)
+        err[self.perm] = torch.linalg.norm(r, dim=1).cpu().numpy()
+        return err
+
+
 def refine_reprojection(
     canon: CanonicalData,
     rotations: np.ndarray,  # (N, 3, 3) cam_from_world
@@ -75,154 +432,36 @@ def refine_reprojection(
     device: str | torch.device = "cpu",
 ) -> RefineResult2D:
     """Minimise the symmetric reprojection error of the kept matches."""
-    dt = torch.float64
-    N, A = len(canon.image_names), canon.anchor_depth.size
-    tt = lambda x, d=dt: torch.as_tensor(np.ascontiguousarray(x), dtype=d, device=device)  # noqa: E731
-    ma, mb = canon.match_a[keep], canon.match_b[keep]
-    # both directions: observer o sees anchor s (source) of image src
-    obs_anchor = np.concatenate([ma, mb])
-    src_anchor = np.concatenate([mb, ma])
-    o_img = canon.anchor_image[obs_anchor]
-    s_img = canon.anchor_image[src_anchor]
-    c = np.tile(canon.match_conf[keep], 2)
-    c = tt(c / max(c.mean(), 1e-12))
-    x_obs = tt(canon.anchor_xy[obs_anchor])
-    x_src = tt(canon.anchor_xy[src_anchor])
-    oi, si = tt(o_img, torch.int64), tt(s_img, torch.int64)
-    sa = tt(src_anchor, torch.int64)
-    PP = tt(pp)  # (N, 2) current principal points
-    Q = tt(np.transpose(rotations, (0, 2, 1)))
-    # columns: 6 per image, then focal params, then (eliminated) depths
+    N = len(canon.image_names)
     fidx = np.arange(N) if groups is None else np.asarray(groups, np.int64)
-    nf = int(fidx.max()) + 1
-    first_of_group = np.full(nf, -1)
-    first_of_group[fidx[::-1]] = np.arange(N)[::-1]
-    C, logd, logf = tt(centres), tt(np.log(depths)), tt(np.log(focal[first_of_group]))  # logf: (nf,)
-    opt_f = conf.optimise_focal
-    ncol = 6 * N + 3 * nf  # poses, log focals, principal points (x, y per intrinsics group)
-    free_c = np.ones(ncol, bool)
-    free_c[6 * root : 6 * root + 6] = False
-    free_c[6 * N + fidx[fixed_focal]] = False
-    if not opt_f:
-        free_c[6 * N : 6 * N + nf] = False
-    pcol = 6 * N + nf + 2 * fidx  # (N,) first pp column of each image
-    if not conf.optimise_pp:
-        free_c[6 * N + nf :] = False
-    small = np.flatnonzero(np.bincount(fidx, minlength=nf) < MIN_IMAGES_FOR_PP)
-    free_c[np.concatenate([6 * N + nf + 2 * small, 6 * N + nf + 2 * small + 1])] = False
-    free_c[np.concatenate([pcol[fixed_focal], pcol[fixed_focal] + 1])] = False
-    free_d = np.ones(A, bool)
-    root_anchors = np.flatnonzero(canon.anchor_image == root)
-    if root_anchors.size:
-        free_d[root_anchors[0]] = False
+    prob = ReprojectionProblem(canon, keep, fidx, fixed_focal, root, conf, device)
+    prm = prob.initial_params(rotations, centres, depths, focal, pp)
     scale_px = max(conf.initial_robust_scale_px, conf.robust_scale_px)
     delta2 = scale_px**2
-    R_rows = 2 * o_img.size
-
-    def forward(Q, C, logd, logf, PP):
-        f = torch.exp(logf)
-        fs, fo = f[tt(fidx[s_img], torch.int64)], f[tt(fidx[o_img], torch.int64)]
-        ray = torch.cat([(x_src - PP[si]) / fs[:, None], torch.ones_like(fs)[:, None]], 1)
-        p = torch.exp(logd[sa])[:, None] * ray
-        qp = (Q[si] @ p[..., None])[..., 0]
-        X = qp + C[si]
-        y = (Q[oi].transpose(1, 2) @ (X - C[oi])[..., None])[..., 0]
-        z = y[:, 2].clamp_min(1e-9)
-        proj = fo[:, None] * y[:, :2] / z[:, None] + PP[oi]
-        return proj - x_obs, (fs, fo, p, qp, X, y, z)
-
-    def cost(r):
-        return float((c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
-
-    r, aux = forward(Q, C, logd, logf, PP)
-    f = cost(r)
+    r, z = prob.residuals(prm)
+    f = prob.cost(r, delta2)
     history = [f]
     mu = 1e-4
-    rows2 = np.arange(R_rows).reshape(-1, 2)
     for _ in range(conf.max_iters):
         annealing = scale_px > conf.robust_scale_px
         if annealing:
             scale_px = max(scale_px / 2, conf.robust_scale_px)
             delta2 = scale_px**2
-            f = cost(r)
-        fs, fo, p, qp, X, y, z = aux
-        w = c / (1 + (r * r).sum(1) / delta2)
-        Qo_t = Q[oi].transpose(1, 2)
-        dpi_dy = torch.zeros(y.shape[0], 2, 3, dtype=dt, device=device)
-        dpi_dy[:, 0, 0] = fo / z
-        dpi_dy[:, 1, 1] = fo / z
-        dpi_dy[:, :, 2] = -fo[:, None] * y[:, :2] / (z * z)[:, None]
-        J_o = torch.cat([dpi_dy @ Qo_t @ skew(X - C[oi]), -(dpi_dy @ Qo_t)], 2)  # (R, 2, 6)
-        dpi_dX = dpi_dy @ Qo_t
-        J_s = torch.cat([dpi_dX @ -skew(qp), dpi_dX], 2)  # (R, 2, 6)
-        J_fo = (r + x_obs - PP[oi])  # (R, 2)
-        dp_dlogf = torch.cat([-p[:, :2], torch.zeros_like(p[:, :1])], 1)
-        J_fs = (dpi_dX @ (Q[si] @ dp_dlogf[..., None]))[..., 0]
-        J_d = (dpi_dX @ qp[..., None])[..., 0]  # (R, 2)
-        # principal points: observer directly (identity), source through its ray
-        J_ps = -(dpi_dX @ Q[si][:, :, :2]) * (torch.exp(logd[sa]) / fs)[:, None, None]  # (R, 2, 2)
-        same_f = fidx[o_img] == fidx[s_img]
-        same_f_t = tt(same_f, torch.bool)
-        J_fo = torch.where(same_f_t[:, None], J_fo + J_fs, J_fo)
-        # sparse camera Jacobian: 12 pose columns + 1 or 2 focal columns per 2-row residual
-        sw = torch.sqrt(w)[:, None]
-        vals = [J_o * sw[..., None], J_s * sw[..., None]]
-        cols = [6 * o_img[:, None] + np.arange(6), 6 * s_img[:, None] + np.arange(6)]
-        Jc_v = torch.cat(vals, 2).cpu().numpy()  # (R, 2, 12)
-        Jc_c = np.concatenate(cols, 1)  # (R, 12)
-        fo_v, fs_v = (J_fo * sw).cpu().numpy(), (J_fs * sw).cpu().numpy()
-        fs_v[same_f] = 0.0
-        rr = np.broadcast_to(rows2[:, :, None], Jc_v.shape)
-        rows = [rr.ravel(), rows2.ravel(), rows2.ravel()]
-        colsall = [
-            np.broadcast_to(Jc_c[:, None, :], Jc_v.shape).ravel(),
-            np.repeat(6 * N + fidx[o_img], 2), np.repeat(6 * N + fidx[s_img], 2),
-        ]
-        valsall = [Jc_v.ravel(), fo_v.ravel(), fs_v.ravel()]
-        if conf.optimise_pp:
-            po = np.broadcast_to(np.eye(2), (o_img.size, 2, 2)) * sw.cpu().numpy()[..., None]
-            ps = (J_ps * sw[..., None]).cpu().numpy()
-            for vals_p, img_p in ((po, o_img), (ps, s_img)):
-                rows.append(np.broadcast_to(rows2[:, :, None], vals_p.shape).ravel())
-                colsall.append(np.broadcast_to((pcol[img_p][:, None] + np.arange(2))[:, None, :], vals_p.shape).ravel())
-                valsall.append(vals_p.ravel())
-        Jc = sp.csr_matrix(
-            (np.concatenate(valsall), (np.concatenate(rows), np.concatenate(colsall))), shape=(R_rows, ncol)
-        )[:, free_c]
-        jd = (J_d * sw).cpu().numpy().ravel()
-        Jd = sp.csr_matrix((jd, (rows2.ravel(), np.repeat(src_anchor, 2))), shape=(R_rows, A))[:, free_d]
-        rw = (r * sw).cpu().numpy().ravel()
-        Hcc = (Jc.T @ Jc).tocsr()
-        Hcd = (Jc.T @ Jd).tocsr()
-        hdd = np.asarray(Jd.multiply(Jd).sum(0)).ravel()
-        gc, gd = Jc.T @ rw, Jd.T @ rw
+            f = prob.cost(r, delta2)
+        system = prob.system(prm, r, delta2)
         improved = False
         for _ in range(8):
-            dd_inv = 1.0 / (hdd * (1 + mu) + 1e-12)
-            Hc = Hcc + sp.diags(mu * Hcc.diagonal() + 1e-12)
-            S = (Hc - Hcd @ sp.diags(dd_inv) @ Hcd.T).tocsc()
-            rhs = -(gc - Hcd @ (dd_inv * gd))
             try:
-                dc = spla.splu(S).solve(rhs)
+                full_c, full_d = prob.solve(system, mu)
             except RuntimeError:
                 mu *= 10
                 continue
-            ddep = dd_inv * (-gd - Hcd.T @ dc)
-            full_c = np.zeros(ncol)
-            full_c[free_c] = dc
-            full_d = np.zeros(A)
-            full_d[free_d] = ddep
-            dpose = tt(full_c[: 6 * N].reshape(N, 6))
-            Qn = roma.rotvec_to_rotmat(dpose[:, :3]) @ Q
-            Cn = C + dpose[:, 3:]
-            logfn = logf + tt(full_c[6 * N : 6 * N + nf])
-            PPn = PP + tt(full_c[6 * N + nf :].reshape(nf, 2))[tt(fidx, torch.int64)]
-            logdn = logd + tt(full_d)
-            rn, auxn = forward(Qn, Cn, logdn, logfn, PPn)
-            fn = cost(rn)
-            behind = int((auxn[6] <= 1e-6).sum())  # points behind an observer must not increase
-            if np.isfinite(fn) and fn < f and behind <= int((aux[6] <= 1e-6).sum()):
-                Q, C, logd, logf, PP, r, aux = Qn, Cn, logdn, logfn, PPn, rn, auxn
+            prm_n = prob.step(prm, torch.as_tensor(full_c, device=prob.device), full_d)
+            rn, zn = prob.residuals(prm_n)
+            fn = prob.cost(rn, delta2)
+            behind = int((zn <= 1e-6).sum())  # points behind an observer must not increase
+            if np.isfinite(fn) and fn < f and behind <= int((z <= 1e-6).sum()):
+                prm, r, z = prm_n, rn, zn
                 mu = max(mu / 3, 1e-9)
                 improved = True
                 break
@@ -236,22 +475,22 @@ def refine_reprojection(
         history.append(f)
         if rel < conf.tolerance and not annealing:
             break
-    err = torch.linalg.norm(r, dim=1).cpu().numpy()
-    K = ma.size
+    err = prob.match_errors(r)
+    K = prob.K
     bad = (err[:K] > conf.outlier_px) | (err[K:] > conf.outlier_px)
     inl = keep.copy()
     inl[np.flatnonzero(keep)[bad]] = False
     rms = float(np.sqrt(np.mean(err[np.concatenate([~bad, ~bad])] ** 2))) if (~bad).any() else float("nan")
     logger.info("reprojection refinement: cost %.4g -> %.4g in %d iterations, inlier rms %.3f px",
                 history[0], history[-1], len(history) - 1, rms)
-    fl = np.exp(logf.cpu().numpy())[fidx]
+    fl = np.exp(prm.logf.cpu().numpy())[fidx]
     fl[fixed_focal] = focal[fixed_focal]  # exactly as given (no exp/log round trip)
     return RefineResult2D(
-        rotations=np.transpose(Q.cpu().numpy(), (0, 2, 1)),
-        centres=C.cpu().numpy(),
-        depths=np.exp(logd.cpu().numpy()),
+        rotations=np.transpose(prm.Q.cpu().numpy(), (0, 2, 1)),
+        centres=prm.C.cpu().numpy(),
+        depths=np.exp(prm.logd.cpu().numpy()),
         focal=fl,
-        pp=PP.cpu().numpy(),
+        pp=prm.PP.cpu().numpy(),
         inlier_matches=inl,
         cost_history=tuple(history),
         final_rms_px=rms,
