@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 # separate it from its rotation (measured unstable with a principal point per image).
 MIN_IMAGES_FOR_PP = 5
 _BLOCK = 9  # extended camera block of an image: rotation increment, centre, log focal, principal point (x, y)
-_BATCH = 1 << 16  # residuals (or Schur rows) per batch: bounds the temporaries to ~100 MB
+_BATCH = 1 << 16  # residuals (or Schur rows) per batch, a multiple of _WIDTH: bounds the temporaries
 _WIDTH = 16  # items per padded segment of one image pair in the batched products
 
 
@@ -101,38 +101,19 @@ class CameraSystem:
     V: torch.Tensor  # (M, 9) v_a on the extended block of each (anchor, image) entry
 
 
-class _PairSegments:
-    """Items (residuals or Schur rows) sorted by image pair, in padded segments of `width` items per pair.
+def _padded_segments(pair: np.ndarray, num_pairs: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items sorted by `pair` (M,), laid out in segments of `width` slots, each holding items of one pair only.
 
-    ``accumulate`` adds Σ_items xᵀy (per item x, y: (rows, 18)) to each pair's (18, 18) block with one
-    batched matrix product per batch of segments.
+    Returns (src (M',) the item in each slot (padding slots repeat the first item of their pair),
+    real (M',) bool, seg_pair (M' / width,) the pair of each segment).
     """
-
-    def __init__(self, pair: np.ndarray, num_pairs: int, width: int, batch: int, device: torch.device):
-        counts = np.bincount(pair, minlength=num_pairs)
-        nseg = -(-counts // width)
-        seg_first = np.concatenate([[0], np.cumsum(nseg)[:-1]])
-        item_first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        pos = np.arange(pair.size) - item_first[pair]
-        seg = seg_first[pair] + pos // width
-        self.width = width
-        self.slot = torch.as_tensor(seg * width + pos % width, device=device)
-        self.seg_pair = torch.as_tensor(np.repeat(np.arange(num_pairs), nseg), device=device)
-        total = int(nseg.sum())
-        bounds = np.append(np.arange(0, total, max(batch // width, 1)), total)
-        items = np.searchsorted(seg, bounds)
-        self.batches = [(int(items[k]), int(items[k + 1]), int(bounds[k]), int(bounds[k + 1]))
-                        for k in range(bounds.size - 1)]
-
-    def accumulate(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: tuple[int, int, int, int]):
-        i0, i1, s0, s1 = batch
-        rows = x.shape[1]
-        at = self.slot[i0:i1] - s0 * self.width
-        xp = x.new_zeros((s1 - s0) * self.width, rows, x.shape[2]).index_copy_(0, at, x)
-        yp = y.new_zeros((s1 - s0) * self.width, rows, y.shape[2]).index_copy_(0, at, y)
-        xp = xp.view(s1 - s0, self.width * rows, -1)
-        yp = yp.view(s1 - s0, self.width * rows, -1)
-        out.index_add_(0, self.seg_pair[s0:s1], xp.transpose(1, 2) @ yp)
+    counts = np.bincount(pair, minlength=num_pairs)
+    padded = -(-counts // width) * width
+    slot_pair = np.repeat(np.arange(num_pairs), padded)
+    pos = np.arange(slot_pair.size) - np.concatenate([[0], np.cumsum(padded)[:-1]])[slot_pair]
+    real = pos < counts[slot_pair]
+    src = np.concatenate([[0], np.cumsum(counts)[:-1]])[slot_pair] + np.where(real, pos, 0)
+    return src, real, slot_pair[::width]
 
 
 class _BlockScatter:
@@ -197,19 +178,23 @@ class ReprojectionProblem:
         self.K = K = ma.size
         obs_anchor, src_anchor = np.concatenate([ma, mb]), np.concatenate([mb, ma])
         o_img, s_img = canon.anchor_image[obs_anchor], canon.anchor_image[src_anchor]
-        # residual order: by unordered image pair
-        lo, hi = np.minimum(o_img, s_img), np.maximum(o_img, s_img)
-        res_key = lo * N + hi
-        self.perm = perm = np.argsort(res_key, kind="stable")  # internal residual k is original perm[k]
-        obs_anchor, src_anchor, o_img, s_img, res_key = (x[perm] for x in (obs_anchor, src_anchor, o_img, s_img, res_key))
-        c = np.tile(canon.match_conf[keep], 2)[perm]
+        # internal order: by ordered (observer, source) pair, padded to segments of _WIDTH (padding: weight 0)
+        res_key = o_img * N + s_img
+        order = np.argsort(res_key, kind="stable")
+        pairs_res = np.unique(res_key)
+        src, real, res_seg_pair = _padded_segments(np.searchsorted(pairs_res, res_key[order]), pairs_res.size, _WIDTH)
+        self.perm = order[src[real]]  # original residual of each real internal one
+        take = order[src]
+        obs_anchor, src_anchor, o_img, s_img = (x[take] for x in (obs_anchor, src_anchor, o_img, s_img))
+        c = np.tile(canon.match_conf[keep], 2)
+        c = np.where(real, c[take] / max(c.mean(), 1e-12) if c.size else 0.0, 0.0)
         tt = lambda x, d=dt: torch.as_tensor(np.ascontiguousarray(x), dtype=d, device=self.device)  # noqa: E731
         ti = lambda x: tt(x, torch.int64)  # noqa: E731
-        self.c = tt(c / max(c.mean(), 1e-12)) if c.size else tt(c)
+        self.c = tt(c)
+        self.real = torch.as_tensor(real, device=self.device)
         self.x_obs, self.x_src = tt(canon.anchor_xy[obs_anchor]), tt(canon.anchor_xy[src_anchor])
         self.oi, self.si, self.sa = ti(o_img), ti(s_img), ti(src_anchor)
         self.fo_i, self.fs_i = ti(fidx[o_img]), ti(fidx[s_img])
-        self.o_is_lo = torch.as_tensor(o_img < s_img, device=self.device)
         # columns and the free ones (as before: root pose, fixed focals, small groups' principal points)
         self.ncol = ncol = 6 * N + 3 * nf
         pcol = 6 * N + nf + 2 * fidx
@@ -238,8 +223,9 @@ class ReprojectionProblem:
         ent_inv = ent_inv.ravel()
         ent_anchor, ent_img = ent_key // N, ent_key % N
         self.e_o, self.e_s = ti(ent_inv[: o_img.size]), ti(ent_inv[o_img.size :])
-        self.ent_anchor, self.ent_img = ti(ent_anchor), ti(ent_img)
-        self.num_entries = ent_key.size
+        M = ent_key.size  # entry M (zero) pads the Schur rows
+        self.ent_anchor, self.ent_img = ti(np.append(ent_anchor, 0)), ti(np.append(ent_img, 0))
+        self.num_entries = M + 1
         # pairs of entries of one anchor (their images are increasing): the rows of the Schur term
         n_a = np.bincount(ent_anchor, minlength=A)
         first = np.concatenate([[0], np.cumsum(n_a)[:-1]])
@@ -251,17 +237,17 @@ class ReprojectionProblem:
             ej.append((st + ju).ravel())
         ei, ej = np.concatenate(ei), np.concatenate(ej)
         s_key = ent_img[ei] * N + ent_img[ej]
-        self.pairs_key = np.unique(np.concatenate([s_key, res_key]))  # residual pairs are Schur pairs too
-        P = self.pairs_key.size
-        pairs = np.stack([self.pairs_key // N, self.pairs_key % N], 1)
-        s_pair = np.searchsorted(self.pairs_key, s_key)
+        # all image pairs: ordered residual pairs (observer, source) and Schur pairs (lower, higher image)
+        self.pairs_key = pk = np.unique(np.concatenate([s_key, pairs_res]))
+        pairs = np.stack([pk // N, pk % N], 1)
+        self.res_seg_pair = ti(np.searchsorted(pk, pairs_res)[res_seg_pair])
+        s_pair = np.searchsorted(pk, s_key)
         order = np.argsort(s_pair, kind="stable")
-        ei, ej, s_pair = ei[order], ej[order], s_pair[order]
-        self.ei, self.ej = ti(ei), ti(ej)
-        self.row_scale = tt(1.0 / (n_a[ent_anchor[ei]] - 1))
+        src, sreal, s_seg_pair = _padded_segments(s_pair[order], pk.size, _WIDTH)
+        ei, ej = np.where(sreal, ei[order][src], M), np.where(sreal, ej[order][src], M)
+        self.ei, self.ej, self.s_seg_pair = ti(ei), ti(ej), ti(s_seg_pair)
+        self.row_scale = tt(np.where(sreal, 1.0 / (n_a[np.append(ent_anchor, 0)[ei]] - 1).clip(1), 0.0))
         self.pair_lo, self.pair_hi = ti(pairs[:, 0]), ti(pairs[:, 1])
-        self.res_seg = _PairSegments(np.searchsorted(self.pairs_key, res_key), P, _WIDTH, _BATCH, self.device)
-        self.schur_seg = _PairSegments(s_pair, P, _WIDTH, _BATCH, self.device)
         self.scatter = _BlockScatter(colmap, pairs, free_c)
         self.colmap_np = colmap
 
@@ -305,62 +291,63 @@ class ReprojectionProblem:
     def cost(self, r: torch.Tensor, delta2: float) -> float:
         return float((self.c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
 
-    def _jacobians(self, prm: Params2D, s: slice, r: torch.Tensor):
-        """Extended-block Jacobians of residuals `s`: (J_o (b, 2, 9), J_s (b, 2, 9), J_d (b, 2))."""
+    def _jacobians(self, prm: Params2D, s: slice, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Jacobians of residuals `s` on their two extended blocks: (J (b, 2, 18) observer then source, J_d (b, 2))."""
         _, z, (fs, fo, dep, p, Qs, qp, X, Qo_t, y) = self._project(prm, s)
         b = z.shape[0]
-        oi = self.oi[s]
-        dpi_dy = r.new_zeros(b, 2, 3)
-        dpi_dy[:, 0, 0] = fo / z
-        dpi_dy[:, 1, 1] = fo / z
-        dpi_dy[:, :, 2] = -fo[:, None] * y[:, :2] / (z * z)[:, None]
-        dpi_dX = dpi_dy @ Qo_t
-        J_o = torch.cat([dpi_dX @ skew(X - prm.C[oi]), -dpi_dX], 2)
-        J_s = torch.cat([dpi_dX @ -skew(qp), dpi_dX], 2)
-        J_fo = r + self.x_obs[s] - prm.PP[oi]  # d proj / d log f_o
-        dp_dlogf = torch.cat([-p[:, :2], torch.zeros_like(p[:, :1])], 1)
-        J_fs = (dpi_dX @ (Qs @ dp_dlogf[..., None]))[..., 0]
-        J_d = (dpi_dX @ qp[..., None])[..., 0]
-        # principal points: observer directly (identity), source through its ray
-        J_ps = -(dpi_dX @ Qs[:, :, :2]) * (dep / fs)[:, None, None]
-        eye = torch.eye(2, dtype=r.dtype, device=r.device).expand(b, 2, 2)
-        return torch.cat([J_o, J_fo[..., None], eye], 2), torch.cat([J_s, J_fs[..., None], J_ps], 2), J_d
+        J = r.new_empty(b, 2, 2 * _BLOCK)
+        # d proj / d X: rows (f/z)·(q_k − (y_k / z)·q_2) of the observer's cam_from_world rotation q
+        D = (fo / z)[:, None, None] * (Qo_t[:, :2] - (y[:, :2] / z[:, None])[..., None] * Qo_t[:, 2:3])
+        J[:, :, 0:3] = torch.linalg.cross(D, (X - prm.C[self.oi[s]])[:, None].expand(b, 2, 3), dim=-1)
+        J[:, :, 3:6] = -D
+        J[:, :, 6] = r + self.x_obs[s] - prm.PP[self.oi[s]]  # d proj / d log f_o
+        J[:, :, 7:9] = torch.eye(2, dtype=r.dtype, device=r.device)  # observer principal point
+        J[:, :, 9:12] = torch.linalg.cross(qp[:, None].expand(b, 2, 3), D, dim=-1)
+        J[:, :, 12:15] = D
+        Dp = D @ Qs  # d proj / d p (the source's camera-frame point)
+        J[:, :, 15] = -(Dp[:, :, 0] * p[:, None, 0] + Dp[:, :, 1] * p[:, None, 1])  # d / d log f_s
+        J[:, :, 16:18] = Dp[:, :, :2] * (-dep / fs)[:, None, None]  # source principal point, through its ray
+        J_d = (Dp * p[:, None]).sum(2)
+        return J, J_d
 
     def system(self, prm: Params2D, r: torch.Tensor, delta2: float) -> CameraSystem:
         """The depth-reduced normal equations at `prm` (r: its residuals)."""
         dev, dt = self.device, r.dtype
-        N, A, P, B = self.N, self.A, self.pairs_key.size, _BLOCK
-        w = self.weights(r, delta2)
+        N, A, P, B, W = self.N, self.A, self.pairs_key.size, _BLOCK, _WIDTH
+        sw = torch.sqrt(self.weights(r, delta2))
         blocks = torch.zeros(P, 2 * B, 2 * B, dtype=dt, device=dev)
-        g_ext = torch.zeros(N, B, dtype=dt, device=dev)
+        g_pair = torch.zeros(P, 2 * B, dtype=dt, device=dev)
         h = torch.zeros(A, dtype=dt, device=dev)
         g_d = torch.zeros(A, dtype=dt, device=dev)
         V = torch.zeros(self.num_entries, B, dtype=dt, device=dev)
-        for batch in self.res_seg.batches:
-            s = slice(batch[0], batch[1])
-            rs, ws = r[s], w[s]
-            J_o, J_s, J_d = self._jacobians(prm, s, rs)
-            lo_first = self.o_is_lo[s][:, None, None]
-            x = torch.where(lo_first, torch.cat([J_o, J_s], 2), torch.cat([J_s, J_o], 2))
-            self.res_seg.accumulate(blocks, x, x * ws[:, None, None], batch)
-            wr = rs * ws[:, None]
-            g_ext.index_add_(0, self.oi[s], (J_o.transpose(1, 2) @ wr[..., None])[..., 0])
-            g_ext.index_add_(0, self.si[s], (J_s.transpose(1, 2) @ wr[..., None])[..., 0])
-            wjd = J_d * ws[:, None]
-            h.index_add_(0, self.sa[s], (wjd * J_d).sum(1))
-            g_d.index_add_(0, self.sa[s], (wjd * rs).sum(1))
-            V.index_add_(0, self.e_o[s], (J_o.transpose(1, 2) @ wjd[..., None])[..., 0])
-            V.index_add_(0, self.e_s[s], (J_s.transpose(1, 2) @ wjd[..., None])[..., 0])
+        for k in range(0, self.oi.numel(), _BATCH):  # _BATCH is a multiple of _WIDTH: whole segments
+            s = slice(k, k + _BATCH)
+            rs = r[s] * sw[s, None]
+            J, J_d = self._jacobians(prm, s, r[s])
+            J.mul_(sw[s, None, None])
+            J_d = J_d * sw[s, None]
+            X = J.view(-1, 2 * W, 2 * B)
+            seg = self.res_seg_pair[k // W : (k + rs.shape[0]) // W]
+            blocks.index_add_(0, seg, X.transpose(1, 2) @ X)
+            g_pair.index_add_(0, seg, (X.transpose(1, 2) @ rs.reshape(-1, 2 * W, 1))[..., 0])
+            h.index_add_(0, self.sa[s], (J_d * J_d).sum(1))
+            g_d.index_add_(0, self.sa[s], (J_d * rs).sum(1))
+            u = J[:, 0] * J_d[:, :1] + J[:, 1] * J_d[:, 1:]  # (b, 18) JᵀWJ_d
+            V.index_add_(0, self.e_o[s], u[:, :B])
+            V.index_add_(0, self.e_s[s], u[:, B:])
         inv_h = self.free_d_t / (h + 1e-12)
         sblocks = torch.zeros(P, 2 * B, 2 * B, dtype=dt, device=dev)
-        for batch in self.schur_seg.batches:
-            s = slice(batch[0], batch[1])
+        for k in range(0, self.ei.numel(), _BATCH):
+            s = slice(k, k + _BATCH)
             vi, vj = V[self.ei[s]], V[self.ej[s]]
             sc, ih = self.row_scale[s][:, None], inv_h[self.ent_anchor[self.ei[s]]][:, None]
             # Σ over the entry pairs of an anchor gives v_i v_jᵀ / h once per pair and v_i v_iᵀ / h once per entry
-            x = torch.cat([vi, vj * sc], 1)[:, None]
-            y = torch.cat([vi * (sc * ih), vj * ih], 1)[:, None]
-            self.schur_seg.accumulate(sblocks, x, y, batch)
+            x = torch.cat([vi, vj * sc], 1).view(-1, W, 2 * B)
+            y = torch.cat([vi * (sc * ih), vj * ih], 1).view(-1, W, 2 * B)
+            sblocks.index_add_(0, self.s_seg_pair[k // W : (k + vi.shape[0]) // W], x.transpose(1, 2) @ y)
+        g_ext = torch.zeros(N, B, dtype=dt, device=dev)
+        g_ext.index_add_(0, self.pair_lo, g_pair[:, :B])
+        g_ext.index_add_(0, self.pair_hi, g_pair[:, B:])
         e_ext = torch.zeros(N, B, dtype=dt, device=dev)
         e_ext.index_add_(0, self.ent_img, V * (g_d * inv_h)[self.ent_anchor][:, None])
         H = self._assemble(blocks)
@@ -412,7 +399,7 @@ class ReprojectionProblem:
     def match_errors(self, r: torch.Tensor) -> np.ndarray:
         """(2K,) reprojection error of each residual in the caller's order (K observed in image i, then j)."""
         err = np.empty(2 * self.K)
-        err[self.perm] = torch.linalg.norm(r, dim=1).cpu().numpy()
+        err[self.perm] = torch.linalg.norm(r[self.real], dim=1).cpu().numpy()
         return err
 
 
@@ -459,8 +446,8 @@ def refine_reprojection(
             prm_n = prob.step(prm, torch.as_tensor(full_c, device=prob.device), full_d)
             rn, zn = prob.residuals(prm_n)
             fn = prob.cost(rn, delta2)
-            behind = int((zn <= 1e-6).sum())  # points behind an observer must not increase
-            if np.isfinite(fn) and fn < f and behind <= int((z <= 1e-6).sum()):
+            behind = int(((zn <= 1e-6) & prob.real).sum())  # points behind an observer must not increase
+            if np.isfinite(fn) and fn < f and behind <= int(((z <= 1e-6) & prob.real).sum()):
                 prm, r, z = prm_n, rn, zn
                 mu = max(mu / 3, 1e-9)
                 improved = True
