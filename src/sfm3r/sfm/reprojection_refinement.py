@@ -193,8 +193,8 @@ class ReprojectionProblem:
         self.c = tt(c)
         self.real = torch.as_tensor(real, device=self.device)
         self.x_obs, self.x_src = tt(canon.anchor_xy[obs_anchor]), tt(canon.anchor_xy[src_anchor])
-        self.oi, self.si, self.sa = ti(o_img), ti(s_img), ti(src_anchor)
-        self.fo_i, self.fs_i = ti(fidx[o_img]), ti(fidx[s_img])
+        self.sa = ti(src_anchor)
+        self.R = src_anchor.size  # residuals incl. padding
         # columns and the free ones (as before: root pose, fixed focals, small groups' principal points)
         self.ncol = ncol = 6 * N + 3 * nf
         pcol = 6 * N + nf + 2 * fidx
@@ -247,7 +247,8 @@ class ReprojectionProblem:
         ei, ej = np.where(sreal, ei[order][src], M), np.where(sreal, ej[order][src], M)
         self.ei, self.ej, self.s_seg_pair = ti(ei), ti(ej), ti(s_seg_pair)
         self.row_scale = tt(np.where(sreal, 1.0 / (n_a[np.append(ent_anchor, 0)[ei]] - 1).clip(1), 0.0))
-        self.pair_lo, self.pair_hi = ti(pairs[:, 0]), ti(pairs[:, 1])
+        self.pair_a, self.pair_b = ti(pairs[:, 0]), ti(pairs[:, 1])
+        self.seg_o, self.seg_s = self.pair_a[self.res_seg_pair], self.pair_b[self.res_seg_pair]  # (R / _WIDTH,)
         self.scatter = _BlockScatter(colmap, pairs, free_c)
         self.colmap_np = colmap
 
@@ -259,30 +260,38 @@ class ReprojectionProblem:
                         logf=tt(np.log(focal[first_of_group])), PP=tt(pp))
 
     def _project(self, prm: Params2D, s: slice):
-        """Geometry of residuals `s`: (r (b, 2), y (b, 3), z (b,), and the intermediates of the Jacobian)."""
+        """Geometry of the residuals `s` (whole segments), as (n segments, _WIDTH, ...): (r, z, intermediates).
+
+        All residuals of a segment share their observer o and source image s: y = Rrel·p + t with
+        Rrel = Q_oᵀQ_s, t = Q_oᵀ(C_s − C_o) and p = d·[(x − pp_s) / f_s, 1] in the source camera.
+        """
+        W = _WIDTH
+        seg = slice(s.start // W, min(s.stop, self.R) // W)
+        so, ss = self.seg_o[seg], self.seg_s[seg]
+        n = so.numel()
         f = torch.exp(prm.logf)
-        fs, fo = f[self.fs_i[s]], f[self.fo_i[s]]
-        si, oi, sa = self.si[s], self.oi[s], self.sa[s]
-        PPs = prm.PP[si]
-        ray = torch.cat([(self.x_src[s] - PPs) / fs[:, None], torch.ones_like(fs)[:, None]], 1)
-        dep = torch.exp(prm.logd[sa])
-        p = dep[:, None] * ray
-        Qs = prm.Q[si]
-        qp = (Qs @ p[..., None])[..., 0]
-        X = qp + prm.C[si]
-        Qo_t = prm.Q[oi].transpose(1, 2)
-        y = (Qo_t @ (X - prm.C[oi])[..., None])[..., 0]
-        z = y[:, 2].clamp_min(1e-9)
-        r = fo[:, None] * y[:, :2] / z[:, None] + prm.PP[oi] - self.x_obs[s]
-        return r, z, (fs, fo, dep, p, Qs, qp, X, Qo_t, y)
+        fo, fs = f[self.fidx_t[so]], f[self.fidx_t[ss]]
+        Qo_t, Qs = prm.Q[so].transpose(1, 2), prm.Q[ss]
+        Rrel = Qo_t @ Qs
+        dC = prm.C[ss] - prm.C[so]
+        trel = (Qo_t @ dC[..., None])[..., 0]
+        xs = (self.x_src[s].view(n, W, 2) - prm.PP[ss][:, None]) / fs[:, None, None]
+        ray = torch.cat([xs, torch.ones_like(xs[..., :1])], 2)
+        dep = torch.exp(prm.logd[self.sa[s]]).view(n, W)
+        p = dep[..., None] * ray
+        y = p @ Rrel.transpose(1, 2) + trel[:, None]
+        z = y[..., 2].clamp_min(1e-9)
+        uv = y[..., :2] / z[..., None]
+        r = fo[:, None, None] * uv + prm.PP[so][:, None] - self.x_obs[s].view(n, W, 2)
+        return r, z, (fo, fs, dep, p, Qo_t, Qs, Rrel, dC, uv)
 
     def residuals(self, prm: Params2D) -> tuple[torch.Tensor, torch.Tensor]:
         """(r (R, 2) pixels, z (R,) clamped depth in the observer) in the internal residual order."""
-        out = [self._project(prm, slice(k, k + _BATCH))[:2] for k in range(0, self.oi.numel(), _BATCH)]
+        out = [self._project(prm, slice(k, k + _BATCH))[:2] for k in range(0, self.R, _BATCH)]
         if not out:
             e = self.c.new_zeros(0)
             return e.view(0, 2), e
-        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        return torch.cat([o[0].reshape(-1, 2) for o in out]), torch.cat([o[1].reshape(-1) for o in out])
 
     def weights(self, r: torch.Tensor, delta2: float) -> torch.Tensor:
         """(R,) confidence × Cauchy IRLS weight."""
@@ -291,24 +300,29 @@ class ReprojectionProblem:
     def cost(self, r: torch.Tensor, delta2: float) -> float:
         return float((self.c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
 
-    def _jacobians(self, prm: Params2D, s: slice, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Jacobians of residuals `s` on their two extended blocks: (J (b, 2, 18) observer then source, J_d (b, 2))."""
-        _, z, (fs, fo, dep, p, Qs, qp, X, Qo_t, y) = self._project(prm, s)
-        b = z.shape[0]
-        J = r.new_empty(b, 2, 2 * _BLOCK)
-        # d proj / d X: rows (f/z)·(q_k − (y_k / z)·q_2) of the observer's cam_from_world rotation q
-        D = (fo / z)[:, None, None] * (Qo_t[:, :2] - (y[:, :2] / z[:, None])[..., None] * Qo_t[:, 2:3])
-        J[:, :, 0:3] = torch.linalg.cross(D, (X - prm.C[self.oi[s]])[:, None].expand(b, 2, 3), dim=-1)
-        J[:, :, 3:6] = -D
-        J[:, :, 6] = r + self.x_obs[s] - prm.PP[self.oi[s]]  # d proj / d log f_o
-        J[:, :, 7:9] = torch.eye(2, dtype=r.dtype, device=r.device)  # observer principal point
-        J[:, :, 9:12] = torch.linalg.cross(qp[:, None].expand(b, 2, 3), D, dim=-1)
-        J[:, :, 12:15] = D
-        Dp = D @ Qs  # d proj / d p (the source's camera-frame point)
-        J[:, :, 15] = -(Dp[:, :, 0] * p[:, None, 0] + Dp[:, :, 1] * p[:, None, 1])  # d / d log f_s
-        J[:, :, 16:18] = Dp[:, :, :2] * (-dep / fs)[:, None, None]  # source principal point, through its ray
-        J_d = (Dp * p[:, None]).sum(2)
-        return J, J_d
+    def _jacobians(self, prm: Params2D, s: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Jacobians of the residuals `s` on their two extended blocks.
+
+        Returns (J (b, 2, 18): observer block then source block, J_d (b, 2)).
+        """
+        _, z, (fo, fs, dep, p, Qo_t, Qs, Rrel, dC, uv) = self._project(prm, s)
+        n, W = z.shape
+        a = (fo[:, None] / z)[..., None, None]
+        # d proj / d X (world) and d proj / d p (source camera): rows (f/z)·(q_k − (y_k / z)·q_2)
+        D = a * (Qo_t[:, None, :2] - uv[..., None] * Qo_t[:, None, 2:3])  # (n, W, 2, 3)
+        Dp = a * (Rrel[:, None, :2] - uv[..., None] * Rrel[:, None, 2:3])
+        qp = p @ Qs.transpose(1, 2)  # source ray in world axes
+        J = z.new_empty(n, W, 2, 2 * _BLOCK)
+        J[..., 0:3] = torch.linalg.cross(D, (qp + dC[:, None])[..., None, :].expand(n, W, 2, 3), dim=-1)
+        J[..., 3:6] = -D
+        J[..., 6] = fo[:, None, None] * uv  # d proj / d log f_o
+        J[..., 7:9] = torch.eye(2, dtype=z.dtype, device=z.device)  # observer principal point
+        J[..., 9:12] = torch.linalg.cross(qp[..., None, :].expand(n, W, 2, 3), D, dim=-1)
+        J[..., 12:15] = D
+        J[..., 15] = -(Dp[..., 0] * p[..., None, 0] + Dp[..., 1] * p[..., None, 1])  # d / d log f_s
+        J[..., 16:18] = Dp[..., :2] * (-dep / fs[:, None])[..., None, None]  # source principal point
+        J_d = (Dp * p[..., None, :]).sum(-1)
+        return J.view(n * W, 2, 2 * _BLOCK), J_d.view(n * W, 2)
 
     def system(self, prm: Params2D, r: torch.Tensor, delta2: float) -> CameraSystem:
         """The depth-reduced normal equations at `prm` (r: its residuals)."""
@@ -319,11 +333,11 @@ class ReprojectionProblem:
         g_pair = torch.zeros(P, 2 * B, dtype=dt, device=dev)
         h = torch.zeros(A, dtype=dt, device=dev)
         g_d = torch.zeros(A, dtype=dt, device=dev)
-        V = torch.zeros(self.num_entries, B, dtype=dt, device=dev)
-        for k in range(0, self.oi.numel(), _BATCH):  # _BATCH is a multiple of _WIDTH: whole segments
+        V = torch.zeros(self.num_entries, B, dtype=dt, device=dev)  # v_a on the block of each (anchor, image)
+        for k in range(0, self.R, _BATCH):  # _BATCH is a multiple of _WIDTH: whole segments
             s = slice(k, k + _BATCH)
             rs = r[s] * sw[s, None]
-            J, J_d = self._jacobians(prm, s, r[s])
+            J, J_d = self._jacobians(prm, s)
             J.mul_(sw[s, None, None])
             J_d = J_d * sw[s, None]
             X = J.view(-1, 2 * W, 2 * B)
@@ -339,15 +353,15 @@ class ReprojectionProblem:
         sblocks = torch.zeros(P, 2 * B, 2 * B, dtype=dt, device=dev)
         for k in range(0, self.ei.numel(), _BATCH):
             s = slice(k, k + _BATCH)
-            vi, vj = V[self.ei[s]], V[self.ej[s]]
+            vi, vj = V.index_select(0, self.ei[s]), V.index_select(0, self.ej[s])
             sc, ih = self.row_scale[s][:, None], inv_h[self.ent_anchor[self.ei[s]]][:, None]
             # Σ over the entry pairs of an anchor gives v_i v_jᵀ / h once per pair and v_i v_iᵀ / h once per entry
             x = torch.cat([vi, vj * sc], 1).view(-1, W, 2 * B)
             y = torch.cat([vi * (sc * ih), vj * ih], 1).view(-1, W, 2 * B)
             sblocks.index_add_(0, self.s_seg_pair[k // W : (k + vi.shape[0]) // W], x.transpose(1, 2) @ y)
         g_ext = torch.zeros(N, B, dtype=dt, device=dev)
-        g_ext.index_add_(0, self.pair_lo, g_pair[:, :B])
-        g_ext.index_add_(0, self.pair_hi, g_pair[:, B:])
+        g_ext.index_add_(0, self.pair_a, g_pair[:, :B])
+        g_ext.index_add_(0, self.pair_b, g_pair[:, B:])
         e_ext = torch.zeros(N, B, dtype=dt, device=dev)
         e_ext.index_add_(0, self.ent_img, V * (g_d * inv_h)[self.ent_anchor][:, None])
         H = self._assemble(blocks)
@@ -357,8 +371,8 @@ class ReprojectionProblem:
     def _assemble(self, blocks: torch.Tensor) -> sp.csr_matrix:
         B = _BLOCK
         diag = torch.zeros(self.N, B, B, dtype=blocks.dtype, device=blocks.device)
-        diag.index_add_(0, self.pair_lo, blocks[:, :B, :B])
-        diag.index_add_(0, self.pair_hi, blocks[:, B:, B:])
+        diag.index_add_(0, self.pair_a, blocks[:, :B, :B])
+        diag.index_add_(0, self.pair_b, blocks[:, B:, B:])
         return self.scatter.matrix(self.scatter.data(diag.cpu().numpy(), blocks[:, :B, B:].cpu().numpy()))
 
     def _vector(self, ext: torch.Tensor) -> np.ndarray:
