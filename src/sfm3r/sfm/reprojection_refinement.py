@@ -153,7 +153,8 @@ class ReprojectionProblem:
     """The residuals of the 2D refinement and their depth-reduced normal equations.
 
     R = 2·K residuals (both directions of the K kept matches), each observer image o seeing the source anchor
-    sa of image s, stored sorted by unordered image pair. Columns: 6 per image (rotation increment, centre),
+    sa of image s, stored sorted by (o, s) in segments of ``_WIDTH`` (padded with zero-weight copies; ``real``
+    marks the others), so that each segment has one relative pose and one JᵀWJ block. Columns: 6 per image (rotation increment, centre),
     then a log focal per group, then a principal point (x, y) per group; ``free_c`` (ncol,) and ``free_d``
     (A,) mark the optimised ones.
     """
