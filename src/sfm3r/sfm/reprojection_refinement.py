@@ -395,7 +395,7 @@ class ReprojectionProblem:
         full_c[self.free_c] = dc
         dc_ext = torch.as_tensor(full_c, device=self.device)[self.colmap]  # (N, 9)
         q = torch.zeros(self.A, dtype=dc_ext.dtype, device=self.device)
-        q.index_add_(0, self.ent_anchor, (system.V * dc_ext[self.ent_img]).sum(1))
+        q.index_add_(0, self.ent_anchor, (system.V * dc_ext.index_select(0, self.ent_img)).sum(1))
         ddep = (-system.g_d - q) / (system.h * (1 + mu) + 1e-12) * self.free_d_t
         return full_c, ddep
 
