@@ -32,7 +32,6 @@ import scipy.sparse.linalg as spla
 import torch
 
 from sfm3r.sfm.canonical import CanonicalData
-from sfm3r.sfm.coarse_alignment import skew
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +127,8 @@ class _BlockScatter:
         new[free] = np.arange(F)
         cm = new[colmap]  # (N, 9)
         b = colmap.shape[1]
-        rd, cd = np.broadcast_to(cm[:, :, None], (cm.shape[0], b, b)), np.broadcast_to(cm[:, None, :], (cm.shape[0], b, b))
+        rd = np.broadcast_to(cm[:, :, None], (cm.shape[0], b, b))
+        cd = np.broadcast_to(cm[:, None, :], (cm.shape[0], b, b))
         ro = np.broadcast_to(cm[pairs[:, 0]][:, :, None], (pairs.shape[0], b, b))
         co = np.broadcast_to(cm[pairs[:, 1]][:, None, :], (pairs.shape[0], b, b))
         rows = np.concatenate([rd.ravel(), ro.ravel(), co.ravel()])
@@ -154,9 +154,9 @@ class ReprojectionProblem:
 
     R = 2·K residuals (both directions of the K kept matches), each observer image o seeing the source anchor
     sa of image s, stored sorted by (o, s) in segments of ``_WIDTH`` (padded with zero-weight copies; ``real``
-    marks the others), so that each segment has one relative pose and one JᵀWJ block. Columns: 6 per image (rotation increment, centre),
-    then a log focal per group, then a principal point (x, y) per group; ``free_c`` (ncol,) and ``free_d``
-    (A,) mark the optimised ones.
+    marks the others), so that each segment has one relative pose and one JᵀWJ block. Columns: 6 per image
+    (rotation increment, centre), then a log focal per group, then a principal point (x, y) per group;
+    ``free_c`` (ncol,) and ``free_d`` (A,) mark the optimised ones.
     """
 
     def __init__(
@@ -220,7 +220,9 @@ class ReprojectionProblem:
         self.colmap = ti(colmap)
         self.fidx_t = ti(fidx)
         # (anchor, image) entries of the Schur term, sorted by anchor then image
-        ent_key, ent_inv = np.unique(np.concatenate([src_anchor * N + o_img, src_anchor * N + s_img]), return_inverse=True)
+        ent_key, ent_inv = np.unique(
+            np.concatenate([src_anchor * N + o_img, src_anchor * N + s_img]), return_inverse=True
+        )
         ent_inv = ent_inv.ravel()
         ent_anchor, ent_img = ent_key // N, ent_key % N
         self.e_o, self.e_s = ti(ent_inv[: o_img.size]), ti(ent_inv[o_img.size :])
