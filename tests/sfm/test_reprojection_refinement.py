@@ -16,7 +16,7 @@ import torch
 
 from sfm3r.sfm.alignment_synthetic import make_scene, project
 from sfm3r.sfm.canonical import CanonicalData
-from sfm3r.sfm.reprojection_refinement import RefineConf2D, ReprojectionProblem, refine_reprojection
+from sfm3r.sfm.reprojection_refinement import RefineConf2D, ReprojectionProblem, _image_fill, refine_reprojection
 
 
 def _tiny_problem(seed: int = 0):
@@ -120,10 +120,22 @@ def test_camera_system_and_step_match_the_dense_jacobian(groups, fixed):
     M[:F, F:], M[F:, :F] = Hcd, Hcd.T
     M[F:, F:] = torch.diag(h * (1 + mu) + 1e-12)
     dense = torch.linalg.solve(M, -torch.cat([g, gd]))
-    full_c, full_d = prob.solve(system, mu)
-    close(full_c[prob.free_c], dense[:F])
-    close(full_d[prob.free_d], dense[F:])
-    assert not full_c[~prob.free_c].any() and not full_d[~torch.as_tensor(prob.free_d)].any()
+    for dense_solve in (False, True):  # sparse LU, dense Cholesky (chosen by the predicted fill-in)
+        prob.dense_solve = dense_solve
+        full_c, full_d = prob.solve(system, mu)
+        close(full_c[prob.free_c], dense[:F])
+        close(full_d[prob.free_d], dense[F:])
+        assert not full_c[~prob.free_c].any() and not full_d[~torch.as_tensor(prob.free_d)].any()
+
+
+def test_dense_factorisation_only_for_graphs_whose_sparse_lu_fills_in():
+    n = 400
+    ring = np.array([(i, (i + d) % n) for i in range(n) for d in range(1, 6)])
+    rng = np.random.default_rng(0)
+    random = np.concatenate([ring, np.stack([np.arange(n).repeat(5), rng.integers(0, n, 5 * n)], 1)])
+    random = random[random[:, 0] != random[:, 1]]
+    assert _image_fill(ring, n) < 0.1
+    assert _image_fill(random, n) > 0.5
 
 
 def test_refinement_reduces_the_error_and_maps_inliers_back_to_the_matches():

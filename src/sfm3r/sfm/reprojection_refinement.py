@@ -42,6 +42,11 @@ MIN_IMAGES_FOR_PP = 5
 _BLOCK = 9  # extended camera block of an image: rotation increment, centre, log focal, principal point (x, y)
 _BATCH = 1 << 16  # residuals (or Schur rows) per batch, a multiple of _WIDTH: bounds the temporaries
 _WIDTH = 16  # items per padded segment of one image pair in the batched products
+# The camera system is factorised densely (Cholesky) when its sparse LU would fill in most of it (retrieval-like
+# graphs: measured at 1,000 images, 6,000 columns, sparse LU 33 s with 97 % fill vs dense Cholesky 3.1 s) and it
+# has at most this many columns; rings and sequences stay sparse (57 ms).
+_DENSE_MAX_COLUMNS = 12000
+_DENSE_FILL = 0.3  # predicted fraction of the LU factors that is non-zero above which the dense Cholesky is used
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +118,20 @@ def _padded_segments(pair: np.ndarray, num_pairs: int, width: int) -> tuple[np.n
     real = pos < counts[slot_pair]
     src = np.concatenate([[0], np.cumsum(counts)[:-1]])[slot_pair] + np.where(real, pos, 0)
     return src, real, slot_pair[::width]
+
+
+def _image_fill(pairs: np.ndarray, num_images: int) -> float:
+    """Fraction of the sparse LU factors of the image-level camera graph that is non-zero (fill-in predictor).
+
+    The camera system couples two images when they share an anchor; its blocks follow this graph, so the LU of
+    a diagonally dominant matrix with the graph's pattern (N×N, milliseconds) predicts the system's fill-in.
+    """
+    a, b = pairs[:, 0], pairs[:, 1]
+    G = sp.csr_matrix((np.ones(a.size), (a, b)), shape=(num_images, num_images))
+    G = G + G.T
+    G = G + sp.diags(np.asarray(G.sum(1)).ravel() + 1.0)
+    lu = spla.splu(G.tocsc())
+    return (lu.L.nnz + lu.U.nnz - num_images) / float(num_images) ** 2
 
 
 class _BlockScatter:
@@ -254,6 +273,7 @@ class ReprojectionProblem:
         self.seg_o, self.seg_s = self.pair_a[self.res_seg_pair], self.pair_b[self.res_seg_pair]  # (R / _WIDTH,)
         self.scatter = _BlockScatter(colmap, pairs, free_c)
         self.colmap_np = colmap
+        self.dense_solve = self.scatter.F <= _DENSE_MAX_COLUMNS and _image_fill(pairs, N) > _DENSE_FILL
 
     def initial_params(self, rotations, centres, depths, focal, pp) -> Params2D:
         tt = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64, device=self.device)  # noqa: E731
@@ -392,7 +412,17 @@ class ReprojectionProblem:
         data[self.scatter.diag] += mu * H.data[self.scatter.diag] + 1e-12
         S = self.scatter.matrix(data)
         rhs = -(system.g - system.e / (1 + mu))
-        dc = spla.splu(S.tocsc()).solve(rhs)
+        if self.dense_solve:
+            Sd = torch.as_tensor(S.toarray(), device=self.device)
+            rt = torch.as_tensor(rhs, device=self.device)[:, None]
+            L, info = torch.linalg.cholesky_ex(Sd)
+            # not numerically positive definite: LU as the sparse path (raises RuntimeError when singular)
+            dct = torch.cholesky_solve(rt, L) if int(info) == 0 else torch.linalg.solve(Sd, rt)
+            dc = dct[:, 0].cpu().numpy()
+            if not np.isfinite(dc).all():
+                raise RuntimeError("singular camera system")
+        else:
+            dc = spla.splu(S.tocsc()).solve(rhs)
         full_c = np.zeros(self.ncol)
         full_c[self.free_c] = dc
         dc_ext = torch.as_tensor(full_c, device=self.device)[self.colmap]  # (N, 9)
