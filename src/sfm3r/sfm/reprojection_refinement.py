@@ -45,7 +45,7 @@ _WIDTH = 16  # items per padded segment of one image pair in the batched product
 # The camera system is factorised densely (Cholesky) when its sparse LU would fill in most of it (retrieval-like
 # graphs: measured at 1,000 images, 6,000 columns, sparse LU 33 s with 97 % fill vs dense Cholesky 3.1 s) and it
 # has at most this many columns; rings and sequences stay sparse (57 ms).
-_DENSE_MAX_COLUMNS = 12000
+_DENSE_MAX_COLUMNS = 10000  # dense S and its factor: 2 × 800 MB at the limit
 _DENSE_FILL = 0.3  # predicted fraction of the LU factors that is non-zero above which the dense Cholesky is used
 
 
