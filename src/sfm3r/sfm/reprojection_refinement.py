@@ -16,8 +16,9 @@ Jacobian is 2×18 on its two blocks. The residuals are sorted by image pair and 
 elimination Σ_a v_a v_aᵀ / h_a is accumulated the same way over the pairs of (anchor, image) entries of each
 anchor. The pair blocks are scattered into one sparse matrix on the free columns (shared group columns sum)
 through a plan built once. Time and memory per iteration are linear in the residuals (processed in batches
-of ``_BATCH``) plus the sparse camera system, which is factorised by a sparse LU per damping trial. The
-depth damping only rescales the Schur term by 1 / (1 + μ), so it is formed once per iteration.
+of ``_BATCH``) plus the camera system, factorised per damping trial by a sparse LU, or by a dense Cholesky
+when the image graph predicts that the LU would fill in (retrieval-like graphs). The depth damping only
+rescales the Schur term by 1 / (1 + μ) (exact up to the 1e-12 regulariser), so it is formed once per iteration.
 """
 
 from __future__ import annotations
