@@ -1,0 +1,156 @@
+"""The 2D reprojection refinement's depth-reduced normal equations against a dense autograd Jacobian.
+
+A tiny scene (6 images, every pair matched, anchors seen by up to 5 other images) at perturbed parameters:
+the block-wise camera system H = JcᵀWJc, its gradient, the Schur term of the eliminated depths and the damped
+step must equal the ones computed straightforwardly from the dense Jacobian of the residual function.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import roma
+import torch
+
+from sfm3r.sfm.alignment_synthetic import make_scene, project
+from sfm3r.sfm.canonical import CanonicalData
+from sfm3r.sfm.reprojection_refinement import RefineConf2D, ReprojectionProblem, _image_fill, refine_reprojection
+
+
+def _tiny_problem(seed: int = 0):
+    """CanonicalData of 6 cameras (all 15 pairs matched) and perturbed starting parameters."""
+    scene = make_scene(6, num_points=40, arc_deg=60.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    anchor_image, anchor_id, xy, depth, index = [], [], [], [], {}
+    for k in range(len(scene.images)):
+        pix, z, vis = project(scene, k)
+        for pt in np.flatnonzero(vis):
+            index[k, pt] = len(anchor_image)
+            anchor_image.append(k)
+            anchor_id.append(pt)
+            xy.append(pix[pt] + 0.5 * rng.normal(size=2))
+            depth.append(z[pt] * (1 + 0.02 * rng.normal()))
+    ma, mb, me, ei, ej = [], [], [], [], []
+    for e, (i, j) in enumerate(itertools.combinations(range(len(scene.images)), 2)):
+        ei.append(i)
+        ej.append(j)
+        for pt in range(scene.points.shape[0]):
+            if (i, pt) in index and (j, pt) in index:
+                ma.append(index[i, pt])
+                mb.append(index[j, pt])
+                me.append(e)
+    A, K, N = len(anchor_image), len(ma), len(scene.images)
+    canon = CanonicalData(
+        image_names=scene.image_names, anchor_image=np.array(anchor_image), anchor_id=np.array(anchor_id),
+        anchor_xy=np.array(xy), anchor_depth=np.array(depth), anchor_conf=np.ones(A), focal=np.full(N, np.nan),
+        edge_i=np.array(ei), edge_j=np.array(ej), edge_scale_i=np.ones(len(ei)), edge_scale_j=np.ones(len(ei)),
+        match_edge=np.array(me), match_a=np.array(ma), match_b=np.array(mb), match_conf=rng.uniform(0.5, 1.0, K),
+    )
+    noise = roma.rotvec_to_rotmat(torch.as_tensor(0.01 * rng.normal(size=(N, 3)))).numpy()
+    rotations = noise @ scene.rotations
+    centres = np.stack([-R.T @ t for R, t in zip(scene.rotations, scene.translations, strict=True)])
+    centres = centres + 0.03 * rng.normal(size=centres.shape)
+    depths = canon.anchor_depth * np.exp(0.02 * rng.normal(size=A))
+    focal = np.array([c.fx for c in scene.cameras]) * 1.03
+    pp = np.array([[c.cx, c.cy] for c in scene.cameras]) + rng.normal(size=2)  # one camera's
+    return canon, rotations, centres, depths, focal, pp
+
+
+@pytest.mark.parametrize(
+    "groups, fixed",
+    [
+        ([0, 0, 0, 0, 0, 1], []),  # a shared camera (principal point free) and a camera of its own
+        ([0, 1, 2, 3, 4, 5], [2]),  # a camera per image, one focal known (principal points fixed)
+    ],
+)
+def test_camera_system_and_step_match_the_dense_jacobian(groups, fixed):
+    torch.set_num_threads(1)
+    canon, rotations, centres, depths, focal, pp = _tiny_problem()
+    N, A = len(canon.image_names), canon.anchor_depth.size
+    fixed_focal = np.isin(np.arange(N), fixed)
+    keep = np.ones(canon.match_a.size, bool)
+    keep[::7] = False  # some matches unused
+    prob = ReprojectionProblem(canon, keep, np.array(groups), fixed_focal, 1, RefineConf2D())
+    entries_per_anchor = np.bincount(prob.ent_anchor[:-1].numpy(), minlength=A)
+    assert entries_per_anchor.max() >= 4  # anchors seen by several images: the general Schur path
+    prm = prob.initial_params(rotations, centres, depths, focal, pp)
+    r, _ = prob.residuals(prm)
+    delta2 = 2.0**2
+    system = prob.system(prm, r, delta2)
+
+    ncol = prob.ncol
+
+    def residual_of_step(delta):
+        return prob.residuals(prob.step(prm, delta[:ncol], delta[ncol:]))[0].reshape(-1)
+
+    J = torch.autograd.functional.jacobian(
+        residual_of_step, torch.zeros(ncol + A, dtype=torch.float64), vectorize=True, strategy="forward-mode"
+    )
+    w = prob.weights(r, delta2).repeat_interleave(2)
+    Jc, Jd = J[:, :ncol][:, prob.free_c], J[:, ncol:][:, prob.free_d]
+    rv = r.reshape(-1)
+    H = Jc.T @ (w[:, None] * Jc)
+    g = Jc.T @ (w * rv)
+    Hcd = Jc.T @ (w[:, None] * Jd)
+    h = (w[:, None] * Jd * Jd).sum(0)
+    gd = Jd.T @ (w * rv)
+    used = h > 0
+    E = Hcd[:, used] @ (Hcd[:, used] / h[used]).T
+    e = Hcd[:, used] @ (gd[used] / h[used])
+    assert prob.free_c[6 * N :].sum() == (4 if groups[1] == 0 else 5)  # focals (and a principal point) in play
+
+    def close(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() <= 1e-9 * np.abs(b).max()
+
+    close(system.H.toarray(), H)
+    close(system.g, g)
+    close(system.E.toarray(), E)
+    close(system.e, e)
+    close(system.h[prob.free_d], h)
+    close(system.g_d[prob.free_d], gd)
+
+    # the damped step equals the dense solve of the full (cameras + depths) damped system
+    mu = 1e-3
+    F, D = H.shape[0], h.shape[0]
+    M = torch.zeros(F + D, F + D, dtype=torch.float64)
+    M[:F, :F] = H + torch.diag(mu * torch.diag(H) + 1e-12)
+    M[:F, F:], M[F:, :F] = Hcd, Hcd.T
+    M[F:, F:] = torch.diag(h * (1 + mu) + 1e-12)
+    dense = torch.linalg.solve(M, -torch.cat([g, gd]))
+    for dense_solve in (False, True):  # sparse LU, dense Cholesky (chosen by the predicted fill-in)
+        prob.dense_solve = dense_solve
+        full_c, full_d = prob.solve(system, mu)
+        close(full_c[prob.free_c], dense[:F])
+        close(full_d[prob.free_d], dense[F:])
+        assert not full_c[~prob.free_c].any() and not full_d[~torch.as_tensor(prob.free_d)].any()
+
+
+def test_dense_factorisation_only_for_graphs_whose_sparse_lu_fills_in():
+    n = 400
+    ring = np.array([(i, (i + d) % n) for i in range(n) for d in range(1, 6)])
+    rng = np.random.default_rng(0)
+    random = np.concatenate([ring, np.stack([np.arange(n).repeat(5), rng.integers(0, n, 5 * n)], 1)])
+    random = random[random[:, 0] != random[:, 1]]
+    assert _image_fill(ring, n) < 0.1
+    assert _image_fill(random, n) > 0.5
+
+
+def test_refinement_reduces_the_error_and_maps_inliers_back_to_the_matches():
+    torch.set_num_threads(1)
+    canon, rotations, centres, depths, focal, pp = _tiny_problem(seed=1)
+    keep = np.ones(canon.match_a.size, bool)
+    keep[:3] = False
+    # two corrupted matches: far from the truth in both images
+    canon.anchor_xy[canon.match_a[5]] += 40.0
+    canon.anchor_xy[canon.match_b[5]] -= 40.0
+    N = len(canon.image_names)
+    res = refine_reprojection(canon, rotations, centres, depths, focal, pp, keep, np.zeros(N, bool), 0,
+                              RefineConf2D(), groups=np.zeros(N, np.int64))
+    assert res.cost_history[-1] < 0.2 * res.cost_history[0]
+    assert res.final_rms_px < 1.0
+    assert not res.inlier_matches[:3].any() and not res.inlier_matches[5]
+    assert res.inlier_matches.sum() >= 0.95 * (keep.sum() - 1)
+    assert np.allclose(res.focal, res.focal[0]) and np.allclose(res.pp, res.pp[0])
