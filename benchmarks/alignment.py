@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import resource
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -30,33 +29,7 @@ from sfm3r.sfm.alignment import AlignConf, Refinement, align_scene
 from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
 
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * _PAGE
-
-
-class _RssPeak:
-    """Background thread recording the peak RSS until stopped."""
-
-    def __init__(self) -> None:
-        self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(0.005)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
+from scaling import RssSampler  # benchmarks/scaling.py (this script's folder is on sys.path)
 
 
 class _GT:
@@ -69,14 +42,15 @@ def run(n: int, refine: Refinement, max_matches: int, window: int = 5, seed: int
     scene = make_scene(n, num_points=max(2000, 30 * n), radius=6.0, seed=seed)
     pairs = make_pair_results(scene, neighbour_pairs(n, window), backend_focal_error=0.05,
                               max_matches=max_matches, seed=seed + 1)
-    sampler = _RssPeak()
+    sampler = RssSampler()
     tracemalloc.start()
     t0 = time.perf_counter()
     out = align_scene(pairs, scene.images, AlignConf(refine=refine, **conf))
     total = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    peak_rss = sampler.stop()
+    sampler.stop()
+    peak_rss = sampler.peak
     m = evaluate_poses(out, _GT(scene))
     row = {
         "images": n, "pairs": len(pairs), "matches": int(sum(p.num_matches for p in pairs)),
