@@ -16,7 +16,8 @@ import torch
 
 from sfm3r.sfm.alignment_synthetic import make_scene, project
 from sfm3r.sfm.canonical import CanonicalData
-from sfm3r.sfm.reprojection_refinement import RefineConf2D, ReprojectionProblem, _image_fill, refine_reprojection
+from sfm3r.sfm.block_lm import image_graph_fill
+from sfm3r.sfm.reprojection_refinement import RefineConf2D, ReprojectionProblem, refine_reprojection
 
 
 def _tiny_problem(seed: int = 0):
@@ -134,8 +135,8 @@ def test_dense_factorisation_only_for_graphs_whose_sparse_lu_fills_in():
     rng = np.random.default_rng(0)
     random = np.concatenate([ring, np.stack([np.arange(n).repeat(5), rng.integers(0, n, 5 * n)], 1)])
     random = random[random[:, 0] != random[:, 1]]
-    assert _image_fill(ring, n) < 0.1
-    assert _image_fill(random, n) > 0.5
+    assert image_graph_fill(ring, n) < 0.1
+    assert image_graph_fill(random, n) > 0.5
 
 
 def test_refinement_reduces_the_error_and_maps_inliers_back_to_the_matches():
@@ -154,3 +155,20 @@ def test_refinement_reduces_the_error_and_maps_inliers_back_to_the_matches():
     assert not res.inlier_matches[:3].any() and not res.inlier_matches[5]
     assert res.inlier_matches.sum() >= 0.95 * (keep.sum() - 1)
     assert np.allclose(res.focal, res.focal[0]) and np.allclose(res.pp, res.pp[0])
+
+
+def test_block_lm_dense_and_sparse_solves_agree():
+    import scipy.sparse as sp
+
+    from sfm3r.sfm.block_lm import solve_damped
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(40, 30))
+    H = sp.csr_matrix(A.T @ A)
+    g = rng.normal(size=30)
+    free = np.ones(30, bool)
+    free[:7] = False
+    sparse = solve_damped(H, g, 1e-3, free)
+    dense = solve_damped(H, g, 1e-3, free, dense=True)
+    np.testing.assert_allclose(dense, sparse, rtol=1e-9, atol=1e-12)
+    assert not dense[:7].any()

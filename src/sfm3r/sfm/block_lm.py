@@ -9,6 +9,7 @@ O(K·d·p) for the Jacobians plus O((N + E)·p²) for the normal equations: no d
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
@@ -56,13 +57,45 @@ def normal_equations(
     return H, g.cpu().numpy().ravel()
 
 
-def solve_damped(H: sp.csr_matrix, g: np.ndarray, damping: float, free: np.ndarray) -> np.ndarray:
-    """Solve (H + μ·diag(H)) δ = −g on the `free` (bool, (n,)) parameters; fixed ones get δ = 0."""
+# Predicted fraction of non-zeros in the sparse LU factors above which a dense Cholesky is faster (measured on
+# 1,000 images: ring 1 % fill, sparse LU 57 ms; retrieval-like graph 97 % fill, sparse LU 33 s, dense 3 s).
+DENSE_FILL = 0.3
+DENSE_MAX_COLUMNS = 10000  # a dense system and its factor: 2 × 800 MB at the limit
+
+
+def image_graph_fill(pairs: np.ndarray, num_images: int) -> float:
+    """Fraction of the sparse LU factors of the image graph that is non-zero: a fill-in predictor.
+
+    A camera system's blocks follow the image graph `pairs` (P, 2), so the LU of a diagonally dominant matrix
+    with the graph's pattern (N × N, milliseconds) predicts the fill-in of the system's factors.
+    """
+    a, b = pairs[:, 0], pairs[:, 1]
+    G = sp.csr_matrix((np.ones(a.size), (a, b)), shape=(num_images, num_images))
+    G = G + G.T
+    G = G + sp.diags(np.asarray(G.sum(1)).ravel() + 1.0)
+    lu = spla.splu(G.tocsc())
+    return (lu.L.nnz + lu.U.nnz - num_images) / float(num_images) ** 2
+
+
+def solve_damped(
+    H: sp.csr_matrix, g: np.ndarray, damping: float, free: np.ndarray, *, dense: bool = False
+) -> np.ndarray:
+    """Solve (H + μ·diag(H)) δ = −g on the `free` (bool, (n,)) parameters; fixed ones get δ = 0.
+
+    `dense`: a dense Cholesky instead of the sparse LU (see DENSE_FILL); LU when not positive definite.
+    """
     Hf = H[free][:, free]
     d = Hf.diagonal()
     Hf = Hf + sp.diags(damping * np.maximum(d, 1e-9 * max(d.max(initial=0.0), 1e-12)) + 1e-12)
     delta = np.zeros(H.shape[0])
-    delta[free] = spla.splu(Hf.tocsc()).solve(-g[free])
+    if dense:
+        M = Hf.toarray()
+        try:
+            delta[free] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(M), -g[free])
+        except np.linalg.LinAlgError:
+            delta[free] = np.linalg.solve(M, -g[free])
+    else:
+        delta[free] = spla.splu(Hf.tocsc()).solve(-g[free])
     return delta
 
 

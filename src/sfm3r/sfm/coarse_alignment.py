@@ -18,7 +18,7 @@ import numpy as np
 import roma
 import torch
 
-from sfm3r.sfm.block_lm import normal_equations, pair_ids, solve_damped
+from sfm3r.sfm.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
 from sfm3r.sfm.canonical import CanonicalData
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ def coarse_align(
     free = np.ones(N * 7, bool)
     free[root * 7 : root * 7 + 7] = False
     delta2 = conf.robust_scale**2
+    dense = 7 * N <= DENSE_MAX_COLUMNS and image_graph_fill(pair_ab, N) > DENSE_FILL
 
     def residuals(Q, C, L):
         va = torch.exp(L[ii])[:, None] * (Q[ii] @ pa[..., None])[..., 0]
@@ -109,7 +110,7 @@ def coarse_align(
         H, g = normal_equations(Ja, Jb, r, w, ii, jj, pid, pair_ab, N)
         improved = False
         for _ in range(8):
-            d = torch.as_tensor(solve_damped(H, g, mu, free), dtype=dt, device=device).reshape(N, 7)
+            d = torch.as_tensor(solve_damped(H, g, mu, free, dense=dense), dtype=dt, device=device).reshape(N, 7)
             Qn = roma.rotvec_to_rotmat(d[:, :3]) @ Q
             Cn, Ln = C + d[:, 3:6], L + d[:, 6]
             rn, van, vbn, sign = residuals(Qn, Cn, Ln)

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
+from sfm3r.sfm.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
 from sfm3r.sfm.canonical import CanonicalData
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,6 @@ _WIDTH = 16  # items per padded segment of one image pair in the batched product
 # The camera system is factorised densely (Cholesky) when its sparse LU would fill in most of it (retrieval-like
 # graphs: measured at 1,000 images, 6,000 columns, sparse LU 33 s with 97 % fill vs dense Cholesky 3.1 s) and it
 # has at most this many columns; rings and sequences stay sparse (57 ms).
-_DENSE_MAX_COLUMNS = 10000  # dense S and its factor: 2 × 800 MB at the limit
-_DENSE_FILL = 0.3  # predicted fraction of the LU factors that is non-zero above which the dense Cholesky is used
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,20 +124,6 @@ def _padded_segments(pair: np.ndarray, num_pairs: int, width: int) -> tuple[np.n
     real = pos < counts[slot_pair]
     src = np.concatenate([[0], np.cumsum(counts)[:-1]])[slot_pair] + np.where(real, pos, 0)
     return src, real, slot_pair[::width]
-
-
-def _image_fill(pairs: np.ndarray, num_images: int) -> float:
-    """Fraction of the sparse LU factors of the image-level camera graph that is non-zero (fill-in predictor).
-
-    The camera system couples two images when they share an anchor; its blocks follow this graph, so the LU of
-    a diagonally dominant matrix with the graph's pattern (N×N, milliseconds) predicts the system's fill-in.
-    """
-    a, b = pairs[:, 0], pairs[:, 1]
-    G = sp.csr_matrix((np.ones(a.size), (a, b)), shape=(num_images, num_images))
-    G = G + G.T
-    G = G + sp.diags(np.asarray(G.sum(1)).ravel() + 1.0)
-    lu = spla.splu(G.tocsc())
-    return (lu.L.nnz + lu.U.nnz - num_images) / float(num_images) ** 2
 
 
 class _BlockScatter:
@@ -280,7 +265,7 @@ class ReprojectionProblem:
         self.seg_o, self.seg_s = self.pair_a[self.res_seg_pair], self.pair_b[self.res_seg_pair]  # (R / _WIDTH,)
         self.scatter = _BlockScatter(colmap, pairs, free_c)
         self.colmap_np = colmap
-        self.dense_solve = self.scatter.F <= _DENSE_MAX_COLUMNS and _image_fill(pairs, N) > _DENSE_FILL
+        self.dense_solve = self.scatter.F <= DENSE_MAX_COLUMNS and image_graph_fill(pairs, N) > DENSE_FILL
 
     def initial_params(self, rotations, centres, depths, focal, pp) -> Params2D:
         tt = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64, device=self.device)  # noqa: E731
