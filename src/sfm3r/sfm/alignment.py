@@ -9,9 +9,10 @@ Stages (each its own module):
 5. ``reprojection_refinement``: 2D reprojection objective on anchor depths, focals and poses, robust LM;
 6. optional tracks + triangulation + bundle adjustment (``refine="ba"``, sfm.bundle_adjustment).
 
-Default refinement = (a) "reprojection": measured best on real data (classic backend, AUC@3 herzjesu 93.25 /
-fountain 91.15 vs (b) "ba" 92.7 / 90.7; (a)+(b) 92.6 / 90.8), see benchmarks/alignment_real.py; on synthetic
-scenes (b) is marginally more accurate. Note: on a shared 2-core machine torch runs these small batched ops
+Default refinement = (a) "reprojection": measured best on real data (classic backend, full pipeline, AUC@3
+fountain / herzjesu / temple ring: (a) 96.98 / 98.20 / 91.73, (b) "ba" 88.61 / 91.03 / 69.53 (its principal
+point stays centred), (a)+(b) 96.99 / 98.32 / 89.97; benchmarks/README.md §1); on synthetic scenes with a
+centred principal point (b) is marginally more accurate. Note: on a shared 2-core machine torch runs these small batched ops
 ~20x faster with ``torch.set_num_threads(1)`` (the caller's choice; the library sets no global flags).
 
 Intrinsics: known cameras (fixed, or as a starting point with ``known_intrinsics="prior"``) > EXIF prior >
@@ -75,8 +76,8 @@ class AlignConf:
 PRESETS: dict[str, AlignConf] = {
     "fast": AlignConf(refine=Refinement.NONE, rotation_averaging=False),
     "default": AlignConf(),
-    # (a) then (b): on long synthetic rings (200 images) (a) alone stays near the coarse drift (1.35 deg) while
-    # (a)+(b) reaches 0.12 deg; on the Strecha sets (a) alone is marginally better.
+    # (a) then (b): marginally better than (a) on the Strecha sets (AUC@3 +0.01 / +0.12) and on 50-image
+    # synthetic scenes, worse on the temple ring (89.97 vs 91.73); about twice the alignment time.
     "accurate": AlignConf(refine=Refinement.REPROJECTION_BA),
     # One physical camera for all photos (its principal point is refined, as in the default).
     "shared-camera": AlignConf(camera_mode=CameraMode.SINGLE),
