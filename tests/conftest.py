@@ -19,3 +19,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data not found at {SHARED} (set SFM3R_SHARED)")
     return SHARED
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch with one thread for the test: small batched ops are much slower with several on a shared 2-core box."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

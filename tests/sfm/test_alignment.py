@@ -15,13 +15,7 @@ from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import Camera
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small batched ops are much slower with several threads on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gt(scene):

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import pytest
-import torch
 from PIL import Image
 
 from sfm3r.sfm.alignment import AlignConf, align_scene
@@ -25,12 +24,7 @@ sift = pytest.importorskip("sfm3r.sfm.sift", reason="classic backend (branch cla
 two_view = pytest.importorskip("sfm3r.sfm.two_view", reason="classic backend (branch classic) not merged")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Poses:

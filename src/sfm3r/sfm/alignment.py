@@ -190,11 +190,11 @@ def _scene_from_anchors(
     pts = 0.5 * (X[a] + X[b])
     P = pts.shape[0]
     N = len(images)
-    first = [int(np.flatnonzero(groups == g)[0]) for g in range(int(groups.max()) + 1)]
+    _, first = np.unique(groups, return_index=True)  # first image of each group (groups are 0..G-1)
     cams = tuple(
         fixed_cameras.get(images[k].name)
         or Camera(images[k].width, images[k].height, focal[k], focal[k], pp[k, 0], pp[k, 1])
-        for k in first
+        for k in first.tolist()
     )
     coi = groups.astype(np.int64)
     t = -np.einsum("nij,nj->ni", rotations, centres)
