@@ -30,6 +30,8 @@ def test_unwritable_folder_is_a_user_error(tmp_path):
 
 def test_overwrite_deletes_only_what_a_run_writes(tmp_path):
     run = prepare_run_folder(tmp_path / "out")
+    run.claim(run.cache_dir, folder=True)
+    run.claim(run.ply_path)
     (run.cache_dir).mkdir()
     (run.cache_dir / "x.h5").write_bytes(b"1")
     run.ply_path.write_bytes(b"ply")

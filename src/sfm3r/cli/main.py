@@ -151,7 +151,7 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
     conf = _conf_from_options(dict(options))
     check_separate_from_inputs(out, images, recursive=conf.recursive)  # before --overwrite deletes anything
     # Prepare (or clean, with --overwrite) the run folder first, so the log file lands in it.
-    run = prepare_run_folder(out, overwrite=conf.overwrite)
+    run = prepare_run_folder(out, overwrite=conf.overwrite, inputs=[images])
     conf = dataclasses.replace(conf, overwrite=False)
     handler = configure_logging(verbose=verbose, quiet=quiet, log_file=run.log_path)
     try:

@@ -176,6 +176,11 @@ def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
 # Files
 
 
+def model_file_names() -> list[str]:
+    """Every file name :func:`write_colmap_model` may write or remove in its folder (both formats)."""
+    return [f"{stem}{ext}" for ext in (".bin", ".txt") for stem in _MODEL_FILES]
+
+
 def write_colmap_model(scene: Scene, out_dir: Path, binary: bool = True, text: bool = False) -> Path:
     """Write `scene` as a COLMAP model into `out_dir` (created if needed) and return `out_dir`.
 

@@ -47,14 +47,15 @@ import io
 import logging
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 
 from sfm3r.errors import InputError, ReconstructionError
-from sfm3r.io.colmap import check_scene, write_colmap_model
+from sfm3r.io.atomic import write_bytes_atomic
+from sfm3r.io.colmap import check_scene, model_file_names, write_colmap_model
 from sfm3r.io.images import exif_orientation, read_image
 from sfm3r.io.ply import write_ply
 from sfm3r.types import Camera, ImageInfo, Scene
@@ -165,9 +166,7 @@ def _export_image(info: ImageInfo, reencode: bool, target: Path, crop: Crop | No
         data = buffer.getvalue()
     else:
         data = info.path.read_bytes()
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    write_bytes_atomic(target, data)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,6 +300,7 @@ def export_gaussian_splatting_folder(
     *,
     dense: bool = False,
     centre_principal_points: bool = True,
+    claim: Callable[[list[Path]], None] | None = None,
 ) -> Path:
     """Lay out `out_dir` for Gaussian Splatting trainers and return it (layout in the module docstring).
 
@@ -311,6 +311,8 @@ def export_gaussian_splatting_folder(
         dense: write ``scene.dense_xyz/dense_rgb`` to points.ply instead of the sparse points.
         centre_principal_points: crop the images of cameras with an off-centre principal point so that
             it is centred (for graphdeco 3DGS); the written model describes the cropped images.
+        claim: called with every path to be written before the first is written (the run folder's
+            written-files contract: it raises if one of them is not sfm3r's to write).
 
     Raises:
         InputError: an image is missing from `images`, changed on disk since it was read (SHA-256), has
@@ -346,10 +348,17 @@ def export_gaussian_splatting_folder(
 
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
     for name in scene.image_names:
         if os.path.basename(new_names[name]) != new_names[name] or new_names[name] in (".", ".."):
             raise InputError(f"export name {new_names[name]!r} would leave {images_dir}")  # cannot happen
+    if claim is not None:
+        claim(
+            [images_dir / new_names[name] for name in scene.image_names]
+            + [out_dir / "sparse" / "0" / file for file in model_file_names()]
+            + [out_dir / "points.ply"]
+        )
+    images_dir.mkdir(parents=True, exist_ok=True)
+    for name in scene.image_names:
         _export_image(by_name[name], name in reencode, images_dir / new_names[name], crop_of.get(name))
     write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
     write_ply(out_dir / "points.ply", xyz, rgb)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sfm3r.errors import InputError
+from sfm3r.io.atomic import write_text_atomic
 from sfm3r.types import Pairs
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def write_pairs_file(path: str | Path, pairs: Pairs) -> Path:
     lines = [f"# sfm3r pairs file: {len(pairs)} pairs over {len(pairs.names)} images, one 'name1 name2' per line"]
     lines += [f"{a} {b}" for a, b in pairs.pairs]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from sfm3r.errors import InputError
+from sfm3r.io.atomic import write_bytes_atomic
 
 _VERTEX_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 _PLY_TYPES = {
@@ -66,11 +67,7 @@ def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> Path:
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(vertices.tobytes())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, header.encode("ascii") + vertices.tobytes())
     return path
 
 

@@ -6,10 +6,12 @@ a scene shot by upright photographers is drawn as a floor plan whatever the worl
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from sfm3r.io.atomic import write_bytes_atomic
 from sfm3r.types import Scene
 
 _MAX_POINTS = 50_000  # subsample the cloud beyond this; a preview needs no more
@@ -71,7 +73,11 @@ def write_preview(scene: Scene, path: Path, title: str = "") -> Path:
     ax.set_title(title or f"{scene.num_images} cameras, {scene.num_points} points (top view)")
     ax.set_xticks([])
     ax.set_yticks([])
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
     return path

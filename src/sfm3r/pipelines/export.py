@@ -8,6 +8,7 @@ from sfm3r.io.colmap import read_colmap_model
 from sfm3r.io.export import export_gaussian_splatting_folder
 from sfm3r.io.images import load_image_infos
 from sfm3r.pipelines.evaluate import model_folder
+from sfm3r.pipelines.output_manifest import open_output
 
 
 def export_model(
@@ -21,12 +22,16 @@ def export_model(
     """Write `out`/images, `out`/sparse/0 and `out`/points.ply from the model folder `model`.
 
     With `centre_principal_points` the images of a camera with an off-centre principal point are
-    cropped so that it is centred (see :mod:`sfm3r.io.export`).
+    cropped so that it is centred (see :mod:`sfm3r.io.export`). `out` follows the written-files contract
+    (:mod:`sfm3r.pipelines.output_manifest`): new, empty or an earlier sfm3r output folder, nothing
+    written into the model or image folders.
     """
-    scene = read_colmap_model(model_folder(model))
+    model_dir = model_folder(model)
+    output = open_output(Path(out), [images_dir, model_dir])
+    scene = read_colmap_model(model_dir)
     wanted = set(scene.image_names)
     recursive = recursive or any("/" in name for name in wanted)
     infos = [info for info in load_image_infos(images_dir, recursive=recursive) if info.name in wanted]
     return export_gaussian_splatting_folder(
-        scene, infos, Path(out), text=text, centre_principal_points=centre_principal_points
+        scene, infos, output.root, text=text, centre_principal_points=centre_principal_points, claim=output.claim
     )

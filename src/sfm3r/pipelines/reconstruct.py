@@ -22,7 +22,7 @@ import numpy as np
 
 import sfm3r
 from sfm3r.errors import ImageReadError, InputError, ReconstructionError
-from sfm3r.io.colmap import check_scene, write_colmap_model
+from sfm3r.io.colmap import check_scene, model_file_names, write_colmap_model
 from sfm3r.io.export import export_gaussian_splatting_folder, flat_name
 from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
@@ -195,7 +195,8 @@ def reconstruct(
     """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4)."""
     started = time.perf_counter()
     check_separate_from_inputs(output_dir, images_dir, recursive=conf.recursive)
-    run = prepare_run_folder(output_dir, overwrite=conf.overwrite)
+    run = prepare_run_folder(output_dir, overwrite=conf.overwrite, inputs=[images_dir])
+    run.claim(run.cache_dir, folder=True)
     device = resolve_device(conf.device)
     backend = conf.resolved_backend
     if backend == Backend.MAST3R and conf.checkpoint is None:
@@ -242,6 +243,7 @@ def reconstruct(
         sift_features()
     with _timed(timings, "pairs"):
         pairs, graph_report = select_pairs(images, conf, similarity=similarity)
+        run.claim(run.root / "pairs.txt")
         _write_pairs_txt(run.root / "pairs.txt", pairs)
     result.counts["pairs"] = {
         "graph": graph_report.graph,
@@ -296,18 +298,21 @@ def reconstruct(
     result.counts["scene"] = _scene_counts(scene, len(images))
 
     with _timed(timings, "export"):
+        run.claim(run.preview_path)
         if stop_after == Stage.ALIGN:
+            run.claim([run.sparse_dir / file for file in model_file_names()], run.ply_path)
             run.sparse_dir.mkdir(parents=True, exist_ok=True)
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
-            export_gaussian_splatting_folder(scene, images, run.root, text=conf.write_text)
+            export_gaussian_splatting_folder(scene, images, run.root, text=conf.write_text, claim=run.claim)
         write_preview(scene, run.preview_path)
     return _finish(result, conf, started)
 
 
 def _finish(result: ReconstructResult, conf: ReconstructConf, started: float) -> ReconstructResult:
     result.timings["total"] = round(time.perf_counter() - started, 3)
+    result.run.claim(result.run.run_json)
     write_json_atomic(
         result.run.run_json,
         {

@@ -10,21 +10,23 @@ OUT/
   run.json     resolved config, versions, per-stage timings and counts
   log.txt      the run log
 ```
-Rerunning into the same folder resumes from `cache/`. `overwrite=True` deletes only the entries above
-(never anything else a user may have put in OUT), so pointing OUT at a wrong folder cannot wipe it.
+Rerunning into the same folder resumes from `cache/`. What sfm3r writes follows the written-files
+contract of :mod:`sfm3r.pipelines.output_manifest`: OUT/sfm3r-manifest.json lists every file written, a
+non-empty OUT without it is refused, and `overwrite=True` deletes only the listed files, so pointing OUT
+at a wrong folder cannot wipe or overwrite anything.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sfm3r.errors import InputError
+from sfm3r.io.atomic import write_text_atomic
+from sfm3r.pipelines.output_manifest import OutputManifest, open_output
 
 _OWNED_ENTRIES = ("images", "sparse", "cache", "points.ply", "preview.png", "run.json", "log.txt")
 
@@ -32,6 +34,15 @@ _OWNED_ENTRIES = ("images", "sparse", "cache", "points.ply", "preview.png", "run
 @dataclass(frozen=True)
 class RunFolder:
     root: Path
+    manifest: OutputManifest | None = field(default=None, compare=False, repr=False)
+
+    def claim(self, *paths: Path | Iterable[Path], folder: bool = False) -> None:
+        """Record output paths as sfm3r's before writing them (see :meth:`OutputManifest.claim`)."""
+        flat: list[Path] = []
+        for item in paths:
+            flat.extend([item] if isinstance(item, (str, Path)) else item)
+        if self.manifest is not None:
+            self.manifest.claim(flat, folder=folder)
 
     @property
     def images_dir(self) -> Path:
@@ -62,27 +73,16 @@ class RunFolder:
         return self.root / "log.txt"
 
 
-def prepare_run_folder(root: Path, overwrite: bool = False) -> RunFolder:
-    """Create (or reuse, to resume) the run folder; with `overwrite`, delete what an earlier run wrote."""
-    root = Path(root).expanduser().absolute()
-    if root.exists() and not root.is_dir():
-        raise InputError(f"output path {root} is a file; give a folder (it will be created if missing)")
-    if overwrite and root.is_dir():
-        for entry in _OWNED_ENTRIES:
-            target = root / entry
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise InputError(
-            f"cannot write to the output folder {root} ({error.strerror or error}); choose another folder"
-        ) from None
-    return RunFolder(root)
+def prepare_run_folder(root: Path, overwrite: bool = False, inputs: Sequence[Path] = ()) -> RunFolder:
+    """Create (or reuse, to resume) the run folder; with `overwrite`, delete what an earlier run wrote.
+
+    `inputs`: the input folders; no output path may resolve into one of them (symlinks followed).
+    The log file is claimed here, as the CLI opens it right after.
+    """
+    manifest = open_output(Path(root), inputs, overwrite=overwrite)
+    run = RunFolder(manifest.root, manifest)
+    run.claim(run.log_path)
+    return run
 
 
 def check_separate_from_inputs(root: Path, images_dir: Path, recursive: bool = False) -> None:
@@ -97,7 +97,7 @@ def check_separate_from_inputs(root: Path, images_dir: Path, recursive: bool = F
     images = Path(images_dir).expanduser().resolve()
     fix = "choose an output folder outside the image folder, e.g. a sibling folder"
     for entry in _OWNED_ENTRIES:
-        if images.is_relative_to(out / entry):
+        if images.is_relative_to(out / entry) or images.is_relative_to((out / entry).resolve()):
             raise InputError(
                 f"the image folder {images} is inside {out / entry}, which sfm3r writes into (and --overwrite "
                 f"deletes): {fix}"
@@ -117,9 +117,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     Raises:
         InputError: `path` cannot be written (its folder is missing, a file, or read-only).
     """
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
     except OSError as error:
         raise InputError(f"cannot write {path} ({error.strerror or error}); choose another path") from None
