@@ -320,8 +320,9 @@ def _check_after_kill(root: Path, committed: set[str]) -> None:
 
 def test_kill_9_keeps_committed_units_and_rerun_computes_only_missing(tmp_path):
     committed = _kill_writer_midway(tmp_path, rng=None)
-    assert len(committed) == 15
-    assert len(list(tmp_path.glob(f"*/{cache.SHARDS}/.*.h5.tmp"))) == 1  # killed while writing a batch
+    assert len(committed) >= 15 and len(committed) % 5 == 0  # whole batches only
+    # the pending batch lives in memory: at most the one being written at the kill is on disk as .tmp
+    assert len(list(tmp_path.glob(f"*/{cache.SHARDS}/.*.h5.tmp"))) <= 1
     _check_after_kill(tmp_path, committed)
 
 
@@ -457,15 +458,21 @@ def test_read_only_store_reads_but_refuses_to_write(tmp_path):
     assert len(missing) == 0 and not (tmp_path / "nothing").exists()
 
 
-def test_temp_shard_deleted_by_another_process_loses_only_that_batch(store, caplog):
+def test_temp_shard_deleted_by_another_process_loses_only_that_batch(store, caplog, monkeypatch):
+    real_replace = os.replace
+
+    def replace_after_someone_deleted_it(src, dst):
+        Path(src).unlink()  # e.g. a worker on a machine with the same hostname judged it stale
+        return real_replace(src, dst)
+
     with store.writer() as w:
         w.add("first", cache.Unit("x", {"v": np.zeros(2)}))
         w.commit()
         w.add("second", cache.Unit("x", {"v": np.zeros(2)}))
-        for tmp in (store.path / cache.SHARDS).glob(".*.tmp"):
-            tmp.unlink()  # e.g. a worker on a machine with the same hostname judged it stale
+        monkeypatch.setattr(cache.os, "replace", replace_after_someone_deleted_it)
         with caplog.at_level(logging.WARNING, logger="sfm3r.io.cache"):
             assert w.commit() is None
+        monkeypatch.undo()
     assert "will be recomputed" in caplog.text
     assert store.keys() == {"first"} and cache.open_store(store.path.parent, KIND, CONFIG).keys() == {"first"}
 
@@ -486,7 +493,8 @@ def test_shard_layout_matches_the_documented_schema(store):
         assert sorted(group) == ["matches", "rel_pose"] and list(group.attrs) == ["meta"]
         meta = json.loads(group.attrs["meta"])
         assert meta["unit_type"] == "pair"
-        assert set(meta["attrs"]) == {"name_i", "name_j", "backend", "verified", "num_inliers"}
+        assert set(json.loads(meta["attrs"])) == {"name_i", "name_j", "backend", "verified", "num_inliers"}
+        assert meta["crc"] == cache.unit_checksum("pair", meta["attrs"], {k: v[()] for k, v in group.items()})
         matches = group["matches"]
         assert matches.shape == (4,) and matches.dtype.names == ("xy_i", "xy_j", "idx_i", "idx_j", "conf", "pts_i", "pts_j")
         assert matches.dtype["xy_i"] == np.dtype(("<f4", (2,))) and matches.dtype["idx_i"] == np.int32

@@ -219,3 +219,26 @@ def test_refuses_inconsistent_arrays():
         scene_to_reconstruction(_with(scene, "obs_point", 0, scene.num_points))
     with pytest.raises(ValueError, match="uint8"):
         scene_to_reconstruction(dataclasses.replace(scene, points_rgb=scene.points_rgb.astype(np.int64) + 200))
+
+
+def test_a_model_truncated_by_a_full_disk_is_an_oserror_and_nothing_is_replaced(tmp_path, monkeypatch):
+    """pycolmap's writers do not report a full disk; the writer reads the model back and says so."""
+    import errno
+
+    scene = synthetic_scene()
+    write_colmap_model(scene, tmp_path)
+    before = (tmp_path / "points3D.bin").read_bytes()
+    real = pycolmap.Reconstruction.write_binary
+
+    def truncating(rec, path):
+        real(rec, path)
+        points = f"{path}/points3D.bin"
+        with open(points, "r+b") as handle:
+            handle.truncate(len(open(points, "rb").read()) // 2)
+
+    monkeypatch.setattr(pycolmap.Reconstruction, "write_binary", truncating)
+    with pytest.raises(OSError) as raised:
+        write_colmap_model(scene, tmp_path)
+    assert raised.value.errno == errno.EIO and "disk full" in str(raised.value)
+    assert (tmp_path / "points3D.bin").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -14,6 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _LogFileHandler(logging.FileHandler):
+    """OUT/log.txt; when it cannot be written (disk full) it stops quietly instead of printing a traceback
+    per record: the run's own write fails moments later with one clear line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 -- logging's name
+        self.setLevel(logging.CRITICAL + 1)
+
+
 def configure_logging(verbose: bool = False, quiet: bool = False, log_file: Path | None = None) -> logging.Handler | None:
     """Send sfm3r's log records to the terminal (rich) and, when given, to `log_file` (appended).
 
@@ -29,7 +37,7 @@ def configure_logging(verbose: bool = False, quiet: bool = False, log_file: Path
     file_handler = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        file_handler = _LogFileHandler(log_file, mode="a", encoding="utf-8")
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         root.addHandler(file_handler)

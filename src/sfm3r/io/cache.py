@@ -2,13 +2,14 @@
 
 This docstring is the schema. Every read and write of the cache goes through this module.
 
-Folders (schema version 1, :data:`SCHEMA_VERSION`)::
+Folders (schema version 2, :data:`SCHEMA_VERSION`)::
 
     <root>/                                   e.g. OUT/cache
       <kind>-<confighash>/                    one namespace = one stage output for one configuration
-        manifest.json                         {"schema_version": 1, "kind", "config_hash", "config", "created"}
+        manifest.json                         {"schema_version": 2, "kind", "config_hash", "config", "created"}
         shards/
-          <host>-<pid>-<token>-<seq>.h5       committed shard: immutable, complete, read by everyone
+          <host>-<pid>-<token>-<seq>-<crc>.h5 committed shard: immutable, complete, read by everyone;
+                                              <crc> = CRC-32 of the whole file (8 hex digits)
           .<host>.<pid>.<token>.<seq>.h5.tmp  shard being written: ignored by readers
         corrupt/                              unreadable shards moved aside (their units are recomputed)
 
@@ -29,8 +30,10 @@ pairs and 7 % on float16 tokens but writes 7-40x slower; lzf saves <= 2 %; see b
 
     /                     attrs: schema_version (int), kind (str), config_hash (str), num_units (int)
     /units/<key>/         one group per unit, with one attribute ``meta``: a JSON object string
-                          {"unit_type": str, "attrs": {the unit's attributes}} (one attribute, not one per
-                          value: h5py reads each attribute in ~0.1 ms, a fifth of a pair's read time)
+                          {"unit_type": str, "attrs": JSON text of the unit's attributes, "crc": int} (one attribute,
+                          not one per value: h5py reads each attribute in ~0.1 ms, a fifth of a pair's
+                          read time); "crc" = :func:`unit_checksum` (CRC-32 of the unit type, the attrs'
+                          JSON and every array's name, dtype, shape and bytes), verified on every read
         <dataset>         one dataset per array, written whole
 
 Unit types written by the typed helpers (other code may store free-form units with :meth:`Writer.add`;
@@ -61,9 +64,12 @@ Unit types written by the typed helpers (other code may store free-form units wi
 No ``-1`` placeholders are stored: unmatched keypoints simply do not appear in a pair, and optional
 arrays are absent rather than filled.
 
-Kill safety: a writer collects units into a temp shard (``.…h5.tmp``, written with h5py, never opened
-by readers) and commits it by close, fsync, ``os.replace`` to the final name, fsync of the folder. A unit
-is therefore visible only inside a complete, closed file. ``kill -9`` loses at most the uncommitted batch
+Kill safety: a writer builds each batch as an HDF5 file *in memory* (h5py's core driver), then writes its
+bytes to a temp shard (``.…h5.tmp``, never opened by readers) in one OS write, fsyncs it and commits it by
+``os.replace`` to the final name and an fsync of the folder. A unit is therefore visible only inside a
+complete, closed file. A full disk surfaces as an ``OSError`` of that plain write (the temp file is
+deleted, the batch's units are recomputed next time): HDF5 itself never writes to disk, so its
+close-after-ENOSPC path (which could segfault) is never taken. ``kill -9`` loses at most the uncommitted batch
 (a temp file, deleted on the next open when its writer is dead); those units are recomputed on resume.
 An unflushed HDF5 file killed mid-write is unopenable (reference/PYTHON_STACK.md §D), hence no appends.
 
@@ -78,8 +84,11 @@ workers computed the same unit, both copies are complete and equivalent; the fir
 wins. :func:`worker_of` splits keys between workers deterministically. Other workers' new shards become
 visible after :meth:`Store.refresh`.
 
-Corruption: a committed shard that does not open or does not match this namespace (truncated copy,
-foreign file) is logged as a warning and moved to ``corrupt/``; its units count as missing.
+Corruption: every shard's bytes are checked against the CRC-32 in its name when it is indexed (one
+sequential read; catches flipped bytes, zeroed blocks and truncation anywhere in the file), and every
+unit against its own checksum when it is read. A shard that fails either check, does not open, does not
+match this namespace (foreign file) or raises *any* exception while read is logged as a warning and moved
+to ``corrupt/``; its units count as missing and are recomputed.
 """
 
 from __future__ import annotations
@@ -93,6 +102,7 @@ import secrets
 import shutil
 import socket
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
@@ -108,7 +118,7 @@ from sfm3r.types import PairResult
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-unit and per-shard CRC-32
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 CORRUPT = "corrupt"
@@ -117,6 +127,7 @@ STALE_TMP_SECONDS = 6 * 3600  # a temp shard untouched this long belongs to a de
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{16,128}$")
+_SHARD_RE = re.compile(r"^[A-Za-z0-9-]+-\d{6}-(?P<crc>[0-9a-f]{8})\.h5$")
 _TMP_RE = re.compile(r"^\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.\d+\.h5\.tmp$")
 
 
@@ -202,9 +213,37 @@ def _py(value: Any) -> Any:
     return value
 
 
+def unit_checksum(unit_type: str, attrs_json: str, arrays: Mapping[str, np.ndarray]) -> int:
+    """CRC-32 of a unit's payload: type, attributes (their JSON text) and each array (name, dtype, shape, bytes)."""
+    crc = zlib.crc32(f"{unit_type}\0{attrs_json}".encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        crc = zlib.crc32(f"\0{name}\0{array.dtype.str}\0{array.shape}".encode(), crc)
+        crc = zlib.crc32(array.view(np.uint8).reshape(-1) if array.size else b"", crc)
+    return crc
+
+
+def _meta(unit: Unit) -> str:
+    attrs = json.dumps(_jsonable(unit.attrs))
+    crc = unit_checksum(unit.unit_type, attrs, {k: np.asarray(v) for k, v in unit.arrays.items()})
+    return json.dumps({"unit_type": unit.unit_type, "attrs": attrs, "crc": crc})
+
+
 def _read_group(group: h5py.Group) -> Unit:
+    """One unit, checked against its checksum. Raises ValueError when the payload does not match."""
     meta = json.loads(group.attrs["meta"])
-    return Unit(meta["unit_type"], {name: ds[()] for name, ds in group.items()}, meta["attrs"])
+    arrays = {name: ds[()] for name, ds in group.items()}
+    if unit_checksum(meta["unit_type"], meta["attrs"], arrays) != meta["crc"]:
+        raise ValueError(f"unit {group.name} does not match its checksum (the file changed after it was written)")
+    return Unit(meta["unit_type"], arrays, json.loads(meta["attrs"]))
+
+
+def _file_crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 # --------------------------------------------------------------------------------------------- store
@@ -243,8 +282,8 @@ class Store:
         for shard in list(self._index.get(key, ())):
             try:
                 return _read_group(self._file(shard)["units"][key])
-            except (OSError, KeyError, ValueError) as exc:
-                self._quarantine(shard, f"reading unit {key} failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 -- h5py raises RuntimeError, OSError, KeyError, TypeError...
+                self._quarantine(shard, f"reading unit {key} failed: {type(exc).__name__}: {exc}")
         raise KeyError(f"{key} is not in cache {self.path}")
 
     def shard_files(self) -> list[Path]:
@@ -297,13 +336,21 @@ class Store:
 
     def _index_shard(self, shard: Path) -> None:
         try:
+            name = _SHARD_RE.match(shard.name)
+            if name is None:
+                raise ValueError("its name carries no checksum (not written by this sfm3r version)")
+            crc = _file_crc(shard)
+            if crc != int(name["crc"], 16):
+                raise ValueError(f"its bytes do not match its checksum ({crc:08x}, name says {name['crc']})")
             with h5py.File(shard, "r", locking=False) as f:
                 got = (int(f.attrs.get("schema_version", -1)), _py(f.attrs.get("config_hash", "")))
                 if got != (SCHEMA_VERSION, self.config_hash):
                     raise ValueError(f"shard has (schema, config) {got}, this store {SCHEMA_VERSION, self.config_hash}")
                 keys = list(f["units"].keys())
-        except (OSError, KeyError, ValueError) as exc:
-            self._quarantine(shard, str(exc))
+        except FileNotFoundError:
+            return  # moved aside by another worker meanwhile
+        except Exception as exc:  # noqa: BLE001 -- any failure to read a shard means: recompute its units
+            self._quarantine(shard, f"{type(exc).__name__}: {exc}")
             return
         for key in keys:
             self._index.setdefault(key, []).append(shard)
@@ -386,8 +433,12 @@ def _write_manifest(manifest: Path, store: Store) -> None:
         },
     }
     tmp = manifest.with_name(f".{MANIFEST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, manifest)  # concurrent creators write equivalent manifests; the last one stays
+    try:
+        tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, manifest)  # concurrent creators write equivalent manifests; the last one stays
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _check_manifest(manifest: Path, store: Store) -> None:
@@ -479,7 +530,7 @@ class Writer:
         if self.store.has(key) or key in self._pending:
             logger.debug("cache unit %s already present in %s; not written again", key, self.store.path)
             return
-        meta = json.dumps({"unit_type": unit.unit_type, "attrs": _jsonable(unit.attrs)})
+        meta = _meta(unit)
         if self._file is None:
             self._open_batch()
         group = self._file.create_group(f"units/{key}")
@@ -506,19 +557,29 @@ class Writer:
             return None
         f, tmp, keys = self._file, self._tmp, self._pending
         f.attrs["num_units"] = len(keys)
+        f.flush()
+        image = f.id.get_file_image()  # the whole HDF5 file, built in memory
         f.close()
         self._file, self._tmp, self._pending, self._bytes = None, None, [], 0
-        final = tmp.with_name(f"{self._name.replace('.', '-')}-{self._seq:06d}.h5")
+        final = tmp.with_name(f"{self._name.replace('.', '-')}-{self._seq:06d}-{zlib.crc32(image):08x}.h5")
         self._seq += 1
         try:
-            if self.durable:
-                with open(tmp, "rb") as fh:
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+                fh.flush()
+                if self.durable:
                     os.fsync(fh.fileno())
             os.replace(tmp, final)
         except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
             logger.warning("temp cache shard %s was deleted by another process; its %d units will be recomputed",
                            tmp, len(keys))  # fmt: skip
             return None
+        except BaseException as exc:  # disk full, I/O error, interrupt: never leave the temp file behind
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
+            raise
         if self.durable:
             _fsync_dir(final.parent)
         self.store._add_committed(final, keys)
@@ -530,7 +591,7 @@ class Writer:
     def abort(self) -> None:
         """Drop the pending units (delete the temp shard)."""
         if self._file is not None:
-            self._file.close()
+            self._file.close()  # in memory: nothing on disk to delete
             self._tmp.unlink(missing_ok=True)
         self._file, self._tmp, self._pending, self._bytes = None, None, [], 0
 
@@ -548,10 +609,8 @@ class Writer:
     def _open_batch(self) -> None:
         folder = self.store.path / SHARDS
         self._tmp = folder / f".{self._name}.{self._seq:06d}.h5.tmp"
-        try:
-            self._file = h5py.File(self._tmp, "w", locking=False)
-        except OSError as exc:
-            raise CacheError(f"cannot create a cache shard in {folder} ({exc}): is the disk full or read-only?") from exc
+        # in memory (core driver, no backing store): the file reaches the disk in one write at commit
+        self._file = h5py.File(self._tmp, "w", driver="core", backing_store=False, locking=False)
         self._file.attrs.update(
             {"schema_version": SCHEMA_VERSION, "kind": self.store.kind, "config_hash": self.store.config_hash}
         )

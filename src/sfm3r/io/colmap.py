@@ -22,6 +22,7 @@ as 3x3 matrices; pycolmap stores quaternions as (x, y, z, w), the text files as 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -176,6 +177,26 @@ def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
 # Files
 
 
+def _check_written(rec: pycolmap.Reconstruction, folder: Path, target: Path) -> None:
+    """Read back the model just written: pycolmap's writers do not report a full disk (they truncate).
+
+    Raises:
+        OSError: the files in `folder` do not read back as `rec` (disk full, I/O error).
+    """
+    try:
+        back = pycolmap.Reconstruction(str(folder))
+        same = (back.num_cameras(), back.num_images(), back.num_points3D()) == (
+            rec.num_cameras(), rec.num_images(), rec.num_points3D()
+        )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 -- pycolmap raises ValueError/RuntimeError on short files
+        same, reason = False, f"{type(exc).__name__}: {exc}"
+    else:
+        reason = "counts differ"
+    if not same:
+        raise OSError(errno.EIO, f"the COLMAP model written here reads back incomplete ({reason}); is the disk full?",
+                      str(target))  # fmt: skip
+
+
 def model_file_names() -> list[str]:
     """Every file name :func:`write_colmap_model` may write or remove in its folder (both formats)."""
     return [f"{stem}{ext}" for ext in (".bin", ".txt") for stem in _MODEL_FILES]
@@ -206,6 +227,7 @@ def write_colmap_model(scene: Scene, out_dir: Path, binary: bool = True, text: b
         for wanted, ext, write in [(binary, ".bin", rec.write_binary), (text, ".txt", rec.write_text)]:
             if wanted:
                 write(str(tmp))
+                _check_written(rec, tmp, out_dir)
             for stem in _MODEL_FILES:
                 if wanted and (tmp / f"{stem}{ext}").exists():
                     os.replace(tmp / f"{stem}{ext}", out_dir / f"{stem}{ext}")
