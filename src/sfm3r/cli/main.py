@@ -145,10 +145,12 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
     from sfm3r.cli.logging_setup import configure_logging, detach_handler, rich_progress
     from sfm3r.pipelines.reconstruct import reconstruct
     from sfm3r.pipelines.run_folder import check_separate_from_inputs, prepare_run_folder
+    from sfm3r.pipelines.validation import validate_options
     from sfm3r.pipelines.summary import format_summary
 
     quiet, verbose = options["quiet"], options["verbose"]
     conf = _conf_from_options(dict(options))
+    validate_options(images, conf)  # every option and input file, before anything is read or written
     check_separate_from_inputs(out, images, recursive=conf.recursive)  # before --overwrite deletes anything
     # Prepare (or clean, with --overwrite) the run folder first, so the log file lands in it.
     run = prepare_run_folder(out, overwrite=conf.overwrite, inputs=[images])

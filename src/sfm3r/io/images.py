@@ -239,6 +239,21 @@ def exif_focal_px(exif: Image.Exif, stored_width: int, width: int, height: int) 
     return focal_px * stored_width / capture_width if capture_width is not None else focal_px
 
 
+# Plausible EXIF focals, as 35 mm-equivalent focal lengths: 7 mm (a 137 deg horizontal field of view,
+# wider than any rectilinear lens) to 1800 mm (a long telephoto: a focal of 50x the image's long side).
+# Outside, the tag is a placeholder or garbage (FocalLengthIn35mmFilm = 65535, 0.001 mm): the prior is
+# ignored with a warning and the focal is estimated as for an image without EXIF.
+PLAUSIBLE_FOCAL_35MM = (7.0, 1800.0)
+
+
+def plausible_focal(focal_px: float | None, width: int, height: int) -> bool:
+    """Whether a focal (pixels of the displayed W x H image) is within :data:`PLAUSIBLE_FOCAL_35MM`."""
+    if focal_px is None:
+        return True
+    equivalent_35mm = focal_px / max(width, height) * 36.0
+    return bool(np.isfinite(equivalent_35mm)) and PLAUSIBLE_FOCAL_35MM[0] <= equivalent_35mm <= PLAUSIBLE_FOCAL_35MM[1]
+
+
 def read_image_info(path: Path, name: str) -> ImageInfo:
     """The :class:`ImageInfo` of one file: hash of its bytes, size after EXIF, focal prior.
 
@@ -255,13 +270,20 @@ def read_image_info(path: Path, name: str) -> ImageInfo:
     _decode(image, path, draft=True)  # first: reading EXIF may load a PNG outside the strict guard
     swap = exif_orientation(image) in _TRANSPOSING_ORIENTATIONS
     width, height = (stored_h, stored_w) if swap else (stored_w, stored_h)
+    focal = exif_focal_px(image.getexif(), stored_w, width, height)
+    if not plausible_focal(focal, width, height):
+        logger.warning(
+            "%s: ignoring its EXIF focal length (%.4g px = %.4g mm in 35 mm terms, outside the plausible %g-%g mm); "
+            "the focal is estimated instead", name, focal, focal / max(width, height) * 36.0, *PLAUSIBLE_FOCAL_35MM,
+        )  # fmt: skip
+        focal = None
     return ImageInfo(
         name=name,
         path=path.absolute(),
         sha256=hashlib.sha256(data).hexdigest(),
         width=width,
         height=height,
-        prior_focal_px=exif_focal_px(image.getexif(), stored_w, width, height),
+        prior_focal_px=focal,
     )
 
 

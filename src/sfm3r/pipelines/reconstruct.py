@@ -35,6 +35,7 @@ from sfm3r.pipelines.evaluate import describe_scene
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
+from sfm3r.pipelines.validation import validate_options
 from sfm3r.sfm.alignment import align_scene
 from sfm3r.types import ImageInfo, Scene
 
@@ -67,17 +68,6 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         timings[stage] = round(time.perf_counter() - start, 3)
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when available, else "cpu"; an unavailable CUDA device is a user error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
-    return device
 
 
 def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
@@ -194,15 +184,11 @@ def reconstruct(
 ) -> ReconstructResult:
     """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4)."""
     started = time.perf_counter()
+    device = validate_options(images_dir, conf)  # every option and input file, before any work
     check_separate_from_inputs(output_dir, images_dir, recursive=conf.recursive)
     run = prepare_run_folder(output_dir, overwrite=conf.overwrite, inputs=[images_dir])
     run.claim(run.cache_dir, folder=True)
-    device = resolve_device(conf.device)
     backend = conf.resolved_backend
-    if backend == Backend.MAST3R and conf.checkpoint is None:
-        raise InputError("the mast3r backend needs --checkpoint PATH (a MASt3R .pth or .safetensors file)")
-    if conf.retrieval_checkpoint is not None and conf.checkpoint is None:
-        raise InputError("--retrieval-checkpoint runs on the MASt3R encoder: give --checkpoint too")
     result = ReconstructResult(run=run, images=[], backend=backend)
     timings = result.timings
     logger.info("sfm3r %s: %s -> %s (backend %s, device %s)", sfm3r.__version__, images_dir, run.root, backend, device)

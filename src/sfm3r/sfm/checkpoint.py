@@ -233,6 +233,12 @@ def upgrade_state_dict(state_dict: dict[str, torch.Tensor], config: Mast3rConfig
 
 def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """``model.load_state_dict(strict=True)`` with errors that list the offending keys (CheckpointError)."""
+    check_fit(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def check_fit(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError listing missing, unexpected and wrongly shaped keys of `state_dict` for `model`."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -248,7 +254,43 @@ def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
             f"checkpoint {source} does not fit the {type(model).__name__} it describes: " + "; ".join(parts)
             + ". Is it the right file (e.g. MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric.pth)?"
         )
-    model.load_state_dict(state_dict, strict=True)
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Open `path` and check its keys and shapes against the network it describes, without loading weights.
+
+    Cheap enough to run before any work: a .pth is memory-mapped (zip format), a .safetensors file is
+    read for its header only; the network is built on the meta device. Raises CheckpointError.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist: check the path (or download the weights)")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"cannot read safetensors checkpoint {path}: {exc} -- the file is truncated or not a safetensors "
+                f"file; download it again"
+            ) from None
+        model_str = metadata.get("model") or _sidecar_model_string(path.parent / "config.json")
+        if not model_str:
+            raise CheckpointError(f"checkpoint {path} does not say which network it holds (no metadata 'model')")
+        try:
+            config = Mast3rConfig.from_model_string(model_str)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {path}: unsupported network configuration: {exc}") from None
+        state_dict = upgrade_state_dict({k: torch.empty(s, device="meta") for k, s in shapes.items()}, config)
+    else:
+        ckpt = read_checkpoint(path)
+        config, state_dict = ckpt.config, ckpt.state_dict
+    with torch.device("meta"):
+        model = Mast3rNetwork(config)
+    check_fit(model, state_dict, str(path))
 
 
 def build_model(ckpt: Mast3rCheckpoint, device: str | torch.device = "cpu") -> Mast3rNetwork:
