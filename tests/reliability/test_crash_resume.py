@@ -218,3 +218,35 @@ def test_ctrl_c_says_how_to_resume_and_keeps_the_features(tmp_path, monkeypatch)
     assert "rerun the same command to resume" in result.output
     assert_success(invoke("pairs", photos, out, *FAST))
     assert run_json(out)["counts"]["features"] == {"total": 2, "cached": 2, "computed": 0}
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), pytest.param(signal.SIGHUP, 129, marks=pytest.mark.slow)]
+)
+def test_sigterm_or_sighup_mid_matching_says_how_to_resume_then_resumes(photos, reference, tmp_path, signum, code):
+    """SIGTERM/SIGHUP once 4 pairs are committed: one resume line (no C stack dump), exit 128 + signal,
+    the finished pairs committed; the rerun gives the uninterrupted run's model."""
+    out = tmp_path / "out"
+    command = cli_command()
+    command[-1] = _EVERY_UNIT + command[-1]
+    process = subprocess.Popen(
+        [*command, "reconstruct", str(photos), str(out), *FAST],
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(process, lambda: _committed_pairs(out) >= 4)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == code, stderr
+    assert "rerun the same command to resume" in stderr
+    assert "stack trace" not in stderr and "Aborted" not in stderr and "Traceback" not in stderr, stderr
+    committed = _committed_pairs(out)
+    assert 4 <= committed <= 15
+    if committed < 15:
+        _resume_and_check(photos, out, FAST, reference, committed, num_pairs=15)
+    else:  # the signal landed after the last pair: the rerun only aligns
+        assert_success(invoke("reconstruct", photos, out, *FAST))
+        _assert_same_model(out, reference)

@@ -1,10 +1,13 @@
 """The `sfm3r` console script. Each command parses options, builds a config, calls one pipeline function and
 prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit code 2; system errors
-(OSError: disk full, I/O error) one line and exit code 1; Ctrl-C exit code 130."""
+(OSError: disk full, I/O error) one line and exit code 1; Ctrl-C exit code 130, SIGTERM 143, SIGHUP 129
+(128 + the signal number, as shells report them), each with the same resume line."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -19,18 +22,42 @@ _EXISTING_PATH = click.Path(exists=True, path_type=Path)
 _OUT_DIR = click.Path(path_type=Path)
 
 
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that it unwinds like Ctrl-C (caches commit)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise Signalled(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP behave like Ctrl-C. Installed after pycolmap is imported: importing it installs
+    glog's failure handler for SIGTERM, which prints a C stack dump (PIL first: see the import note below)."""
+    import PIL.Image  # noqa: F401 -- before pycolmap (the other order once crashed saving PNGs: zlib double free)
+    import pycolmap  # noqa: F401
+
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _raise_signalled)
+
+
 class Sfm3rGroup(click.Group):
     """A click group that turns user errors (Sfm3rError) into one line on stderr and exit code 2."""
 
     def invoke(self, ctx: click.Context):
         try:
+            install_signal_handlers()
             return super().invoke(ctx)
         except Sfm3rError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             click.echo("Interrupted. Finished work is kept in the cache: rerun the same command to resume.", err=True)
-            sys.exit(130)
+            sys.exit(128 + interrupt.signum if isinstance(interrupt, Signalled) else 130)
         except OSError as error:  # the machine, not the code: disk full, I/O error, file removed meanwhile
             where = f" ({error.filename})" if error.filename else ""
             click.echo(
