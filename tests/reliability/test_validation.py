@@ -107,3 +107,33 @@ def test_absurd_exif_focal_is_ignored_with_a_warning(tmp_path, caplog):
         absurd, normal = load_image_infos(folder)
     assert absurd.prior_focal_px is None and normal.prior_focal_px == pytest.approx(28 / 36 * 384)
     assert "absurd.jpg" in caplog.text and "7-1800 mm" in caplog.text and "normal.jpg" not in caplog.text
+
+
+def test_text_model_refuses_names_with_spaces_before_matching(tmp_path):
+    photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
+    (photos / "0003.jpg").rename(photos / "IMG 0003.jpg")
+    assert_user_error(invoke("match", photos, tmp_path / "out", *FAST, "--text"), "IMG 0003.jpg", "--text")
+    assert not list((tmp_path / "out" / "cache").glob("pairs-*"))
+
+
+def test_undecodable_photo_formats_are_listed_in_one_warning(tmp_path, caplog):
+    folder = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
+    (folder / "IMG_1.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (folder / "IMG_2.avif").write_bytes(b"\0\0\0\x18ftypavif")
+    with caplog.at_level(logging.WARNING, logger="sfm3r.io.images"):
+        infos = load_image_infos(folder)
+    assert [i.name for i in infos] == ["0003.jpg", "0004.jpg"]
+    warnings = [r.getMessage() for r in caplog.records if "cannot be decoded" in r.getMessage()]
+    assert len(warnings) == 1 and "IMG_1.HEIC" in warnings[0] and "IMG_2.avif" in warnings[0]
+
+
+def test_evaluate_against_ground_truth_without_shared_names_is_an_error(tmp_path):
+    from sfm3r.io.colmap import read_colmap_model, write_colmap_model
+
+    gt = read_colmap_model(Path(__file__).resolve().parents[2] / "sample" / "gt")
+    import dataclasses
+
+    renamed = dataclasses.replace(gt, image_names=tuple(f"other_{n}" for n in gt.image_names))
+    write_colmap_model(renamed, tmp_path / "est")
+    assert_user_error(invoke("evaluate", tmp_path / "est", Path(__file__).resolve().parents[2] / "sample" / "gt"),
+                      "share no image name")  # fmt: skip

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,17 @@ def _check_written(rec: pycolmap.Reconstruction, folder: Path, target: Path) -> 
     if not same:
         raise OSError(errno.EIO, f"the COLMAP model written here reads back incomplete ({reason}); is the disk full?",
                       str(target))  # fmt: skip
+
+
+def check_text_names(names: Sequence[str]) -> None:
+    """Refuse names that the COLMAP text format cannot hold (`--text`): it separates fields by spaces, so
+    a name with whitespace would be read back cut at the first space."""
+    bad = [name for name in names if any(c.isspace() for c in name)]
+    if bad:
+        raise InputError(
+            f"image name {bad[0]!r} contains whitespace, which the COLMAP text format (--text) cannot hold "
+            f"({len(bad)} such name(s)); rename the file(s) or drop --text (the binary model holds any name)"
+        )
 
 
 def model_file_names() -> list[str]:

@@ -65,6 +65,10 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+# Photo formats that Pillow cannot decode without a plugin: listed in one warning, not silently ignored.
+_UNDECODABLE_EXTENSIONS = (".heic", ".heif", ".avif", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2")
+
+
 def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
     """The image files of `folder`, sorted by their name relative to `folder`.
 
@@ -89,6 +93,16 @@ def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
     else:
         found = [p for p in folder.iterdir() if _is_image_file(p)]
     found = [p for p in found if p.is_file()]
+    undecodable = sorted(
+        str(p.relative_to(folder)) for p in (folder.rglob("*") if recursive else folder.iterdir())
+        if p.suffix.lower() in _UNDECODABLE_EXTENSIONS and not p.name.startswith(".")
+    )  # fmt: skip
+    if undecodable:
+        logger.warning(
+            "%d file(s) look like images but cannot be decoded with the installed libraries (HEIC/HEIF/AVIF/"
+            "raw need a plugin): %s%s; convert them to JPEG or PNG to use them",
+            len(undecodable), ", ".join(undecodable[:5]), ", ..." if len(undecodable) > 5 else "",
+        )  # fmt: skip
     if not found:
         where = "in it or its subfolders" if recursive else "in it (subfolders were not searched)"
         raise InputError(f"no images in {folder}: looked for {looked_for} (any case) {where}")

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from sfm3r.errors import InputError
 from sfm3r.io.colmap import read_colmap_model
 from sfm3r.pipelines.run_folder import write_json_atomic
 from sfm3r.sfm.evaluation import evaluate_poses
@@ -24,6 +25,14 @@ def evaluate_models(estimate: Path, ground_truth: Path, json_path: Path | None =
     """Pose metrics of the model `estimate` against `ground_truth` (see sfm.evaluation.evaluate_poses)."""
     est = read_colmap_model(model_folder(estimate))
     gt = read_colmap_model(model_folder(ground_truth))
+    if not set(est.image_names) & set(gt.image_names):
+        raise InputError(
+            f"the estimate {estimate} and the ground truth {ground_truth} share no image name (e.g. "
+            f"{est.image_names[0]!r} vs {gt.image_names[0]!r}); images are matched by name: compare models of "
+            "the same photos"
+            if est.image_names and gt.image_names else
+            f"the estimate {estimate} or the ground truth {ground_truth} holds no image"
+        )
     metrics: dict[str, Any] = evaluate_poses(est, gt)
     metrics["unregistered"] = sorted(set(gt.image_names) - set(est.image_names))
     if json_path is not None:

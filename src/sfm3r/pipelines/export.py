@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sfm3r.io.colmap import read_colmap_model
+from sfm3r.io.colmap import check_text_names, read_colmap_model
 from sfm3r.io.export import export_gaussian_splatting_folder
 from sfm3r.io.images import load_image_infos
 from sfm3r.pipelines.evaluate import model_folder
@@ -27,8 +27,10 @@ def export_model(
     written into the model or image folders.
     """
     model_dir = model_folder(model)
-    output = open_output(Path(out), [images_dir, model_dir])
     scene = read_colmap_model(model_dir)
+    if text:
+        check_text_names(scene.image_names)
+    output = open_output(Path(out), [images_dir, model_dir])
     wanted = set(scene.image_names)
     recursive = recursive or any("/" in name for name in wanted)
     infos = [info for info in load_image_infos(images_dir, recursive=recursive) if info.name in wanted]

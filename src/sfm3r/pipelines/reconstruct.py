@@ -22,7 +22,7 @@ import numpy as np
 
 import sfm3r
 from sfm3r.errors import ImageReadError, InputError, ReconstructionError
-from sfm3r.io.colmap import check_scene, model_file_names, write_colmap_model
+from sfm3r.io.colmap import check_scene, check_text_names, model_file_names, write_colmap_model
 from sfm3r.io.export import export_gaussian_splatting_folder, flat_name
 from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
@@ -93,6 +93,8 @@ def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
                 f"image file name {info.name!r} in {str(images_dir)!r} is not valid UTF-8 (written by a system "
                 "with another encoding); rename the file, e.g. with `convmv -f latin1 -t utf8 --notest`"
             ) from None
+    if conf.write_text:
+        check_text_names([info.name for info in infos])
     unique: dict[str, ImageInfo] = {}
     for info in infos:
         if info.sha256 in unique:
