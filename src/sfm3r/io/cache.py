@@ -73,7 +73,8 @@ close-after-ENOSPC path (which could segfault) is never taken. ``kill -9`` loses
 (a temp file, deleted on the next open when its writer is dead); those units are recomputed on resume.
 An unflushed HDF5 file killed mid-write is unopenable (reference/PYTHON_STACK.md §D), hence no appends.
 
-Batching: a writer commits a shard every ``max_units`` units, ``max_bytes`` bytes or ``max_seconds`` seconds
+Batching: a writer commits a shard every ``max_units`` units, ``max_bytes`` bytes (default 128 MiB: the
+batch is held in memory, twice at the commit) or ``max_seconds`` seconds
 (checked on :meth:`Writer.add`) and on exit, so 10k pairs make tens of files, not 10k, while a crash loses at
 most one batch. Resume is per unit: a unit is done iff some committed shard holds it. Measured: one unit per
 file costs 3-4x the CPU per write and 2.5 ms per file to index on open, batches cost neither.
@@ -317,7 +318,7 @@ class Store:
         self.close()
 
     def writer(
-        self, *, max_units: int = 256, max_bytes: int = 512 << 20, max_seconds: float = 60.0, durable: bool = True
+        self, *, max_units: int = 256, max_bytes: int = 128 << 20, max_seconds: float = 60.0, durable: bool = True
     ) -> Writer:
         """A writer of new shards; use as ``with store.writer() as w: w.add(key, unit)``."""
         if self.readonly:
