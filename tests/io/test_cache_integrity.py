@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sfm3r.errors import CacheError
 from sfm3r.io import cache
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -68,8 +69,8 @@ def test_unit_changed_after_indexing_fails_its_checksum(tmp_path, caplog):
     with h5py.File(store.shard_files()[0], "r+") as f:
         matches = f["units"][key]["matches"]
         matches[:10] = np.zeros(10, matches.dtype)
-    with caplog.at_level(logging.WARNING, logger="sfm3r.io.cache"), pytest.raises(KeyError):
-        store.read(key)
+    with caplog.at_level(logging.WARNING, logger="sfm3r.io.cache"), pytest.raises(CacheError, match="rerun"):
+        store.read(key)  # a CacheError (one line in the CLI), and a KeyError for callers that recompute
     assert not store.has(key) and "does not match its checksum" in caplog.text
 
 

@@ -74,7 +74,7 @@ close-after-ENOSPC path (which could segfault) is never taken. ``kill -9`` loses
 An unflushed HDF5 file killed mid-write is unopenable (reference/PYTHON_STACK.md §D), hence no appends.
 
 Batching: a writer commits a shard every ``max_units`` units, ``max_bytes`` bytes (default 128 MiB: the
-batch is held in memory, twice at the commit) or ``max_seconds`` seconds
+batch is held in memory until its commit) or ``max_seconds`` seconds
 (checked on :meth:`Writer.add`) and on exit, so 10k pairs make tens of files, not 10k, while a crash loses at
 most one batch. Resume is per unit: a unit is done iff some committed shard holds it. Measured: one unit per
 file costs 3-4x the CPU per write and 2.5 ms per file to index on open, batches cost neither.
@@ -251,6 +251,13 @@ def _file_crc(path: Path) -> int:
 # --------------------------------------------------------------------------------------------- store
 
 
+class UnitLost(CacheError, KeyError):
+    """A unit the store had indexed could not be read back (its shard is quarantined): rerun to recompute."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 class Store:
     """One namespace ``<root>/<kind>-<confighash>``: the union of its committed shards.
 
@@ -280,12 +287,19 @@ class Store:
         return len(self._index)
 
     def read(self, key: str) -> Unit:
-        """The unit stored under ``key``. Raises KeyError if absent (compute it, then write it)."""
-        for shard in list(self._index.get(key, ())):
+        """The unit stored under ``key``. Raises KeyError if absent (compute it, then write it), and
+        :class:`UnitLost` (a KeyError and a CacheError) if it was indexed but its shard failed on read."""
+        shards = list(self._index.get(key, ()))
+        for shard in shards:
             try:
                 return _read_group(self._file(shard)["units"][key])
             except Exception as exc:  # noqa: BLE001 -- h5py raises RuntimeError, OSError, KeyError, TypeError...
                 self._quarantine(shard, f"reading unit {key} failed: {type(exc).__name__}: {exc}")
+        if shards:
+            raise UnitLost(
+                f"cache unit {key} in {self.path} became unreadable while this run used it (its shard was moved "
+                f"to {CORRUPT}/); rerun the same command to recompute it"
+            )
         raise KeyError(f"{key} is not in cache {self.path}")
 
     def shard_files(self) -> list[Path]:
