@@ -86,3 +86,16 @@ def test_garbage_manifest_is_one_line_error(tmp_path):
     (out / MANIFEST_NAME).write_bytes(b"\0garbage")
     with pytest.raises(InputError, match="unreadable"):
         open_output(out)
+
+
+def test_photos_kept_in_a_subfolder_of_a_run_folder_are_allowed_and_kept(tmp_path):
+    """OUT/photos (not a name sfm3r writes) as the input: nothing is written there, --overwrite keeps it."""
+    out = tmp_path / "project"
+    manifest = open_output(out)
+    manifest.claim([out / "run.json"])
+    (out / "run.json").write_text("{}")
+    photos = out / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"photo")
+    open_output(out, [photos], overwrite=True)
+    assert (photos / "a.jpg").read_bytes() == b"photo" and not (out / "run.json").exists()

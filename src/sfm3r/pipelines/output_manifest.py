@@ -163,13 +163,15 @@ def open_output(root: Path, inputs: Sequence[Path] = (), *, overwrite: bool = Fa
     root = manifest.root
     if root.exists() and not root.is_dir():
         raise InputError(f"output path {root} is a file; give a folder (it will be created if missing)")
-    manifest.check_not_input(root)
+    if Path(os.path.realpath(root)) in manifest.inputs:
+        raise InputError(f"the output folder {root} is an input folder; choose an output folder outside the input folders")
     if manifest.path.is_file():
         manifest.load()
         for rel in sorted(manifest.folders | manifest.files):
             manifest.check_not_input(root / rel)
         for entry in root.iterdir():  # e.g. a symlink OUT/images -> ../photos made after the run
-            manifest.check_not_input(entry)
+            if entry.is_symlink():
+                manifest.check_not_input(entry)
         if overwrite:
             manifest.delete_owned()
         return manifest
