@@ -233,13 +233,14 @@ def test_load_image_infos_focal_prior_from_35mm_equivalent(tmp_path):
 
 
 def test_load_image_infos_focal_prior_from_focal_length_and_sensor_resolution(tmp_path):
-    # 4.1 mm lens, 1000 sensor pixels per mm (unit 4 = mm) at a capture width of 80 px; stored at 40 px.
+    # A phone: 4.1 mm lens, a 5.6 mm sensor of 4000 px (5000/7 px per mm, unit 4 = mm), stored at 40 px
+    # (26 mm in 35 mm terms: plausible, see test_absurd_exif_focal_is_ignored_with_a_warning).
     exif = _exif_with_focal(
-        x920A=TiffImagePlugin.IFDRational(41, 10), xA20E=TiffImagePlugin.IFDRational(1000, 1), xA210=4, xA002=80
+        x920A=TiffImagePlugin.IFDRational(41, 10), xA20E=TiffImagePlugin.IFDRational(5000, 7), xA210=4, xA002=4000
     )
     Image.fromarray(_pattern(30, 40)).save(tmp_path / "a.jpg", exif=exif)
     (info,) = load_image_infos(tmp_path)
-    assert info.prior_focal_px == pytest.approx(4.1 * 1000 * 40 / 80)
+    assert info.prior_focal_px == pytest.approx(4.1 * 5000 / 7 * 40 / 4000)
 
 
 def test_load_image_infos_raises_or_skips_bad_images(tmp_path, caplog):
