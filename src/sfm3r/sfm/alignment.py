@@ -37,6 +37,7 @@ from sfm3r.sfm.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
 from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
 from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
+from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.sfm.pose_init import initial_poses
 from sfm3r.sfm.reprojection_refinement import RefineConf2D, refine_reprojection
 from sfm3r.sfm.tracks import build_tracks
@@ -155,14 +156,14 @@ def mean_reprojection_errors(
     obs_xy: np.ndarray,  # (K, 2) observed pixels
     rotations: np.ndarray,  # (N, 3, 3) cam_from_world
     translations: np.ndarray,  # (N, 3)
-    calibration: np.ndarray,  # (N, 3, 3) K per image
+    calibration: np.ndarray,  # (N, 3, 3) K per image (pinhole, no skew)
 ) -> np.ndarray:
     """(P,) mean reprojection error in pixels of each point over its observations (inf behind a camera)."""
     cam = np.einsum("kij,kj->ki", rotations[obs_image], points[obs_point]) + translations[obs_image]
-    proj = np.einsum("kij,kj->ki", calibration[obs_image], cam)
-    depth = proj[:, 2]
+    K = calibration[obs_image]
     with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.linalg.norm(proj[:, :2] / depth[:, None] - obs_xy, axis=1)
+        xy, depth = project_pinhole(cam, K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2])
+        err = np.linalg.norm(xy - obs_xy, axis=1)
     err = np.where(depth > 0, err, np.inf)
     total = np.bincount(obs_point, weights=err, minlength=len(points))
     count = np.bincount(obs_point, minlength=len(points))

@@ -4,7 +4,7 @@ For every kept match (anchor a in image i, anchor b in image j), the world point
 depth, X_b = Q_j·d_b·K_j⁻¹[x_b, 1] + C_j, is projected into image i and compared with the observed pixel x_a,
 and symmetrically. Parameters: per image a rotation increment (3), the centre (3), log focal (one per camera
 group, none when fixed) and one log depth per anchor. Robust Cauchy loss in pixels, weighted by match
-confidence; Levenberg–Marquardt with the anchor depths eliminated by a Schur complement (their block of the
+confidence; Levenberg–Marquardt (the kernel's loop, geometry.lm) with the anchor depths eliminated by a Schur complement (their block of the
 normal equations is diagonal), so each step solves a system the size of the camera parameters only.
 Gauge: the root pose and one anchor depth of the root are fixed. Principal points (one per camera group)
 stay fixed unless ``optimise_pp``.
@@ -34,6 +34,8 @@ import torch
 
 from sfm3r.sfm.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
 from sfm3r.sfm.canonical import CanonicalData
+from sfm3r.sfm.geometry.lm import levenberg_marquardt
+from sfm3r.sfm.geometry.projection import perspective_divide
 
 logger = logging.getLogger(__name__)
 
@@ -295,8 +297,7 @@ class ReprojectionProblem:
         dep = torch.exp(prm.logd[self.sa[s]]).view(n, W)
         p = dep[..., None] * ray
         y = p @ Rrel.transpose(1, 2) + trel[:, None]
-        z = y[..., 2].clamp_min(1e-9)
-        uv = y[..., :2] / z[..., None]
+        uv, z = perspective_divide(y, min_depth=1e-9)
         r = fo[:, None, None] * uv + prm.PP[so][:, None] - self.x_obs[s].view(n, W, 2)
         # a point behind (or at) its observer has no projection: a fixed, large residual (see BEHIND_PX)
         r = torch.where((z <= _MIN_DEPTH)[..., None], r.new_tensor([BEHIND_PX, 0.0]), r)
@@ -466,46 +467,33 @@ def refine_reprojection(
     fidx = np.arange(N) if groups is None else np.asarray(groups, np.int64)
     prob = ReprojectionProblem(canon, keep, fidx, fixed_focal, root, conf, device)
     prm = prob.initial_params(rotations, centres, depths, focal, pp)
-    scale_px = max(conf.initial_robust_scale_px, conf.robust_scale_px)
-    delta2 = scale_px**2
+    robust = {"scale_px": max(conf.initial_robust_scale_px, conf.robust_scale_px)}  # annealed in place
+
+    def delta2() -> float:
+        return robust["scale_px"] ** 2
+
+    def reweight(state):
+        """Halve the robust scale down to its final value; the cost of `state` under the new one."""
+        if robust["scale_px"] <= conf.robust_scale_px:
+            return None
+        robust["scale_px"] = max(robust["scale_px"] / 2, conf.robust_scale_px)
+        return prob.cost(state[1], delta2())
+
+    def update(state, step):
+        full_c, full_d = step
+        # an anchor seen at almost no parallax has a near-zero depth curvature: bound its step
+        full_d = full_d.clamp(-_MAX_LOG_DEPTH_STEP, _MAX_LOG_DEPTH_STEP)
+        prm_n = prob.step(state[0], torch.as_tensor(full_c, device=prob.device), full_d)
+        rn, _ = prob.residuals(prm_n)
+        return (prm_n, rn), prob.cost(rn, delta2())
+
     r, _ = prob.residuals(prm)
-    f = prob.cost(r, delta2)
-    history = [f]
-    mu = 1e-4
-    for _ in range(conf.max_iters):
-        annealing = scale_px > conf.robust_scale_px
-        if annealing:
-            scale_px = max(scale_px / 2, conf.robust_scale_px)
-            delta2 = scale_px**2
-            f = prob.cost(r, delta2)
-        system = prob.system(prm, r, delta2)
-        improved = False
-        for _ in range(8):
-            try:
-                full_c, full_d = prob.solve(system, mu)
-            except RuntimeError:
-                mu *= 10
-                continue
-            # an anchor seen at almost no parallax has a near-zero depth curvature: bound its step
-            full_d = full_d.clamp(-_MAX_LOG_DEPTH_STEP, _MAX_LOG_DEPTH_STEP)
-            prm_n = prob.step(prm, torch.as_tensor(full_c, device=prob.device), full_d)
-            rn, _ = prob.residuals(prm_n)
-            fn = prob.cost(rn, delta2)
-            if np.isfinite(fn) and fn < f:
-                prm, r = prm_n, rn
-                mu = max(mu / 3, 1e-9)
-                improved = True
-                break
-            mu *= 10
-        if not improved:
-            if annealing:
-                continue
-            break
-        rel = (f - fn) / max(f, 1e-300)
-        f = fn
-        history.append(f)
-        if rel < conf.tolerance and not annealing:
-            break
+    out = levenberg_marquardt(
+        (prm, r), prob.cost(r, delta2()),
+        linearise=lambda state: prob.system(state[0], state[1], delta2()), solve=prob.solve, update=update,
+        max_iters=conf.max_iters, tolerance=conf.tolerance, reweight=reweight,
+    )
+    (prm, r), history = out.state, out.cost_history
     err = prob.match_errors(r)
     K = prob.K
     bad = (err[:K] > conf.outlier_px) | (err[K:] > conf.outlier_px)
