@@ -14,7 +14,7 @@ import pytest
 import roma
 import torch
 
-from sfm3r.sfm.alignment_synthetic import make_scene, project
+from alignment_synthetic import make_scene, project
 from sfm3r.sfm.canonical import CanonicalData
 from sfm3r.sfm.block_lm import image_graph_fill
 from sfm3r.sfm.reprojection_refinement import RefineConf2D, ReprojectionProblem, refine_reprojection

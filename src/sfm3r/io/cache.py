@@ -12,7 +12,7 @@ Folders (schema version 1, :data:`SCHEMA_VERSION`)::
           .<host>.<pid>.<token>.<seq>.h5.tmp  shard being written: ignored by readers
         corrupt/                              unreadable shards moved aside (their units are recomputed)
 
-- ``kind`` names the stage output: ``features-sift``, ``pairs-classic``, ``pairs-mast3r``, ``tokens-mast3r``, …
+- ``kind`` names the stage output: ``features-sift``, ``pairs-classic``, ``pairs-mast3r``, …
   (lower-case letters, digits and ``-``).
 - ``confighash`` = :func:`config_hash` of every setting that affects the results: model / checkpoint
   sha256, network resolution, backend options. Another config gives another folder, so a changed option
@@ -54,10 +54,6 @@ Unit types written by the typed helpers (other code may store free-form units wi
     orientations      (N,)     float32         optional, radians
     attrs: width, height (int, original image size after EXIF rotation)
 
-``unit_type = "tokens"`` (:func:`write_tokens` / :func:`read_tokens`), encoder output of one image:
-    tokens            (T, D)   float16|float32 T = (net_height / patch_size) * (net_width / patch_size), row-major
-    attrs: net_height, net_width, patch_size (int)
-
 No ``-1`` placeholders are stored: unmatched keypoints simply do not appear in a pair, and optional
 arrays are absent rather than filled.
 
@@ -75,7 +71,7 @@ file costs 3-4x the CPU per write and 2.5 ms per file to index on open, batches 
 Sharding: each writer (process, GPU, machine on a shared folder) writes its own uniquely named shards;
 no locks, no shared file is ever modified. A reader indexes all shards and sees their union. If two
 workers computed the same unit, both copies are complete and equivalent; the first shard in name order
-wins. :func:`worker_of` splits keys between workers deterministically. Other workers' new shards become
+wins (workers split keys among themselves, e.g. by a hash of the key). Other workers' new shards become
 visible after :meth:`Store.refresh`.
 
 Corruption: a committed shard that does not open or does not match this namespace (truncated copy,
@@ -146,13 +142,6 @@ def pair_key(sha_i: str, sha_j: str) -> str:
         if not _SHA_RE.match(sha):
             raise ValueError(f"pair_key expects lower-case hex content hashes, got {sha!r}")
     return f"{sha_i}_{sha_j}"
-
-
-def worker_of(key: str, num_workers: int) -> int:
-    """Deterministic worker index in [0, num_workers) for ``key``, so workers split units disjointly."""
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % num_workers
 
 
 def _jsonable(value: Any) -> Any:
@@ -688,37 +677,3 @@ def read_features(store: Store, key: str) -> Features:
         width=int(unit.attrs["width"]), height=int(unit.attrs["height"]),
         scales=a.get("scales"), orientations=a.get("orientations"),
     )  # fmt: skip
-
-
-@dataclass(frozen=True, eq=False)
-class Tokens:
-    """Encoder output of one image at network resolution (schema ``unit_type = "tokens"``)."""
-
-    tokens: np.ndarray  # (T, D) float16 or float32, T = (net_height // patch_size) * (net_width // patch_size)
-    net_height: int  # image size the network saw
-    net_width: int
-    patch_size: int
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """(rows, cols) of the token grid."""
-        return self.net_height // self.patch_size, self.net_width // self.patch_size
-
-
-def write_tokens(writer: Writer, key: str, tokens: Tokens) -> None:
-    """Add the encoder tokens of one image under ``key`` (image sha256; the namespace names the model)."""
-    rows, cols = tokens.grid
-    t = tokens.tokens
-    _require(t.ndim == 2 and t.shape[0] == rows * cols,
-             f"tokens must be (T={rows}*{cols}, D) for a {tokens.net_height}x{tokens.net_width} net image, got {t.shape}")  # fmt: skip
-    _require(t.dtype in (np.float16, np.float32), f"tokens must be float16 or float32, got {t.dtype}")
-    attrs = {"net_height": int(tokens.net_height), "net_width": int(tokens.net_width), "patch_size": int(tokens.patch_size)}
-    writer.add(key, Unit("tokens", {"tokens": t}, attrs))
-
-
-def read_tokens(store: Store, key: str) -> Tokens:
-    """The Tokens stored under ``key``."""
-    unit = store.read(key)
-    _expect_type(unit, "tokens", key, store)
-    at = unit.attrs
-    return Tokens(unit.arrays["tokens"], int(at["net_height"]), int(at["net_width"]), int(at["patch_size"]))
