@@ -19,7 +19,7 @@ Folders (schema version 1, :data:`SCHEMA_VERSION`)::
   never reuses stale results, and two configs can coexist (switching back is free).
 - A *unit* is one complete result (one image, one pair) under a *key* made from content hashes:
   an image key is its file's sha256 (``ImageInfo.sha256``), a pair key is :func:`pair_key` of the two
-  sha256 in canonical (sorted) order. A unit that depends on more inputs (e.g. an image's canonical map
+  sha256 in cache order (sorted). A unit that depends on more inputs (e.g. an image's canonical depth map
   depends on its pair set) takes ``config_hash`` of all of them as key. Keys are strings of
   ``[A-Za-z0-9_-]``, at most 200 characters. A changed image gives a changed key, so nothing stale is
   ever read; unused units simply stay on disk.
@@ -133,7 +133,7 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
 def pair_key(sha_i: str, sha_j: str) -> str:
     """Key of the ordered pair (i, j): ``"<sha_i>_<sha_j>"``; ``pair_key(a, b) != pair_key(b, a)``.
 
-    Canonical order, for callers: an unordered pair is computed and stored once, with the image whose
+    Cache order, for callers: an unordered pair is computed and stored once, with the image whose
     sha256 sorts first as i (``pair_key(*sorted((a, b)))``); a reader wanting the other order swaps the
     result (i <-> j fields, inverse relative pose). Sorting by content, not by input order, keeps the key
     stable when images are added, removed or renamed.

@@ -37,9 +37,10 @@ from sfm3r.sfm.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
 from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
 from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
+from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
 from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.sfm.pose_init import initial_poses
-from sfm3r.sfm.reprojection_refinement import RefineConf2D, refine_reprojection
+from sfm3r.sfm.reprojection_refinement import ReprojectionConf, refine_reprojection
 from sfm3r.sfm.tracks import build_tracks
 from sfm3r.types import Camera, ImageInfo, PairResult, Scene
 
@@ -65,11 +66,11 @@ class AlignConf:
     coarse: CoarseConf = field(default_factory=CoarseConf)
     coarse_enabled: bool = True
     refine: Refinement = Refinement.REPROJECTION  # measured best on real data (benchmarks/alignment_real.py)
-    reprojection: RefineConf2D = field(default_factory=RefineConf2D)
+    reprojection: ReprojectionConf = field(default_factory=ReprojectionConf)
     ba: RefineConf = field(default_factory=RefineConf)
     camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
-    default_focal_factor: float = 1.2  # focal = factor·max(W, H) when nothing better is known
+    default_focal_factor: float = DEFAULT_FOCAL_FACTOR  # focal = factor·max(W, H) when nothing better is known
     focal_sanity: tuple[float, float] = (0.25, 6.0)  # backend focal estimates outside ·max(W,H) are ignored
     device: str = "cpu"
 
