@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import resource
 import time
 import tracemalloc
@@ -25,8 +26,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sfm"))  # alignment_synthetic
+from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs  # noqa: E402
+
 from sfm3r.sfm.alignment import AlignConf, Refinement, align_scene
-from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
 
 from scaling import RssSampler  # benchmarks/scaling.py (this script's folder is on sys.path)

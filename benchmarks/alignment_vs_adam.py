@@ -1,6 +1,6 @@
 """Our alignment optimiser vs the reference MASt3R-SfM schedule (600 Adam steps), on the same inputs.
 
-The same synthetic scene (``sfm.alignment_synthetic``: N cameras on an arc (default 180°; ``--arc 360`` for
+The same synthetic scene (``tests/sfm/alignment_synthetic.py``: N cameras on an arc (default 180°; ``--arc 360`` for
 a closed ring), sliding-window pairs, 150 matches per pair, 0.5 px
 noise, 1 % depth noise, 20 % outlier matches, ±5 % backend focal error) is verified and turned into
 canonical anchors once (``verify_edges`` + ``build_canonical``, shared by both, timed separately). Then:
@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import platform
 import time
 from pathlib import Path
@@ -42,8 +43,10 @@ import networkx as nx
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sfm"))  # alignment_synthetic
+from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs  # noqa: E402
+
 from sfm3r.sfm.alignment import AlignConf, _initial_intrinsics  # the same initial intrinsics as align_scene
-from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.canonical import CanonicalData, build_canonical
 from sfm3r.sfm.coarse_alignment import anchor_rays, coarse_align
 from sfm3r.sfm.edge_verification import verify_edges

@@ -131,7 +131,7 @@ def main() -> None:
         "tokens-mast3r": [(sha(i), tok_units[i % 4]) for i in range(args.tokens)],
     }
     readers = {"pairs-mast3r": cache.read_pair_result, "pairs-classic": cache.read_pair_result,
-               "tokens-mast3r": cache.read_tokens}  # fmt: skip
+               "tokens-mast3r": lambda store, key: store.read(key)}  # fmt: skip
     settings = {"batched": {}, "batched-nofsync": {"durable": False}, "unit-per-shard": {"max_units": 1}}
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

@@ -1,6 +1,6 @@
 """Scaling of the weight-free pipeline with the number of images N: time and peak memory per stage.
 
-A synthetic scene of N cameras on a ring (``sfm.alignment_synthetic``) goes through:
+A synthetic scene of N cameras on a ring (``tests/sfm/alignment_synthetic.py``) goes through:
 
 1. ``retrieval``: ASMK similarity (``sfm.retrieval.sift_retrieval``, codebook trained on the set) of
    synthetic RootSIFT-like descriptors: every scene point has a random descriptor; an image sees the
@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "sfm"))  # alignment_synthetic (test and benchmark code)
 RESULTS = REPO / "benchmarks" / "results"
 STAGES = ["retrieval", "scene_graph", "pairwise", "alignment", "writers"]
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -78,7 +79,7 @@ def synthetic_descriptors(scene, max_features: int, seed: int = 0) -> list:
     """Per image (n_i, 128) float32 unit-norm non-negative descriptors of its visible points (+ noise)."""
     import numpy as np
 
-    from sfm3r.sfm.alignment_synthetic import project
+    from alignment_synthetic import project
 
     rng = np.random.default_rng(seed)
     point_desc = np.abs(rng.normal(size=(scene.points.shape[0], 128))).astype(np.float32)
@@ -99,7 +100,7 @@ def worker(n: int, threads: int, max_features: int, max_matches: int) -> dict:
 
     from sfm3r.io.colmap import write_colmap_model
     from sfm3r.sfm.alignment import AlignConf, align_scene
-    from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene
+    from alignment_synthetic import make_pair_results, make_scene
     from sfm3r.sfm.evaluation import evaluate_poses
     from sfm3r.sfm.retrieval import sift_retrieval
     from sfm3r.sfm.scene_graph import build_scene_graph

@@ -91,16 +91,6 @@ def test_pair_key_is_ordered_and_validates_hashes():
         cache.pair_key("IMG_0001.jpg", sha(2))
 
 
-def test_worker_of_splits_keys_deterministically():
-    keys = unit_keys(200)
-    parts = [[k for k in keys if cache.worker_of(k, 3) == w] for w in range(3)]
-    assert sorted(sum(parts, [])) == sorted(keys) and all(len(p) > 30 for p in parts)
-    assert [cache.worker_of(k, 3) for k in keys] == [cache.worker_of(k, 3) for k in keys]
-
-
-# ------------------------------------------------------------------------------------------ round trips
-
-
 def test_pair_result_round_trip_with_relative_pose(store):
     key = unit_keys(1)[0]
     original = make_pair(key, num_matches=500)
@@ -164,25 +154,9 @@ def test_features_with_zero_keypoints_round_trip(store):
     assert got.keypoints.shape == (0, 2) and got.descriptors.shape == (0, 128)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_tokens_round_trip(store, dtype):
-    tokens = cache.Tokens(np.random.default_rng(1).normal(size=(24 * 32, 64)).astype(dtype), 384, 512, 16)
-    with store.writer() as w:
-        cache.write_tokens(w, sha(9), tokens)
-    got = cache.read_tokens(store, sha(9))
-    assert (got.net_height, got.net_width, got.patch_size, got.grid) == (384, 512, 16, (24, 32))
-    assert got.tokens.dtype == dtype
-    np.testing.assert_array_equal(got.tokens, tokens.tokens)
-
-
-def test_tokens_with_wrong_count_are_rejected(store):
-    with store.writer() as w, pytest.raises(ValueError, match="tokens must be"):
-        cache.write_tokens(w, sha(9), cache.Tokens(np.zeros((10, 8), np.float16), 384, 512, 16))
-
-
 def test_reading_a_unit_as_the_wrong_type_raises_cache_error(store):
     with store.writer() as w:
-        cache.write_tokens(w, sha(9), cache.Tokens(np.zeros((4, 8), np.float16), 32, 32, 16))
+        w.add(sha(9), cache.Unit("tokens", {"tokens": np.zeros((4, 8), np.float16)}, {"net_height": 32}))
     with pytest.raises(CacheError, match="'tokens' unit, not 'pair'"):
         cache.read_pair_result(store, sha(9))
 

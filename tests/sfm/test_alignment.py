@@ -10,7 +10,7 @@ import torch
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, Refinement, align_scene, get_conf
 from sfm3r.sfm.camera_groups import CameraMode
-from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
+from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import Camera
 

@@ -8,7 +8,7 @@ from ba_synthetic import make_scene, perturb, rotation_angle_deg
 
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
-from sfm3r.sfm.sim3 import apply_sim3, umeyama_sim3
+from sfm3r.sfm.geometry.similarity import apply_similarity as apply_sim3, fit_similarity as umeyama_sim3
 from sfm3r.sfm.tracks import build_tracks
 from sfm3r.types import Camera
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
+from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.canonical import build_canonical, weiszfeld_focal
 from sfm3r.sfm.edge_verification import VerifyConf, verify_edges
 from sfm3r.types import DenseView

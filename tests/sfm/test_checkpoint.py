@@ -159,7 +159,7 @@ def test_wrong_shapes_are_listed():
 
 def test_unsupported_architecture_in_args_is_a_checkpoint_error(tmp_path):
     path = tmp_path / "dust3r.pth"
-    args = argparse.Namespace(model="AsymmetricMASt3R(head_type='dpt', output_mode='pts3d')")
+    args = argparse.Namespace(model="AsymmetricMASt3R(pos_embed='RoPE100', head_type='dpt', output_mode='pts3d')")
     torch.save({"model": {"mask_token": torch.zeros(1)}, "args": args}, path)
     with pytest.raises(CheckpointError, match="head_type"):
         read_checkpoint(path)
@@ -169,3 +169,78 @@ def test_alias_keys_are_completed_in_both_directions():
     t1, t2 = torch.zeros(1), torch.ones(1)
     out = add_alias_keys({"h.dpt.scratch.layer1_rn.weight": t1, "h.dpt.scratch.layer_rn.3.weight": t2})
     assert out["h.dpt.scratch.layer_rn.0.weight"] is t1 and out["h.dpt.scratch.layer4_rn.weight"] is t2
+
+
+# -- a model string that omits an argument gets the official constructor's default --------------------
+
+
+def _tiny_string_without(key: str) -> str:
+    """The tiny fixture's model string with the keyword `key` removed."""
+    from sfm3r.sfm.mast3r_network import parse_constructor_string
+
+    name, kwargs = parse_constructor_string(tiny_model_string())
+    assert key in kwargs
+    del kwargs[key]
+    return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+def _load_without(tmp_path, key: str):
+    path = tmp_path / f"no_{key}.pth"
+    torch.save({"model": tiny_state_dict(), "args": argparse.Namespace(model=_tiny_string_without(key))}, path)
+    return path
+
+
+def _land_outputs(model):
+    with torch.inference_mode():
+        return model(view("land_a"), view("land_b"))
+
+
+def test_omitted_desc_conf_mode_falls_back_to_conf_mode(tmp_path):
+    require_fixtures()
+    path = _load_without(tmp_path, "desc_conf_mode")
+    assert read_checkpoint(path).config.desc_conf_mode is None
+    res1, _ = _land_outputs(load_mast3r(path))
+    ref = np.load(TINY / "pair_land.npz")
+    assert_close(res1["pts3d"], ref["view1_pts3d"], "pts3d")
+    assert_close(res1["desc"], ref["view1_desc"], "desc")
+    # conf_mode ('exp', 1, inf) instead of the fixture's ('exp', 0, inf): exactly one more everywhere
+    assert_close(res1["desc_conf"], ref["view1_desc_conf"] + 1.0, "desc_conf")
+
+
+@pytest.mark.parametrize("key, official", [("enc_num_heads", 12), ("dec_num_heads", 16)])
+def test_omitted_head_counts_take_the_official_defaults(tmp_path, key, official):
+    """Same keys and shapes (so strict loading accepts them), other numbers: the default must be official."""
+    require_fixtures()
+    path = _load_without(tmp_path, key)
+    assert getattr(read_checkpoint(path).config, key) == official
+    res1, _ = _land_outputs(load_mast3r(path))
+    ref = np.load(TINY / "pair_land.npz")["view1_pts3d"]
+    assert not np.allclose(res1["pts3d"].numpy(), ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("key", ["two_confs", "enc_embed_dim", "enc_depth", "dec_embed_dim"])
+def test_omitted_shape_arguments_take_official_defaults_that_strict_loading_refuses(tmp_path, key):
+    require_fixtures()
+    path = _load_without(tmp_path, key)
+    want = {"two_confs": False, "enc_embed_dim": 768, "enc_depth": 12, "dec_embed_dim": 512}[key]
+    assert getattr(read_checkpoint(path).config, key) == want
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_mast3r(path)
+
+
+@pytest.mark.parametrize("key, official", [("pos_embed", "'cosine'"), ("head_type", "'linear'"),
+                                           ("output_mode", "'pts3d'"), ("dec_depth", "8")])
+def test_omitted_arguments_with_unsupported_official_defaults_are_named(tmp_path, key, official):
+    require_fixtures()
+    with pytest.raises(CheckpointError, match=f"{key}.*{official}|{key}={official}") as info:
+        read_checkpoint(_load_without(tmp_path, key))
+    assert "omits" in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["depth_mode", "conf_mode", "img_size", "landscape_only", "patch_embed_cls"])
+def test_omitted_arguments_whose_official_default_is_the_fixtures_change_nothing(tmp_path, key):
+    require_fixtures()
+    path = _load_without(tmp_path, key)
+    if key == "img_size":
+        assert read_checkpoint(path).config.img_size == (224, 224)
+    _golden_land_matches(load_mast3r(path))

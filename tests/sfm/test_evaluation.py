@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from sfm3r.sfm.alignment_synthetic import make_scene
+from alignment_synthetic import make_scene
 from sfm3r.sfm.evaluation import evaluate_poses, pose_auc
 
 

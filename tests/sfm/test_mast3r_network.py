@@ -64,12 +64,12 @@ def test_parser_reads_literals_and_infinities_without_eval():
         ("AsymmetricMASt3R(1024)", "positional"),
         ("AsymmetricMASt3R(**cfg)", "kwargs"),
         ("AsymmetricMASt3R(enc_depth=24", "cannot parse"),
-        ("AsymmetricMASt3R(bogus_option=3)", "unknown MASt3R constructor argument"),
         ("AsymmetricCroCo3DStereo(enc_depth=24)", "not supported"),
-        ("AsymmetricMASt3R(head_type='linear')", "head_type"),
-        ("AsymmetricMASt3R(pos_embed='cosine')", "pos_embed"),
-        ("AsymmetricMASt3R(depth_mode=('exp', 0, inf))", "depth_mode"),
-        ("AsymmetricMASt3R(dec_depth=8)", "dec_depth > 9"),
+        (MAST3R_VITL_512_MODEL_STR.replace("two_confs", "bogus_option"), "unknown MASt3R constructor argument"),
+        (MAST3R_VITL_512_MODEL_STR.replace("'catmlp+dpt'", "'linear'"), "head_type"),
+        (MAST3R_VITL_512_MODEL_STR.replace("'RoPE100'", "'cosine'"), "pos_embed"),
+        (MAST3R_VITL_512_MODEL_STR.replace("depth_mode=('exp', -inf", "depth_mode=('exp', 0"), "depth_mode"),
+        (MAST3R_VITL_512_MODEL_STR.replace("dec_depth=12", "dec_depth=8"), "dec_depth > 9"),
     ],
 )
 def test_bad_model_strings_raise_clear_errors(text, message):

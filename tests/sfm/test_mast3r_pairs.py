@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfm3r.sfm.mast3r_pairs import Mast3rPairConf, fit_sim3_ransac, mast3r_pair_result
+from sfm3r.sfm.mast3r_pairs import Mast3rPairConf, mast3r_pair_result
 from sfm3r.types import NetView
 
 F, Z, D = 40.0, 4.0, 24
@@ -190,20 +190,3 @@ def test_outputs_that_do_not_match_the_netview_raise(scene):
         no_conf = {"view1": pass_ij["view1"], "view2": {**pass_ij["view2"]}}
         del no_conf["view2"]["desc_conf"]
         mast3r_pair_result("i", "j", no_conf, pass_ji, VIEW_I, VIEW_J)
-
-
-def test_sim3_ransac_recovers_the_similarity_despite_outliers():
-    rng = np.random.default_rng(0)
-    src = rng.normal(size=(200, 3)) + [0, 0, 6]
-    angle = 0.4
-    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    dst = 0.8 * src @ rot.T + [0.3, -0.1, 0.5]
-    outliers = rng.random(200) < 0.3
-    dst[outliers] = rng.normal(size=(outliers.sum(), 3)) * 3 + [0, 0, 6]
-    s, r, t, inl = fit_sim3_ransac(src, dst, np.ones(200))
-    assert s == pytest.approx(0.8, rel=1e-9)
-    np.testing.assert_allclose(r, rot, atol=1e-9)
-    np.testing.assert_allclose(t, [0.3, -0.1, 0.5], atol=1e-9)
-    np.testing.assert_array_equal(inl, ~outliers)
-    with pytest.raises(ValueError, match="at least 3"):
-        fit_sim3_ransac(src[:2], dst[:2], np.ones(2))

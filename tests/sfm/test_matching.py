@@ -10,14 +10,9 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES
 
-from sfm3r.sfm.matching import (
-    PairDescriptors,
-    fast_reciprocal_nns,
-    fast_reciprocal_nns_idx,
-    nonsym_correspondences,
-    symmetric_correspondences,
-    symmetric_correspondences_batch,
-)
+from matching_official_api import fast_reciprocal_nns, fast_reciprocal_nns_idx, nonsym_correspondences
+
+from sfm3r.sfm.matching import PairDescriptors, symmetric_correspondences, symmetric_correspondences_batch
 
 FAST_NN = FIXTURES / "fast_nn"
 

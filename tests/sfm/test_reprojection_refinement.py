@@ -14,10 +14,10 @@ import pytest
 import roma
 import torch
 
-from sfm3r.sfm.alignment_synthetic import make_scene, project
+from alignment_synthetic import make_scene, project
 from sfm3r.sfm.canonical import CanonicalData
 from sfm3r.sfm.block_lm import image_graph_fill
-from sfm3r.sfm.reprojection_refinement import RefineConf2D, ReprojectionProblem, refine_reprojection
+from sfm3r.sfm.reprojection_refinement import ReprojectionConf, ReprojectionProblem, refine_reprojection
 
 
 def _tiny_problem(seed: int = 0):
@@ -73,7 +73,7 @@ def test_camera_system_and_step_match_the_dense_jacobian(groups, fixed):
     fixed_focal = np.isin(np.arange(N), fixed)
     keep = np.ones(canon.match_a.size, bool)
     keep[::7] = False  # some matches unused
-    prob = ReprojectionProblem(canon, keep, np.array(groups), fixed_focal, 1, RefineConf2D())
+    prob = ReprojectionProblem(canon, keep, np.array(groups), fixed_focal, 1, ReprojectionConf())
     entries_per_anchor = np.bincount(prob.ent_anchor[:-1].numpy(), minlength=A)
     assert entries_per_anchor.max() >= 4  # anchors seen by several images: the general Schur path
     prm = prob.initial_params(rotations, centres, depths, focal, pp)
@@ -149,7 +149,7 @@ def test_refinement_reduces_the_error_and_maps_inliers_back_to_the_matches():
     canon.anchor_xy[canon.match_b[5]] -= 40.0
     N = len(canon.image_names)
     res = refine_reprojection(canon, rotations, centres, depths, focal, pp, keep, np.zeros(N, bool), 0,
-                              RefineConf2D(), groups=np.zeros(N, np.int64))
+                              ReprojectionConf(), groups=np.zeros(N, np.int64))
     assert res.cost_history[-1] < 0.2 * res.cost_history[0]
     assert res.final_rms_px < 1.0
     assert not res.inlier_matches[:3].any() and not res.inlier_matches[5]

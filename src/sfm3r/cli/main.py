@@ -14,7 +14,7 @@ import click
 
 from sfm3r import __version__
 from sfm3r.errors import Sfm3rError
-from sfm3r.pipelines.config import PRESETS, Backend, CameraMode, CameraModel
+from sfm3r.pipelines.config import PRESETS, WRITTEN_MODELS, Backend, CameraMode
 
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -119,7 +119,7 @@ def _pipeline_options(func):
                      help="Keep every principal point at the image centre. By default it is refined for "
                           "cameras shared by 5 or more images, and the exported images are cropped so that "
                           "it is centred for graphdeco 3DGS."),
-        click.option("--camera-model", type=click.Choice([m.value for m in CameraModel]), default=None,
+        click.option("--camera-model", type=click.Choice([m.value for m in WRITTEN_MODELS]), default=None,
                      help="Camera model written to the COLMAP model [default: PINHOLE]."),
         click.option("--known-intrinsics", type=_EXISTING_PATH, default=None,
                      help="Known cameras, kept fixed: a COLMAP model folder, or a cameras.txt with one camera."),

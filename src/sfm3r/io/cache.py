@@ -13,14 +13,14 @@ Folders (schema version 2, :data:`SCHEMA_VERSION`)::
           .<host>.<pid>.<token>.<seq>.h5.tmp  shard being written: ignored by readers
         corrupt/                              unreadable shards moved aside (their units are recomputed)
 
-- ``kind`` names the stage output: ``features-sift``, ``pairs-classic``, ``pairs-mast3r``, ``tokens-mast3r``, …
+- ``kind`` names the stage output: ``features-sift``, ``pairs-classic``, ``pairs-mast3r``, …
   (lower-case letters, digits and ``-``).
 - ``confighash`` = :func:`config_hash` of every setting that affects the results: model / checkpoint
   sha256, network resolution, backend options. Another config gives another folder, so a changed option
   never reuses stale results, and two configs can coexist (switching back is free).
 - A *unit* is one complete result (one image, one pair) under a *key* made from content hashes:
   an image key is its file's sha256 (``ImageInfo.sha256``), a pair key is :func:`pair_key` of the two
-  sha256 in canonical (sorted) order. A unit that depends on more inputs (e.g. an image's canonical map
+  sha256 in cache order (sorted). A unit that depends on more inputs (e.g. an image's canonical depth map
   depends on its pair set) takes ``config_hash`` of all of them as key. Keys are strings of
   ``[A-Za-z0-9_-]``, at most 200 characters. A changed image gives a changed key, so nothing stale is
   ever read; unused units simply stay on disk.
@@ -57,10 +57,6 @@ Unit types written by the typed helpers (other code may store free-form units wi
     orientations      (N,)     float32         optional, radians
     attrs: width, height (int, original image size after EXIF rotation)
 
-``unit_type = "tokens"`` (:func:`write_tokens` / :func:`read_tokens`), encoder output of one image:
-    tokens            (T, D)   float16|float32 T = (net_height / patch_size) * (net_width / patch_size), row-major
-    attrs: net_height, net_width, patch_size (int)
-
 No ``-1`` placeholders are stored: unmatched keypoints simply do not appear in a pair, and optional
 arrays are absent rather than filled.
 
@@ -82,7 +78,7 @@ file costs 3-4x the CPU per write and 2.5 ms per file to index on open, batches 
 Sharding: each writer (process, GPU, machine on a shared folder) writes its own uniquely named shards;
 no locks, no shared file is ever modified. A reader indexes all shards and sees their union. If two
 workers computed the same unit, both copies are complete and equivalent; the first shard in name order
-wins. :func:`worker_of` splits keys between workers deterministically. Other workers' new shards become
+wins (workers split keys among themselves, e.g. by a hash of the key). Other workers' new shards become
 visible after :meth:`Store.refresh`.
 
 Corruption: every shard's bytes are checked against the CRC-32 in its name when it is indexed (one
@@ -150,7 +146,7 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
 def pair_key(sha_i: str, sha_j: str) -> str:
     """Key of the ordered pair (i, j): ``"<sha_i>_<sha_j>"``; ``pair_key(a, b) != pair_key(b, a)``.
 
-    Canonical order, for callers: an unordered pair is computed and stored once, with the image whose
+    Cache order, for callers: an unordered pair is computed and stored once, with the image whose
     sha256 sorts first as i (``pair_key(*sorted((a, b)))``); a reader wanting the other order swaps the
     result (i <-> j fields, inverse relative pose). Sorting by content, not by input order, keeps the key
     stable when images are added, removed or renamed.
@@ -159,13 +155,6 @@ def pair_key(sha_i: str, sha_j: str) -> str:
         if not _SHA_RE.match(sha):
             raise ValueError(f"pair_key expects lower-case hex content hashes, got {sha!r}")
     return f"{sha_i}_{sha_j}"
-
-
-def worker_of(key: str, num_workers: int) -> int:
-    """Deterministic worker index in [0, num_workers) for ``key``, so workers split units disjointly."""
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % num_workers
 
 
 def _jsonable(value: Any) -> Any:
@@ -767,37 +756,3 @@ def read_features(store: Store, key: str) -> Features:
         width=int(unit.attrs["width"]), height=int(unit.attrs["height"]),
         scales=a.get("scales"), orientations=a.get("orientations"),
     )  # fmt: skip
-
-
-@dataclass(frozen=True, eq=False)
-class Tokens:
-    """Encoder output of one image at network resolution (schema ``unit_type = "tokens"``)."""
-
-    tokens: np.ndarray  # (T, D) float16 or float32, T = (net_height // patch_size) * (net_width // patch_size)
-    net_height: int  # image size the network saw
-    net_width: int
-    patch_size: int
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """(rows, cols) of the token grid."""
-        return self.net_height // self.patch_size, self.net_width // self.patch_size
-
-
-def write_tokens(writer: Writer, key: str, tokens: Tokens) -> None:
-    """Add the encoder tokens of one image under ``key`` (image sha256; the namespace names the model)."""
-    rows, cols = tokens.grid
-    t = tokens.tokens
-    _require(t.ndim == 2 and t.shape[0] == rows * cols,
-             f"tokens must be (T={rows}*{cols}, D) for a {tokens.net_height}x{tokens.net_width} net image, got {t.shape}")  # fmt: skip
-    _require(t.dtype in (np.float16, np.float32), f"tokens must be float16 or float32, got {t.dtype}")
-    attrs = {"net_height": int(tokens.net_height), "net_width": int(tokens.net_width), "patch_size": int(tokens.patch_size)}
-    writer.add(key, Unit("tokens", {"tokens": t}, attrs))
-
-
-def read_tokens(store: Store, key: str) -> Tokens:
-    """The Tokens stored under ``key``."""
-    unit = store.read(key)
-    _expect_type(unit, "tokens", key, store)
-    at = unit.attrs
-    return Tokens(unit.arrays["tokens"], int(at["net_height"]), int(at["net_width"]), int(at["patch_size"]))

@@ -17,22 +17,20 @@ from sfm3r.sfm import alignment as alignment_module
 from sfm3r.sfm import sift as sift_module
 from sfm3r.sfm.alignment import AlignConf
 from sfm3r.sfm.camera_groups import CameraMode
+from sfm3r.sfm.geometry.camera_model import WRITTEN_MODELS, CameraModel
 from sfm3r.sfm.sift import SiftConf
 from sfm3r.sfm.two_view import TwoViewConf
 
 
-__all__ = ["Backend", "CameraMode", "CameraModel", "PRESETS", "ReconstructConf", "conf_to_dict", "preset_conf"]
+__all__ = [
+    "Backend", "CameraMode", "CameraModel", "PRESETS", "ReconstructConf", "WRITTEN_MODELS", "conf_to_dict", "preset_conf",
+]
 
 
 class Backend(enum.StrEnum):
     AUTO = "auto"  # mast3r when a checkpoint is given, else classic
     CLASSIC = "classic"  # SIFT + two-view geometry (pycolmap), no network weights
     MAST3R = "mast3r"  # MASt3R network (needs --checkpoint)
-
-
-class CameraModel(enum.StrEnum):
-    PINHOLE = "PINHOLE"  # fx, fy, cx, cy
-    SIMPLE_PINHOLE = "SIMPLE_PINHOLE"  # one focal
 
 
 # Up to this many images the default scene graph matches every pair (as `colmap exhaustive_matcher`);
@@ -71,6 +69,8 @@ class ReconstructConf:
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
         object.__setattr__(self, "camera_model", CameraModel(self.camera_model))
+        if self.camera_model not in WRITTEN_MODELS:
+            raise InputError(f"camera_model must be one of {', '.join(WRITTEN_MODELS)}; got {self.camera_model}")
         if self.net_image_size not in (224, 512):
             raise InputError(f"net_image_size must be 224 or 512, got {self.net_image_size}")
         if self.batch_size < 1:

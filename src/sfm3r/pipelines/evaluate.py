@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sfm3r.errors import InputError
 from sfm3r.io.colmap import read_colmap_model
 from sfm3r.pipelines.run_folder import write_json_atomic
+from sfm3r.pipelines.scene_stats import describe_scene
 from sfm3r.sfm.evaluation import evaluate_poses
-from sfm3r.types import Scene
 
 
 def model_folder(path: Path) -> Path:
@@ -51,21 +49,6 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         else:
             lines.append(f"{key:>22}: {value}")
     return "\n".join(lines)
-
-
-def describe_scene(scene: Scene) -> dict[str, Any]:
-    """Counts and errors of a model, as a dict."""
-    lengths = np.bincount(scene.obs_point, minlength=scene.num_points) if scene.num_points else np.zeros(0)
-    errors = scene.points_error[np.isfinite(scene.points_error)]
-    return {
-        "cameras": len(scene.cameras),
-        "registered_images": scene.num_images,
-        "points": scene.num_points,
-        "observations": int(scene.obs_point.size),
-        "mean_track_length": float(lengths.mean()) if lengths.size else 0.0,
-        "mean_reprojection_error_px": float(errors.mean()) if errors.size else float("nan"),
-        "camera_models": sorted({"SIMPLE_PINHOLE" if c.fx == c.fy else "PINHOLE" for c in scene.cameras}),
-    }
 
 
 def describe_model(path: Path) -> str:

@@ -37,8 +37,10 @@ from sfm3r.sfm.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
 from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
 from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
+from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
+from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.sfm.pose_init import initial_poses
-from sfm3r.sfm.reprojection_refinement import RefineConf2D, refine_reprojection
+from sfm3r.sfm.reprojection_refinement import ReprojectionConf, refine_reprojection
 from sfm3r.sfm.tracks import build_tracks
 from sfm3r.types import Camera, ImageInfo, PairResult, Scene
 
@@ -64,11 +66,11 @@ class AlignConf:
     coarse: CoarseConf = field(default_factory=CoarseConf)
     coarse_enabled: bool = True
     refine: Refinement = Refinement.REPROJECTION  # measured best on real data (benchmarks/alignment_real.py)
-    reprojection: RefineConf2D = field(default_factory=RefineConf2D)
+    reprojection: ReprojectionConf = field(default_factory=ReprojectionConf)
     ba: RefineConf = field(default_factory=RefineConf)
     camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
-    default_focal_factor: float = 1.2  # focal = factor·max(W, H) when nothing better is known
+    default_focal_factor: float = DEFAULT_FOCAL_FACTOR  # focal = factor·max(W, H) when nothing better is known
     focal_sanity: tuple[float, float] = (0.25, 6.0)  # backend focal estimates outside ·max(W,H) are ignored
     device: str = "cpu"
 
@@ -155,14 +157,14 @@ def mean_reprojection_errors(
     obs_xy: np.ndarray,  # (K, 2) observed pixels
     rotations: np.ndarray,  # (N, 3, 3) cam_from_world
     translations: np.ndarray,  # (N, 3)
-    calibration: np.ndarray,  # (N, 3, 3) K per image
+    calibration: np.ndarray,  # (N, 3, 3) K per image (pinhole, no skew)
 ) -> np.ndarray:
     """(P,) mean reprojection error in pixels of each point over its observations (inf behind a camera)."""
     cam = np.einsum("kij,kj->ki", rotations[obs_image], points[obs_point]) + translations[obs_image]
-    proj = np.einsum("kij,kj->ki", calibration[obs_image], cam)
-    depth = proj[:, 2]
+    K = calibration[obs_image]
     with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.linalg.norm(proj[:, :2] / depth[:, None] - obs_xy, axis=1)
+        xy, depth = project_pinhole(cam, K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2])
+        err = np.linalg.norm(xy - obs_xy, axis=1)
     err = np.where(depth > 0, err, np.inf)
     total = np.bincount(obs_point, weights=err, minlength=len(points))
     count = np.bincount(obs_point, minlength=len(points))

@@ -44,6 +44,7 @@ import pycolmap
 
 from ..errors import InputError, ReconstructionError
 from ..types import Camera, Scene
+from .geometry.camera_model import CameraModel
 from .tracks import Tracks
 
 logger = logging.getLogger(__name__)
@@ -59,12 +60,6 @@ class LossType(StrEnum):
     HUBER = "huber"
     SOFT_L1 = "soft_l1"
     CAUCHY = "cauchy"
-
-
-class CameraModel(StrEnum):
-    AUTO = "auto"  # SIMPLE_PINHOLE when fx ≈ fy (1 %), else PINHOLE
-    SIMPLE_PINHOLE = "simple_pinhole"  # always one focal (mean of fx, fy)
-    PINHOLE = "pinhole"  # always fx, fy
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sfm3r.sfm.edge_verification import VerifiedEdge
+from sfm3r.sfm.geometry.projection import perspective_divide
 from sfm3r.types import DenseView, ImageInfo, PairResult
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def build_canonical(
             kid.append(ids[m])
             xy.append(pxy[m].astype(np.float64))
             z.append(pts_m[:, 2])
-            ray.append(pts_m[:, :2] / pts_m[:, 2:3])
+            ray.append(perspective_divide(pts_m)[0])
             conf.append(p.conf[m].astype(np.float64))
             group.append(np.full(m.size, 2 * k + side))
         mrow.append(np.full(m.size, k))
@@ -165,7 +166,7 @@ def build_canonical(
                 raise ValueError(f"keypoint ids of {name} exceed its dense view size")
             dense_depth[sel] = canon[ids, 2]
             anchor_conf[sel] = cconf[ids]
-            r = canon[ids, :2] / canon[ids, 2:3]
+            r = perspective_divide(canon[ids])[0]
             u = anchor_xy[sel] - np.array([images[n_idx].width, images[n_idx].height]) / 2
             focal[n_idx] = weiszfeld_focal(u, r)[0]
     has_dense = np.isfinite(dense_depth) & (dense_depth > 0)

@@ -314,7 +314,7 @@ def load_mast3r(path: str | Path, *, device: str | torch.device = "cpu", model_s
 def save_safetensors(model: Mast3rNetwork, path: str | Path, model_str: str) -> None:
     """Write `model`'s weights as safetensors with its constructor string in the metadata entry ``model``.
 
-    Only the canonical ``scratch.layer{i}_rn`` names are stored (safetensors refuses shared tensors);
+    Only the primary ``scratch.layer{i}_rn`` names are stored (safetensors refuses shared tensors);
     :func:`read_checkpoint` adds the aliases back.
     """
     from safetensors.torch import save_file

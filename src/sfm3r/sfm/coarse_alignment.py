@@ -6,7 +6,7 @@ are X_a = λ_i·Q_i·p_a + C_i and X_b = λ_j·Q_j·p_b + C_j. The residual is (
 match's mean depth (pointmap errors grow with depth), weighted by the match confidence, under a Cauchy
 loss. Parameters per image: a rotation increment (3, left-multiplied), the centre (3) and log λ (1); the
 root image is fixed (gauge). The flat match table is evaluated vectorised (no Python loop per pair);
-the normal equations are block-sparse (block_lm).
+the normal equations are block-sparse (block_lm); the iterations are the kernel's LM loop (geometry.lm).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 
 from sfm3r.sfm.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
 from sfm3r.sfm.canonical import CanonicalData
+from sfm3r.sfm.geometry.lm import levenberg_marquardt
 
 logger = logging.getLogger(__name__)
 
@@ -97,37 +98,30 @@ def coarse_align(
     def cost(r):
         return float((c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
 
-    r, va, vb, sig = residuals(Q, C, L)
-    f = cost(r)
-    history = [f]
-    mu = 1e-4
-    for it in range(conf.max_iters):
+    def linearise(state):
+        _, _, _, r, va, vb, sig = state
         w = c / (1 + (r * r).sum(1) / delta2)
         eye = torch.eye(3, dtype=dt, device=device).expand(r.shape[0], 3, 3)
         inv_sig = (1 / sig)[:, None, None]
         Ja = torch.cat([-skew(va), eye * inv_sig, va[..., None]], 2)
         Jb = -torch.cat([-skew(vb), eye * inv_sig, vb[..., None]], 2)
-        H, g = normal_equations(Ja, Jb, r, w, ii, jj, pid, pair_ab, N)
-        improved = False
-        for _ in range(8):
-            d = torch.as_tensor(solve_damped(H, g, mu, free, dense=dense), dtype=dt, device=device).reshape(N, 7)
-            Qn = roma.rotvec_to_rotmat(d[:, :3]) @ Q
-            Cn, Ln = C + d[:, 3:6], L + d[:, 6]
-            rn, van, vbn, sign = residuals(Qn, Cn, Ln)
-            fn = cost(rn)
-            if np.isfinite(fn) and fn < f:
-                Q, C, L, r, va, vb, sig = Qn, Cn, Ln, rn, van, vbn, sign
-                mu = max(mu / 3, 1e-9)
-                improved = True
-                break
-            mu *= 10
-        if not improved:
-            break
-        rel = (f - fn) / max(f, 1e-300)
-        f = fn
-        history.append(f)
-        if rel < conf.tolerance:
-            break
+        return normal_equations(Ja, Jb, r, w, ii, jj, pid, pair_ab, N)
+
+    def solve(system, mu):
+        H, g = system
+        return torch.as_tensor(solve_damped(H, g, mu, free, dense=dense), dtype=dt, device=device).reshape(N, 7)
+
+    def update(state, d):
+        Q, C, L = state[:3]
+        Qn, Cn, Ln = roma.rotvec_to_rotmat(d[:, :3]) @ Q, C + d[:, 3:6], L + d[:, 6]
+        new = (Qn, Cn, Ln, *residuals(Qn, Cn, Ln))
+        return new, cost(new[3])
+
+    state = (Q, C, L, *residuals(Q, C, L))
+    out = levenberg_marquardt(state, cost(state[3]), linearise=linearise, solve=solve, update=update,
+                              max_iters=conf.max_iters, tolerance=conf.tolerance)
+    Q, C, L, r = out.state[:4]
+    history = out.cost_history
     logger.info("coarse alignment: cost %.4g -> %.4g in %d iterations", history[0], history[-1], len(history) - 1)
     rn = torch.linalg.norm(r, dim=1).cpu().numpy()
     Qn = Q.cpu().numpy()

@@ -1,9 +1,8 @@
 """Edge verification: reject bad pairs and outlier matches before the global alignment.
 
 Each pair's two point sets (the matches' 3D points in camera i and in camera j) must agree up to one
-similarity transform, pts_j ≈ s·R·pts_i + t. A RANSAC over minimal 3-point Umeyama fits finds it; a match
-is an inlier when its residual is below ``inlier_threshold`` times its depth in camera j (pointmaps are
-noisier far away). The pair is kept if the backend verified it and enough inliers remain; then the verified
+similarity transform, pts_j ≈ s·R·pts_i + t, found by the kernel's Sim(3) RANSAC (geometry.ransac: a match
+is an inlier when its residual is below ``inlier_threshold`` times its distance from camera j). The pair is kept if the backend verified it and enough inliers remain; then the verified
 graph is built with networkx and its largest connected component becomes the model.
 """
 
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from sfm3r.sfm.geometry.ransac import sim3_ransac
 from sfm3r.types import PairResult
 
 logger = logging.getLogger(__name__)
@@ -57,39 +57,6 @@ class VerifiedGraph:
     rejected_pairs: tuple[int, ...]  # indices of rejected input pairs
 
 
-def weighted_umeyama(
-    src: np.ndarray, dst: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batched weighted similarity fit dst ≈ s·R·src + t.
-
-    Args: src, dst (B, M, 3); w (B, M) non-negative weights.
-    Returns: s (B,), R (B, 3, 3) with det +1, t (B, 3).
-    """
-    w = w / np.maximum(w.sum(-1, keepdims=True), 1e-12)
-    mu_s = np.einsum("bm,bmk->bk", w, src)
-    mu_d = np.einsum("bm,bmk->bk", w, dst)
-    xs = src - mu_s[:, None]
-    xd = dst - mu_d[:, None]
-    cov = np.einsum("bm,bmk,bml->bkl", w, xd, xs)
-    var_s = np.einsum("bm,bmk,bmk->b", w, xs, xs)
-    u, d, vt = np.linalg.svd(cov)
-    sgn = np.sign(np.linalg.det(u @ vt))
-    sgn[sgn == 0] = 1.0
-    e = np.ones((src.shape[0], 3))
-    e[:, 2] = sgn
-    R = np.einsum("bij,bj,bjk->bik", u, e, vt)
-    s = (d * e).sum(-1) / np.maximum(var_s, 1e-12)
-    t = mu_d - s[:, None] * np.einsum("bij,bj->bi", R, mu_s)
-    return s, R, t
-
-
-def _relative_residual(pts_i, pts_j, s, R, t):
-    """(B, M) |pts_j − (s R pts_i + t)| / depth_j."""
-    d = s[:, None, None] * (pts_i[None] @ R.transpose(0, 2, 1)) + (t[:, None] - pts_j[None])
-    depth = np.maximum(np.sqrt((pts_j * pts_j).sum(-1)), 1e-9)
-    return np.sqrt((d * d).sum(-1)) / depth[None]
-
-
 def verify_pair(pair: PairResult, conf: VerifyConf, rng: np.random.Generator) -> VerifiedEdge | None:
     """RANSAC similarity between ``pts_i`` and ``pts_j``; None when the pair fails."""
     pts_i = pair.pts_i.astype(np.float64)
@@ -103,31 +70,22 @@ def verify_pair(pair: PairResult, conf: VerifyConf, rng: np.random.Generator) ->
     )
     if not pair.verified or cand.size < max(conf.min_inliers, 3):
         return None
-    pi, pj, w = pts_i[cand], pts_j[cand], pair.conf[cand].astype(np.float64)
-    samples = np.argsort(rng.random((conf.ransac_iters, cand.size)), axis=1)[:, :3]
-    s, R, t = weighted_umeyama(pi[samples], pj[samples], np.ones(samples.shape))
-    res = _relative_residual(pi, pj, s, R, t)
-    counts = (res < conf.inlier_threshold).sum(1)
-    best = int(np.argmax(counts))
-    inl = res[best] < conf.inlier_threshold
-    for _ in range(3):  # local optimisation: refit on inliers
-        if inl.sum() < 3:
-            return None
-        s, R, t = weighted_umeyama(pi[None, inl], pj[None, inl], w[None, inl])
-        res = _relative_residual(pi, pj, s, R, t)[0]
-        inl = res < conf.inlier_threshold
-    n = int(inl.sum())
+    fit = sim3_ransac(pts_i[cand], pts_j[cand], pair.conf[cand], rng=rng, iters=conf.ransac_iters,
+                      thr=conf.inlier_threshold)
+    if fit is None:
+        return None
+    n = fit.num_inliers
     ratio = n / cand.size
-    if n < conf.min_inliers or ratio < conf.min_inlier_ratio or not (s[0] > 0 and np.isfinite(s[0])):
+    if n < conf.min_inliers or ratio < conf.min_inlier_ratio or not (fit.scale > 0 and np.isfinite(fit.scale)):
         return None
     return VerifiedEdge(
         pair_index=-1,
-        inliers=cand[inl].astype(np.int64),
-        scale=float(s[0]),
-        rotation=R[0],
-        translation=t[0],
+        inliers=cand[fit.inliers].astype(np.int64),
+        scale=fit.scale,
+        rotation=fit.rotation,
+        translation=fit.translation,
         inlier_ratio=float(ratio),
-        median_residual=float(np.median(res[inl])),
+        median_residual=float(np.median(fit.residuals[fit.inliers])),
     )
 
 

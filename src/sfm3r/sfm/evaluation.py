@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from sfm3r.sfm.geometry.similarity import fit_similarity_batch
+
 
 def _names_rt(x: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None]:
     names = list(x.image_names)
@@ -52,18 +54,6 @@ def pose_auc(errors: np.ndarray, thresholds: list[float]) -> list[float]:
         e = np.concatenate([errors[:last], [t]])
         out.append(float(np.trapezoid(r, x=e) / t))
     return out
-
-
-def umeyama_alignment(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity dst ≈ s·R·src + t from (N, 3) point sets (N ≥ 3, not collinear)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    u, d, vt = np.linalg.svd(xd.T @ xs / len(src))
-    e = np.ones(3)
-    e[2] = np.sign(np.linalg.det(u @ vt)) or 1.0
-    R = u @ np.diag(e) @ vt
-    s = float((d * e).sum() / max((xs**2).sum() / len(src), 1e-300))
-    return s, R, mu_d - s * R @ mu_s
 
 
 def relative_pose_errors(
@@ -124,7 +114,8 @@ def evaluate_poses(est: Any, gt: Any, *, thresholds: tuple[float, ...] = (3.0, 5
     if have.sum() >= 3:
         c_gt = -np.einsum("nji,nj->ni", gR[have], gt_t[have])
         c_est = -np.einsum("nji,nj->ni", R_est[have], t_est[have])
-        s, R, t = umeyama_alignment(c_est, c_gt)
+        s, R, t = fit_similarity_batch(c_est[None], c_gt[None], np.ones((1, len(c_est))))
+        s, R, t = float(s[0]), R[0], t[0]  # estimated centres onto GT (no error on degenerate input)
         aligned = s * c_est @ R.T + t
         extent = np.max(np.linalg.norm(c_gt - c_gt.mean(0), axis=1))
         d = np.linalg.norm(aligned - c_gt, axis=1)

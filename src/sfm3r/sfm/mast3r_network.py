@@ -54,10 +54,43 @@ _MODEL_CLASSES = ("AsymmetricMASt3R",)
 # training; the official loader replaces them by the inference form, which this module implements.
 _IGNORED_KEYS = ("patch_embed_cls", "landscape_only", "freeze", "mask_ratio", "img_size")
 
+#: Defaults of the official constructor chain (AsymmetricMASt3R -> AsymmetricCroCo3DStereo -> CroCoNet)
+#: for every keyword a model string may omit; read from naver/mast3r f5209af, dust3r 3cc8c88, croco d7de0705.
+#: They differ from :class:`Mast3rConfig`'s own defaults, which describe the released ViT-L checkpoint.
+OFFICIAL_DEFAULTS: dict = {
+    "img_size": 224,
+    "patch_size": 16,
+    "enc_embed_dim": 768,
+    "enc_depth": 12,
+    "enc_num_heads": 12,
+    "dec_embed_dim": 512,
+    "dec_depth": 8,
+    "dec_num_heads": 16,
+    "mlp_ratio": 4.0,
+    "norm_im2_in_dec": True,
+    "pos_embed": "cosine",
+    "output_mode": "pts3d",
+    "head_type": "linear",
+    "depth_mode": ("exp", -math.inf, math.inf),
+    "conf_mode": ("exp", 1.0, math.inf),
+    "desc_mode": "norm",
+    "two_confs": False,
+    "desc_conf_mode": None,  # None: the official constructor uses conf_mode
+}
+
+
+def _omitted(key: str, given: dict) -> str:
+    """' (the official default: the model string omits it)' when `key` was not given, else ''."""
+    return "" if key in given else " (the official default: the model string omits it)"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Mast3rConfig:
-    """Architecture of an AsymmetricMASt3R network (defaults: the released ViT-L / ViT-B 512 model)."""
+    """Architecture of an AsymmetricMASt3R network.
+
+    The field defaults are the released ViT-L/ViT-B 512 checkpoint (``Mast3rConfig()``); a model string is
+    read with the official constructor's defaults instead (:meth:`from_kwargs`, :data:`OFFICIAL_DEFAULTS`).
+    """
 
     enc_embed_dim: int = 1024
     enc_depth: int = 24
@@ -74,7 +107,7 @@ class Mast3rConfig:
     two_confs: bool = True  # a separate descriptor-confidence channel
     depth_mode: tuple = ("exp", -math.inf, math.inf)
     conf_mode: tuple = ("exp", 1.0, math.inf)
-    desc_conf_mode: tuple | None = ("exp", 0.0, math.inf)  # None: same as conf_mode
+    desc_conf_mode: tuple | None = ("exp", 0.0, math.inf)  # None: same as conf_mode (the official default)
     img_size: tuple = (512, 512)  # training resolution, informative only
 
     def __post_init__(self) -> None:
@@ -103,29 +136,38 @@ class Mast3rConfig:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> Mast3rConfig:
-        """Config from the official constructor keywords (``pos_embed='RoPE100'``, ``output_mode=...``)."""
-        kw = dict(kwargs)
+        """Config from the official constructor keywords (``pos_embed='RoPE100'``, ``output_mode=...``).
+
+        A keyword that is absent takes the **official constructor's** default (:data:`OFFICIAL_DEFAULTS`),
+        not this dataclass's (which describe the released checkpoint): a checkpoint whose model string
+        omits an argument was built with the official default. Where that default is a configuration this
+        module does not implement (``pos_embed='cosine'``, ``head_type='linear'``, ``output_mode='pts3d'``,
+        ``dec_depth=8``), a ValueError says so; ``desc_conf_mode`` absent falls back to ``conf_mode``.
+        """
+        kw = {**OFFICIAL_DEFAULTS, **kwargs}
         out: dict = {}
-        pos_embed = kw.pop("pos_embed", "RoPE100")
+        pos_embed = kw.pop("pos_embed")
         if not (isinstance(pos_embed, str) and pos_embed.startswith("RoPE")):
-            raise ValueError(f"pos_embed={pos_embed!r} is not supported (only 'RoPE<base>', e.g. 'RoPE100')")
+            raise ValueError(f"pos_embed={pos_embed!r}{_omitted('pos_embed', kwargs)} is not supported "
+                             f"(only 'RoPE<base>', e.g. 'RoPE100')")
         out["rope_base"] = float(pos_embed[4:])
-        head_type = kw.pop("head_type", "catmlp+dpt")
+        head_type = kw.pop("head_type")
         if head_type != "catmlp+dpt":
-            raise ValueError(f"head_type={head_type!r} is not supported (only 'catmlp+dpt', the MASt3R head)")
-        output_mode = kw.pop("output_mode", "pts3d+desc24")
+            raise ValueError(f"head_type={head_type!r}{_omitted('head_type', kwargs)} is not supported "
+                             f"(only 'catmlp+dpt', the MASt3R head)")
+        output_mode = kw.pop("output_mode")
         if not (isinstance(output_mode, str) and output_mode.startswith("pts3d+desc")
                 and output_mode[len("pts3d+desc"):].isdigit()):
-            raise ValueError(f"output_mode={output_mode!r} is not supported (expected 'pts3d+desc<D>')")
+            raise ValueError(f"output_mode={output_mode!r}{_omitted('output_mode', kwargs)} is not supported "
+                             f"(expected 'pts3d+desc<D>')")
         out["desc_dim"] = int(output_mode[len("pts3d+desc"):])
         patch_embed_cls = kw.get("patch_embed_cls", "PatchEmbedDust3R")
         if patch_embed_cls not in ("PatchEmbedDust3R", "ManyAR_PatchEmbed"):
             raise ValueError(f"patch_embed_cls={patch_embed_cls!r} is not supported")
+        size = kw["img_size"]
+        out["img_size"] = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
         for key in _IGNORED_KEYS:
             kw.pop(key, None)
-        if "img_size" in kwargs:
-            size = kwargs["img_size"]
-            out["img_size"] = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
         known = {f.name for f in fields(cls)} - {"rope_base", "desc_dim"}
         unknown = sorted(set(kw) - known)
         if unknown:
@@ -133,6 +175,9 @@ class Mast3rConfig:
                 f"unknown MASt3R constructor argument(s) {unknown}; supported: "
                 f"{sorted(known | {'pos_embed', 'head_type', 'output_mode', *_IGNORED_KEYS})}"
             )
+        if "dec_depth" not in kwargs and kw["dec_depth"] <= 9:
+            raise ValueError(f"the model string omits dec_depth, whose official default {kw['dec_depth']} is "
+                             f"too shallow for the catmlp+dpt head (needs dec_depth > 9)")
         for key, value in kw.items():
             out[key] = tuple(value) if isinstance(value, list) else value
         return cls(**out)

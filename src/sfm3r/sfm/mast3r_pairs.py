@@ -12,9 +12,9 @@ Matches come from :func:`sfm3r.sfm.matching.symmetric_correspondences` on the fo
 pixel of i (pass i->j) and ``pts_j = X_jj`` at the pixel of j (pass j->i); the two passes have their own
 scale, so ``pts_j ≈ s (R pts_i + t)`` for the relative pose (R, t) and a scale s.
 
-Verification (cheap, 3D only): a RANSAC fit of that similarity ``pts_i -> pts_j`` (3-point Umeyama
-hypotheses, inlier if the residual is below ``inlier_thr`` times the point's distance from camera j,
-then a confidence-weighted refit on the inliers). The pair is ``verified`` when enough matches agree;
+Verification (cheap, 3D only): the kernel's Sim(3) RANSAC of that similarity ``pts_i -> pts_j``
+(geometry.ransac: 3-point hypotheses, inlier if the residual is below ``inlier_thr`` times the point's
+distance from camera j, then confidence-weighted refits on the inliers). The pair is ``verified`` when enough matches agree;
 ``num_inliers`` counts them, and the fit gives the relative pose estimate. All matches are kept
 (the official pipeline weights them by confidence instead of dropping them); alignment decides what
 to trust.
@@ -33,12 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sfm3r.sfm.geometry.ransac import sim3_ransac
 from sfm3r.sfm.matching import DEFAULT_BLOCK_SIZE, symmetric_correspondences
 from sfm3r.types import DenseView, NetView, PairResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKEND", "Mast3rPairConf", "Mast3rPairOutput", "fit_sim3_ransac", "mast3r_pair_result"]
+__all__ = ["BACKEND", "Mast3rPairConf", "Mast3rPairOutput", "mast3r_pair_result"]
 
 BACKEND = "mast3r"
 
@@ -114,69 +115,6 @@ def _numpy32(x: torch.Tensor) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Similarity fit
-
-
-def _umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray):
-    """Weighted similarity dst ≈ s R src + t for batches: (B, N, 3), (B, N, 3), (B, N) -> s, R, t."""
-    wsum = np.maximum(w.sum(1, keepdims=True), 1e-12)
-    mu_s = (w[..., None] * src).sum(1) / wsum
-    mu_d = (w[..., None] * dst).sum(1) / wsum
-    cs, cd = src - mu_s[:, None], dst - mu_d[:, None]
-    cov = np.einsum("bn,bni,bnj->bij", w, cd, cs) / wsum[..., None]
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.sign(np.linalg.det(u @ vt))
-    sign[sign == 0] = 1.0
-    d = np.ones((len(src), 3))
-    d[:, 2] = sign
-    rot = u @ (d[..., None] * vt)
-    var_s = (w * (cs**2).sum(-1)).sum(1) / wsum[:, 0]
-    scale = (sig * d).sum(1) / np.maximum(var_s, 1e-300)
-    trans = mu_d - scale[:, None] * np.einsum("bij,bj->bi", rot, mu_s)
-    return scale, rot, trans
-
-
-def _inliers(src, dst, scale, rot, trans, thr):
-    pred = scale[:, None, None] * np.einsum("bij,nj->bni", rot, src) + trans[:, None]
-    err = np.linalg.norm(pred - dst[None], axis=-1)
-    return err <= thr * np.linalg.norm(dst, axis=-1)[None]
-
-
-def fit_sim3_ransac(
-    src: np.ndarray,  # (M, 3) points in frame A
-    dst: np.ndarray,  # (M, 3) the same points in frame B
-    weights: np.ndarray,  # (M,) > 0, used by the refit
-    *,
-    iters: int = 128,
-    thr: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """Robust similarity ``dst ≈ s R src + t`` -> (s, R (3, 3), t (3,), inliers (M,) bool), float64.
-
-    Hypotheses from random 3-point samples; the one with most inliers (relative error
-    ``|s R src + t - dst| <= thr * |dst|``) is refitted twice on its inliers with ``weights``.
-    Needs M >= 3.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    weights = np.asarray(weights, np.float64)
-    m = len(src)
-    if m < 3:
-        raise ValueError(f"a similarity fit needs at least 3 point pairs, got {m}")
-    rng = np.random.default_rng(seed)
-    sample = np.stack([rng.choice(m, 3, replace=False) for _ in range(iters)])
-    scale, rot, trans = _umeyama(src[sample], dst[sample], np.ones(sample.shape))
-    inl = _inliers(src, dst, scale, rot, trans, thr)
-    best = inl[np.argmax(inl.sum(1))]
-    for _ in range(2):
-        if best.sum() < 3:
-            break
-        scale, rot, trans = _umeyama(src[None, best], dst[None, best], weights[None, best])
-        best = _inliers(src, dst, scale, rot, trans, thr)[0]
-    return float(scale[0]), rot[0], trans[0], best
-
-
-# ----------------------------------------------------------------------------------------------------
 # The pair
 
 
@@ -245,19 +183,13 @@ def mast3r_pair_result(
     verified, num_inliers, rel_r, rel_t = False, 0, None, None
     finite = np.isfinite(pts_i).all(1) & np.isfinite(pts_j).all(1)
     if finite.sum() >= 3:
-        scale, rot, trans, inl = fit_sim3_ransac(
-            pts_i[finite],
-            pts_j[finite],
-            weights[finite],
-            iters=conf.ransac_iters,
-            thr=conf.inlier_thr,
-            seed=conf.seed,
-        )
-        num_inliers = int(inl.sum())
+        fit = sim3_ransac(pts_i[finite], pts_j[finite], weights[finite], rng=np.random.default_rng(conf.seed),
+                          iters=conf.ransac_iters, thr=conf.inlier_thr)
+        num_inliers = fit.num_inliers if fit is not None else 0
         m = len(pts_i)
         verified = num_inliers >= conf.min_inliers and num_inliers >= conf.min_inlier_ratio * m
-        if num_inliers >= 3 and scale > 0:
-            rel_r, rel_t = rot, trans / scale
+        if fit is not None and num_inliers >= 3 and fit.scale > 0:
+            rel_r, rel_t = fit.rotation, fit.translation / fit.scale
     logger.debug(
         "%s-%s: %d matches, %d inliers, verified=%s", name_i, name_j, len(pts_i), num_inliers, verified
     )

@@ -4,7 +4,7 @@ For every kept match (anchor a in image i, anchor b in image j), the world point
 depth, X_b = Q_j·d_b·K_j⁻¹[x_b, 1] + C_j, is projected into image i and compared with the observed pixel x_a,
 and symmetrically. Parameters: per image a rotation increment (3), the centre (3), log focal (one per camera
 group, none when fixed) and one log depth per anchor. Robust Cauchy loss in pixels, weighted by match
-confidence; Levenberg–Marquardt with the anchor depths eliminated by a Schur complement (their block of the
+confidence; Levenberg–Marquardt (the kernel's loop, geometry.lm) with the anchor depths eliminated by a Schur complement (their block of the
 normal equations is diagonal), so each step solves a system the size of the camera parameters only.
 Gauge: the root pose and one anchor depth of the root are fixed. Principal points (one per camera group)
 stay fixed unless ``optimise_pp``.
@@ -34,6 +34,8 @@ import torch
 
 from sfm3r.sfm.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
 from sfm3r.sfm.canonical import CanonicalData
+from sfm3r.sfm.geometry.lm import levenberg_marquardt
+from sfm3r.sfm.geometry.projection import perspective_divide
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ _WIDTH = 16  # items per padded segment of one image pair in the batched product
 
 
 @dataclass(frozen=True, kw_only=True)
-class RefineConf2D:
+class ReprojectionConf:
+    """Options of the 2D refinement (a) on anchor depths; the bundle adjustment (b) has its own RefineConf."""
+
     max_iters: int = 30
     robust_scale_px: float = 1.0  # Cauchy scale of the reprojection error (final); 1 px measured best on Strecha
     # > robust_scale_px: start at this scale and halve per iteration (measured: no gain on real or ring data)
@@ -71,7 +75,7 @@ class RefineConf2D:
 
 
 @dataclass(frozen=True, eq=False)
-class RefineResult2D:
+class ReprojectionResult:
     rotations: np.ndarray  # (N, 3, 3) cam_from_world
     centres: np.ndarray  # (N, 3)
     depths: np.ndarray  # (A,) world-unit anchor depths
@@ -83,7 +87,7 @@ class RefineResult2D:
 
 
 @dataclass(frozen=True, eq=False)
-class Params2D:
+class ReprojectionParams:
     """Parameters of the 2D refinement: N images, G camera groups, A anchors (float64 tensors)."""
 
     Q: torch.Tensor  # (N, 3, 3) world_from_cam rotations
@@ -177,7 +181,7 @@ class ReprojectionProblem:
         fidx: np.ndarray,  # (N,) camera group of each image
         fixed_focal: np.ndarray,  # (N,) bool
         root: int,
-        conf: RefineConf2D,
+        conf: ReprojectionConf,
         device: str | torch.device = "cpu",
     ):
         self.device = torch.device(device)
@@ -267,14 +271,14 @@ class ReprojectionProblem:
         self.colmap_np = colmap
         self.dense_solve = self.scatter.F <= DENSE_MAX_COLUMNS and image_graph_fill(pairs, N) > DENSE_FILL
 
-    def initial_params(self, rotations, centres, depths, focal, pp) -> Params2D:
+    def initial_params(self, rotations, centres, depths, focal, pp) -> ReprojectionParams:
         tt = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64, device=self.device)  # noqa: E731
         first_of_group = np.full(self.nf, -1)
         first_of_group[self.fidx[::-1]] = np.arange(self.N)[::-1]
-        return Params2D(Q=tt(np.transpose(rotations, (0, 2, 1))), C=tt(centres), logd=tt(np.log(depths)),
+        return ReprojectionParams(Q=tt(np.transpose(rotations, (0, 2, 1))), C=tt(centres), logd=tt(np.log(depths)),
                         logf=tt(np.log(focal[first_of_group])), PP=tt(pp))
 
-    def _project(self, prm: Params2D, s: slice):
+    def _project(self, prm: ReprojectionParams, s: slice):
         """Geometry of the residuals `s` (whole segments), as (n segments, _WIDTH, ...): (r, z, intermediates).
 
         All residuals of a segment share their observer o and source image s: y = Rrel·p + t with
@@ -295,14 +299,13 @@ class ReprojectionProblem:
         dep = torch.exp(prm.logd[self.sa[s]]).view(n, W)
         p = dep[..., None] * ray
         y = p @ Rrel.transpose(1, 2) + trel[:, None]
-        z = y[..., 2].clamp_min(1e-9)
-        uv = y[..., :2] / z[..., None]
+        uv, z = perspective_divide(y, min_depth=1e-9)
         r = fo[:, None, None] * uv + prm.PP[so][:, None] - self.x_obs[s].view(n, W, 2)
         # a point behind (or at) its observer has no projection: a fixed, large residual (see BEHIND_PX)
         r = torch.where((z <= _MIN_DEPTH)[..., None], r.new_tensor([BEHIND_PX, 0.0]), r)
         return r, z, (fo, fs, dep, p, Qo_t, Qs, Rrel, dC, uv)
 
-    def residuals(self, prm: Params2D) -> tuple[torch.Tensor, torch.Tensor]:
+    def residuals(self, prm: ReprojectionParams) -> tuple[torch.Tensor, torch.Tensor]:
         """(r (R, 2) pixels, z (R,) clamped depth in the observer) in the internal residual order."""
         out = [self._project(prm, slice(k, k + _BATCH))[:2] for k in range(0, self.R, _BATCH)]
         if not out:
@@ -318,7 +321,7 @@ class ReprojectionProblem:
     def cost(self, r: torch.Tensor, delta2: float) -> float:
         return float((self.c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
 
-    def _jacobians(self, prm: Params2D, s: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    def _jacobians(self, prm: ReprojectionParams, s: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Jacobians of the residuals `s` on their two extended blocks.
 
         Returns (J (b, 2, 18): observer block then source block, J_d (b, 2)).
@@ -342,7 +345,7 @@ class ReprojectionProblem:
         J_d = (Dp * p[..., None, :]).sum(-1)
         return J.view(n * W, 2, 2 * _BLOCK), J_d.view(n * W, 2)
 
-    def system(self, prm: Params2D, r: torch.Tensor, delta2: float) -> CameraSystem:
+    def system(self, prm: ReprojectionParams, r: torch.Tensor, delta2: float) -> CameraSystem:
         """The depth-reduced normal equations at `prm` (r: its residuals)."""
         dev, dt = self.device, r.dtype
         N, A, P, B, W = self.N, self.A, self.pairs_key.size, _BLOCK, _WIDTH
@@ -427,11 +430,11 @@ class ReprojectionProblem:
         ddep = (-system.g_d - q) / (system.h * (1 + mu) + 1e-12) * self.free_d_t
         return full_c, ddep
 
-    def step(self, prm: Params2D, full_c: torch.Tensor, full_d: torch.Tensor) -> Params2D:
+    def step(self, prm: ReprojectionParams, full_c: torch.Tensor, full_d: torch.Tensor) -> ReprojectionParams:
         """Apply increments (ncol,), (A,) (torch, differentiable)."""
         N, nf = self.N, self.nf
         dpose = full_c[: 6 * N].reshape(N, 6)
-        return Params2D(
+        return ReprojectionParams(
             Q=roma.rotvec_to_rotmat(dpose[:, :3]) @ prm.Q,
             C=prm.C + dpose[:, 3:],
             logd=prm.logd + full_d,
@@ -456,56 +459,43 @@ def refine_reprojection(
     keep: np.ndarray,  # (K,) bool matches to use
     fixed_focal: np.ndarray,  # (N,) bool
     root: int,
-    conf: RefineConf2D,
+    conf: ReprojectionConf,
     *,
     groups: np.ndarray | None = None,  # (N,) camera group of each image (shared intrinsics); None: per image
     device: str | torch.device = "cpu",
-) -> RefineResult2D:
+) -> ReprojectionResult:
     """Minimise the symmetric reprojection error of the kept matches."""
     N = len(canon.image_names)
     fidx = np.arange(N) if groups is None else np.asarray(groups, np.int64)
     prob = ReprojectionProblem(canon, keep, fidx, fixed_focal, root, conf, device)
     prm = prob.initial_params(rotations, centres, depths, focal, pp)
-    scale_px = max(conf.initial_robust_scale_px, conf.robust_scale_px)
-    delta2 = scale_px**2
+    robust = {"scale_px": max(conf.initial_robust_scale_px, conf.robust_scale_px)}  # annealed in place
+
+    def delta2() -> float:
+        return robust["scale_px"] ** 2
+
+    def reweight(state):
+        """Halve the robust scale down to its final value; the cost of `state` under the new one."""
+        if robust["scale_px"] <= conf.robust_scale_px:
+            return None
+        robust["scale_px"] = max(robust["scale_px"] / 2, conf.robust_scale_px)
+        return prob.cost(state[1], delta2())
+
+    def update(state, step):
+        full_c, full_d = step
+        # an anchor seen at almost no parallax has a near-zero depth curvature: bound its step
+        full_d = full_d.clamp(-_MAX_LOG_DEPTH_STEP, _MAX_LOG_DEPTH_STEP)
+        prm_n = prob.step(state[0], torch.as_tensor(full_c, device=prob.device), full_d)
+        rn, _ = prob.residuals(prm_n)
+        return (prm_n, rn), prob.cost(rn, delta2())
+
     r, _ = prob.residuals(prm)
-    f = prob.cost(r, delta2)
-    history = [f]
-    mu = 1e-4
-    for _ in range(conf.max_iters):
-        annealing = scale_px > conf.robust_scale_px
-        if annealing:
-            scale_px = max(scale_px / 2, conf.robust_scale_px)
-            delta2 = scale_px**2
-            f = prob.cost(r, delta2)
-        system = prob.system(prm, r, delta2)
-        improved = False
-        for _ in range(8):
-            try:
-                full_c, full_d = prob.solve(system, mu)
-            except RuntimeError:
-                mu *= 10
-                continue
-            # an anchor seen at almost no parallax has a near-zero depth curvature: bound its step
-            full_d = full_d.clamp(-_MAX_LOG_DEPTH_STEP, _MAX_LOG_DEPTH_STEP)
-            prm_n = prob.step(prm, torch.as_tensor(full_c, device=prob.device), full_d)
-            rn, _ = prob.residuals(prm_n)
-            fn = prob.cost(rn, delta2)
-            if np.isfinite(fn) and fn < f:
-                prm, r = prm_n, rn
-                mu = max(mu / 3, 1e-9)
-                improved = True
-                break
-            mu *= 10
-        if not improved:
-            if annealing:
-                continue
-            break
-        rel = (f - fn) / max(f, 1e-300)
-        f = fn
-        history.append(f)
-        if rel < conf.tolerance and not annealing:
-            break
+    out = levenberg_marquardt(
+        (prm, r), prob.cost(r, delta2()),
+        linearise=lambda state: prob.system(state[0], state[1], delta2()), solve=prob.solve, update=update,
+        max_iters=conf.max_iters, tolerance=conf.tolerance, reweight=reweight,
+    )
+    (prm, r), history = out.state, out.cost_history
     err = prob.match_errors(r)
     K = prob.K
     bad = (err[:K] > conf.outlier_px) | (err[K:] > conf.outlier_px)
@@ -516,7 +506,7 @@ def refine_reprojection(
                 history[0], history[-1], len(history) - 1, rms)
     fl = np.exp(prm.logf.cpu().numpy())[fidx]
     fl[fixed_focal] = focal[fixed_focal]  # exactly as given (no exp/log round trip)
-    return RefineResult2D(
+    return ReprojectionResult(
         rotations=np.transpose(prm.Q.cpu().numpy(), (0, 2, 1)),
         centres=prm.C.cpu().numpy(),
         depths=np.exp(prm.logd.cpu().numpy()),

@@ -50,7 +50,7 @@ from scipy.optimize import least_squares, minimize_scalar
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FACTOR = 1.2  # start of a camera's focal, times max(W, H), when Bougnoux's formula gives nothing
+from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR as DEFAULT_FACTOR  # noqa: E402 (Bougnoux fails)
 
 __all__ = [
     "CameraFocals",

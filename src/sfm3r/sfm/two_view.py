@@ -68,7 +68,7 @@ __all__ = [
 BACKEND = "classic-sift"
 # Prior focal length when EXIF gives none: DEFAULT_FOCAL_FACTOR * max(W, H), COLMAP's own default
 # (ImageReaderOptions.default_focal_length_factor), i.e. a ~45 degree field of view across the long side.
-DEFAULT_FOCAL_FACTOR = 1.2
+from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR  # noqa: E402
 _ACCEPTED_CONFIGS = frozenset(
     {
         pycolmap.TwoViewGeometryConfiguration.CALIBRATED,

@@ -1,7 +1,8 @@
 """Synthetic ground truth for the global alignment: cameras around a random scene, and the PairResults a
 pairwise backend would report for them (per-pair scale, pixel noise, depth noise, outlier matches).
 
-Used by the alignment tests and ``benchmarks/alignment.py``; pure numpy, deterministic given ``seed``.
+Test and benchmark code (not part of the package): used by the alignment tests and ``benchmarks/alignment*.py``,
+``benchmarks/scaling.py`` (which put ``tests/sfm`` on ``sys.path``); pure numpy, deterministic given ``seed``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.types import Camera, ImageInfo, PairResult
 
 
@@ -78,8 +80,7 @@ def project(scene: SyntheticScene, k: int) -> tuple[np.ndarray, np.ndarray, np.n
     """Points of the scene in camera k: (xy (P, 2) pixels, depth (P,), visible (P,) bool)."""
     cam = scene.cameras[k]
     x = scene.points @ scene.rotations[k].T + scene.translations[k]
-    z = x[:, 2]
-    xy = np.stack([cam.fx * x[:, 0] / z + cam.cx, cam.fy * x[:, 1] / z + cam.cy], axis=1)
+    xy, z = project_pinhole(x, cam.fx, cam.fy, cam.cx, cam.cy)
     vis = (z > 0.1) & (xy[:, 0] > 0) & (xy[:, 0] < cam.width) & (xy[:, 1] > 0) & (xy[:, 1] < cam.height)
     return xy, z, vis
 

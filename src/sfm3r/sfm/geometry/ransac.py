@@ -1,0 +1,75 @@
+"""The Sim(3) RANSAC between two point sets that should agree up to one similarity ``dst ≈ s·R·src + t``.
+
+One inlier rule everywhere: a correspondence is an inlier when ``|s R src + t − dst| < thr·|dst|``, the
+residual relative to the point's distance from the origin of ``dst``'s frame (pointmaps are noisier far
+away). One refit policy: the hypothesis with most inliers (random 3-point samples, vectorised) is refitted
+``refits`` times on its current inliers with the caller's weights (local optimisation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sfm3r.sfm.geometry.similarity import fit_similarity_batch
+
+__all__ = ["Sim3Fit", "relative_residuals", "sim3_ransac"]
+
+
+@dataclass(frozen=True, eq=False)
+class Sim3Fit:
+    """A robust similarity ``dst ≈ scale·rotation·src + translation`` and the residuals under it."""
+
+    scale: float
+    rotation: np.ndarray  # (3, 3) float64
+    translation: np.ndarray  # (3,) float64
+    inliers: np.ndarray  # (M,) bool
+    residuals: np.ndarray  # (M,) relative residual of every correspondence
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+def relative_residuals(src, dst, scale, rot, trans) -> np.ndarray:
+    """(B, M) ``|s R src + t − dst| / |dst|`` of hypotheses s (B,), R (B, 3, 3), t (B, 3); src, dst (M, 3)."""
+    d = scale[:, None, None] * (src[None] @ rot.transpose(0, 2, 1)) + (trans[:, None] - dst[None])
+    depth = np.maximum(np.sqrt((dst * dst).sum(-1)), 1e-9)
+    return np.sqrt((d * d).sum(-1)) / depth[None]
+
+
+def sim3_ransac(
+    src: np.ndarray,  # (M, 3)
+    dst: np.ndarray,  # (M, 3)
+    weights: np.ndarray,  # (M,) >= 0, used by the refits
+    *,
+    rng: np.random.Generator,
+    iters: int = 128,
+    thr: float = 0.05,
+    refits: int = 3,
+) -> Sim3Fit | None:
+    """Robust similarity from ``iters`` random 3-point hypotheses, then ``refits`` weighted refits.
+
+    Returns None when fewer than 3 inliers remain before a refit (no similarity is supported).
+    Raises ValueError for M < 3.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    w = np.asarray(weights, np.float64)
+    m = src.shape[0]
+    if m < 3:
+        raise ValueError(f"a similarity fit needs at least 3 point pairs, got {m}")
+    samples = np.argsort(rng.random((iters, m)), axis=1)[:, :3]  # (iters, 3) distinct indices per row
+    s, R, t = fit_similarity_batch(src[samples], dst[samples], np.ones(samples.shape))
+    res = relative_residuals(src, dst, s, R, t)
+    best = int(np.argmax((res < thr).sum(1)))
+    res = res[best]
+    inl = res < thr
+    for _ in range(refits):
+        if inl.sum() < 3:
+            return None
+        s, R, t = fit_similarity_batch(src[None, inl], dst[None, inl], w[None, inl])
+        res = relative_residuals(src, dst, s, R, t)[0]
+        inl = res < thr
+    return Sim3Fit(scale=float(s[0]), rotation=R[0], translation=t[0], inliers=inl, residuals=res)
