@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sfm3r.errors import InputError, ReconstructionError
-from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, Refinement, align_scene, get_conf
+from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, OutputPoints, Refinement, align_scene, get_conf
 from sfm3r.sfm.camera_groups import CameraMode
 from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
@@ -55,6 +55,21 @@ def test_default_recovers_poses_and_focals(ring):
     assert "reprojection" in out.info["timings"]
     assert out.num_points > 1000 and out.unregistered == ()
     assert out.obs_point.max() < out.num_points and out.obs_image.max() < out.num_images
+
+
+def test_default_points_are_multi_view_tracks_with_the_anchor_poses(ring):
+    scene, pairs = ring
+    tracks = align_scene(pairs, scene.images, AlignConf())
+    anchors = align_scene(pairs, scene.images, AlignConf(points=OutputPoints.ANCHORS))
+    assert "tracks" in tracks.info["timings"] and "tracks" not in anchors.info["timings"]
+    np.testing.assert_array_equal(tracks.rotations, anchors.rotations)  # the points-only BA keeps the poses
+    assert tracks.cameras == anchors.cameras
+    length = np.bincount(tracks.obs_point, minlength=tracks.num_points)
+    assert length.min() >= 2 and length.mean() > 3.0 == np.bincount(anchors.obs_point).mean() + 1.0
+    assert tracks.info["tracks"]["mean_track_length"] == pytest.approx(length.mean())
+    key = tracks.obs_point * tracks.num_images + tracks.obs_image
+    assert np.unique(key).size == key.size  # at most one observation per image and point
+    assert np.nanmax(tracks.points_error) < 4.0 and np.nanmean(tracks.points_error) < 1.0
 
 
 def test_bundle_adjustment_refinement_recovers_poses_and_focals(ring):

@@ -2,7 +2,8 @@
 
 - A folder with `cameras` and `images` files (.bin or .txt): each image named there gets its camera.
 - A `cameras.txt` (or a folder with only cameras) holding ONE camera: it applies to every image of that size.
-Lens distortion parameters are not modelled by sfm3r: they are dropped with a warning.
+SIMPLE_RADIAL, RADIAL and OPENCV cameras keep their distortion (and are written with it); PINHOLE and
+SIMPLE_PINHOLE keep their model. FULL_OPENCV distortion is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sfm3r.errors import InputError
-from sfm3r.types import Camera, ImageInfo
+from sfm3r.types import CAMERA_MODELS, Camera, ImageInfo
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,14 @@ def _camera(model: str, width: int, height: int, params: Sequence[float], where:
         raise InputError(f"{where}: camera model {model} is not supported; use one of {', '.join(_PINHOLE_PARAMS)}")
     if len(params) != _NUM_PARAMS[model]:
         raise InputError(f"{where}: {model} takes {_NUM_PARAMS[model]} parameters, got {len(params)}")
-    if any(p != 0 for p in params[_NUM_PINHOLE_PARAMS[model] :]):
-        logger.warning("%s: the distortion of %s cameras is ignored (sfm3r models pinhole cameras)", where, model)
     fx, fy, cx, cy = (float(params[i]) for i in _PINHOLE_PARAMS[model])
     if min(fx, fy) <= 0 or width <= 0 or height <= 0:
         raise InputError(f"{where}: focal lengths and sizes must be positive")
+    if model in CAMERA_MODELS:
+        return Camera.from_colmap(model, width, height, params)
+    if any(p != 0 for p in params[_NUM_PINHOLE_PARAMS[model] :]):
+        logger.warning("%s: the distortion of %s cameras is ignored (sfm3r handles %s)", where, model,
+                       ", ".join(CAMERA_MODELS))
     return Camera(width=width, height=height, fx=fx, fy=fy, cx=cx, cy=cy)
 
 

@@ -32,6 +32,7 @@ from enum import StrEnum
 import numpy as np
 
 from sfm3r.errors import InputError, ReconstructionError
+from sfm3r.sfm.bundle_adjustment import CameraModel as BACameraModel
 from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
 from sfm3r.sfm.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
@@ -52,6 +53,11 @@ class Refinement(StrEnum):
     REPROJECTION_BA = "reprojection+ba"  # (a) then (b)
 
 
+class OutputPoints(StrEnum):
+    TRACKS = "tracks"  # multi-view tracks (union-find over the kept matches), triangulated from all views
+    ANCHORS = "anchors"  # one point per kept match, observed in its two images (the 2D refinement's own)
+
+
 class KnownIntrinsics(StrEnum):
     FIXED = "fixed"  # known cameras are kept as given
     PRIOR = "prior"  # known cameras are the starting point; focals are refined
@@ -66,6 +72,14 @@ class AlignConf:
     refine: Refinement = Refinement.REPROJECTION  # measured best on real data (benchmarks/alignment_real.py)
     reprojection: RefineConf2D = field(default_factory=RefineConf2D)
     ba: RefineConf = field(default_factory=RefineConf)
+    points: OutputPoints = OutputPoints.TRACKS  # what the model's points are (see _track_points)
+    # Track points after (a): poses and cameras of the refinement stay as they are (a full BA after (a)
+    # measured worse on the temple ring, module docstring); the matches' tracks are triangulated from
+    # all their views and refined by a points-only BA. Round 0 starts at 1 % of the image size since
+    # the poses are final.
+    track_points: RefineConf = field(default_factory=lambda: RefineConf(
+        refine_focal=False, refine_poses=False, camera_model=BACameraModel.PINHOLE, initial_max_error_frac=0.01,
+    ))
     camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
     default_focal_factor: float = 1.2  # focal = factor·max(W, H) when nothing better is known
@@ -311,6 +325,11 @@ def align_scene(
         pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
         scene = _refine_with_ba(scene, pairs, conf, fixed)
         timings["ba"] = time.perf_counter() - t0
+    elif conf.points == OutputPoints.TRACKS:
+        t0 = time.perf_counter()
+        pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
+        scene = _track_points(scene, pairs, conf)
+        timings["tracks"] = time.perf_counter() - t0
     return scene
 
 
@@ -326,6 +345,33 @@ def _filtered_pairs(
         fields = ("xy_i", "xy_j", "idx_i", "idx_j", "conf", "pts_i", "pts_j")
         out.append(replace(p, **{f: getattr(p, f)[k] for f in fields}, num_inliers=int(k.size)))
     return out
+
+
+def _track_points(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -> Scene:
+    """The anchor scene's poses and cameras with multi-view track points (``conf.track_points``).
+
+    Falls back to the anchor points (with a warning) when no track can be triangulated.
+    """
+    tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
+    try:
+        out = refine_scene(
+            tracks, list(scene.image_names), list(scene.cameras), scene.camera_of_image,
+            scene.rotations, scene.translations, conf.track_points,
+        )  # fmt: skip
+    except ReconstructionError as error:
+        logger.warning("no multi-view tracks (%s); writing the pairwise anchor points instead", error)
+        return scene
+    if out.unregistered:  # a non-finite pose cannot come from a points-only BA; keep the anchor scene
+        logger.warning("track triangulation lost images %s; writing the pairwise anchor points", out.unregistered)
+        return scene
+    lengths = np.bincount(out.obs_point, minlength=out.num_points)
+    info = {**out.info, "mean_track_length": float(lengths.mean()) if lengths.size else 0.0}
+    logger.info("tracks: %d points, mean track length %.2f, mean reprojection error %.3f px",
+                out.num_points, info["mean_track_length"], info["mean_reproj_error_after"])
+    return replace(
+        scene, points_xyz=out.points_xyz, points_rgb=out.points_rgb, points_error=out.points_error,
+        obs_point=out.obs_point, obs_image=out.obs_image, obs_xy=out.obs_xy, info={**scene.info, "tracks": info},
+    )  # fmt: skip
 
 
 def _refine_with_ba(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf, fixed_focal: np.ndarray) -> Scene:
