@@ -66,7 +66,7 @@ def test_output_folder_is_ready_for_gaussian_splatting(full_run):
     assert rec.num_points3D() > 500
     for image in rec.images.values():
         camera = rec.cameras[image.camera_id]
-        assert camera.model.name in ("PINHOLE", "SIMPLE_PINHOLE")
+        assert camera.model.name == "PINHOLE"  # the default --camera-model, also when fx == fy
         # cropped (by at most a few %) so that the refined principal point is at the centre, for graphdeco
         assert 0.95 * 768 < camera.width <= 768 and 0.95 * 512 < camera.height <= 512
         cx, cy = camera.principal_point_x, camera.principal_point_y
@@ -78,6 +78,10 @@ def test_output_folder_is_ready_for_gaussian_splatting(full_run):
     run = json.loads((full_run / "run.json").read_text())
     assert run["backend"] == "classic"
     assert run["counts"]["scene"]["registered"] == len(NAMES)
+    # the counts describe sparse/0 as written (after the export crop), and the points are multi-view tracks
+    assert run["counts"]["scene"]["points"] == rec.num_points3D()
+    assert rec.compute_mean_track_length() > 2.2 and run["counts"]["scene"]["mean_track_length"] > 2.2
+    assert not (full_run / "distorted").exists()  # pinhole cameras: nothing undistorted
 
 
 def test_resume_after_the_pairwise_stage_recomputes_nothing(photos, full_run, tmp_path):

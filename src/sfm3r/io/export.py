@@ -57,6 +57,7 @@ from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.io.colmap import check_scene, write_colmap_model
 from sfm3r.io.images import exif_orientation, read_image
 from sfm3r.io.ply import write_ply
+from sfm3r.io.undistort import undistort_rgb, undistort_scene
 from sfm3r.types import Camera, ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
@@ -143,14 +144,19 @@ def _check_and_classify(info: ImageInfo, size: tuple[int, int]) -> bool:
     return reencode
 
 
-def _export_image(info: ImageInfo, reencode: bool, target: Path, crop: Crop | None = None) -> None:
-    """Write one image into `target` (atomically): its bytes, or its displayed RGB pixels cropped by `crop`.
+def _export_image(
+    info: ImageInfo, reencode: bool, target: Path, crop: Crop | None = None, distorted: Camera | None = None
+) -> None:
+    """Write one image into `target` (atomically): its bytes, or its displayed RGB pixels undistorted
+    (when its `distorted` camera is given) and then cropped by `crop`.
 
-    `reencode`: write PNG (the file is not a plain JPEG/PNG). A crop alone keeps the file's format: PNG
-    stays lossless, JPEG is written at JPEG_QUALITY with full-resolution chroma.
+    `reencode`: write PNG (the file is not a plain JPEG/PNG). Undistortion or a crop alone keep the file's
+    format: PNG stays lossless, JPEG is written at JPEG_QUALITY with full-resolution chroma.
     """
-    if reencode or crop is not None:
+    if reencode or crop is not None or distorted is not None:
         rgb = read_image(info.path)
+        if distorted is not None:
+            rgb = undistort_rgb(rgb, distorted)
         if crop is not None:
             height, width = rgb.shape[:2]
             rgb = rgb[crop.top : height - crop.bottom, crop.left : width - crop.right]
@@ -293,7 +299,7 @@ def _centring_crops(scene: Scene) -> dict[int, Crop]:
 # The folder
 
 
-def export_gaussian_splatting_folder(
+def export_gaussian_splatting_scene(
     scene: Scene,
     images: Sequence[ImageInfo],
     out_dir: Path,
@@ -301,8 +307,10 @@ def export_gaussian_splatting_folder(
     *,
     dense: bool = False,
     centre_principal_points: bool = True,
-) -> Path:
-    """Lay out `out_dir` for Gaussian Splatting trainers and return it (layout in the module docstring).
+) -> Scene:
+    """Lay out `out_dir` for Gaussian Splatting trainers (layout in the module docstring).
+
+    Returns the Scene written to ``out_dir/sparse/0`` (undistorted, cropped, renamed).
 
     Args:
         scene: the reconstruction; only its registered images are exported.
@@ -311,6 +319,9 @@ def export_gaussian_splatting_folder(
         dense: write ``scene.dense_xyz/dense_rgb`` to points.ply instead of the sparse points.
         centre_principal_points: crop the images of cameras with an off-centre principal point so that
             it is centred (for graphdeco 3DGS); the written model describes the cropped images.
+
+    Cameras with lens distortion are undistorted first (``io.undistort``): their images are resampled
+    and written with PINHOLE cameras; the centring crop then applies to the undistorted cameras.
 
     Raises:
         InputError: an image is missing from `images`, changed on disk since it was read (SHA-256), has
@@ -335,11 +346,15 @@ def export_gaussian_splatting_folder(
         camera = scene.cameras[int(scene.camera_of_image[i])]
         if _check_and_classify(by_name[name], (camera.width, camera.height)):
             reencode.add(name)
-    crops = _centring_crops(scene) if centre_principal_points else {}
+    pinhole_scene, distorted = undistort_scene(scene)
+    crops = _centring_crops(pinhole_scene) if centre_principal_points else {}
     crop_of = {
         name: crops[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image) if int(c) in crops
     }  # fmt: skip
-    cropped_scene = crop_scene(scene, crops)
+    distorted_of = {
+        name: distorted[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image) if int(c) in distorted
+    }  # fmt: skip
+    cropped_scene = crop_scene(pinhole_scene, crops)
     new_names = export_names(scene.image_names, reencode)
     renamed = dataclasses.replace(cropped_scene, image_names=tuple(new_names[n] for n in scene.image_names))
     xyz, rgb = (scene.dense_xyz, scene.dense_rgb) if dense else (renamed.points_xyz, renamed.points_rgb)
@@ -350,20 +365,46 @@ def export_gaussian_splatting_folder(
     for name in scene.image_names:
         if os.path.basename(new_names[name]) != new_names[name] or new_names[name] in (".", ".."):
             raise InputError(f"export name {new_names[name]!r} would leave {images_dir}")  # cannot happen
-        _export_image(by_name[name], name in reencode, images_dir / new_names[name], crop_of.get(name))
+        _export_image(
+            by_name[name], name in reencode, images_dir / new_names[name], crop_of.get(name), distorted_of.get(name)
+        )  # fmt: skip
     write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
     write_ply(out_dir / "points.ply", xyz, rgb)
+    if distorted:
+        logger.info(
+            "undistorted the images of %d camera(s) (%d images) to PINHOLE for the trainers; dropped %d "
+            "points left with fewer than 2 observations inside the undistorted images",
+            len(distorted), len(distorted_of), scene.num_points - pinhole_scene.num_points,
+        )  # fmt: skip
     if crops:
         logger.info(
             "cropped the images of %d camera(s) (%d images, largest crop %d px) to centre their principal "
             "points for graphdeco 3DGS; dropped %d observations outside the crops and %d points left with "
             "fewer than 2",
             len(crops), len(crop_of), max(crop.largest for crop in crops.values()),
-            len(scene.obs_xy) - len(renamed.obs_xy), scene.num_points - renamed.num_points,
+            len(pinhole_scene.obs_xy) - len(renamed.obs_xy), pinhole_scene.num_points - renamed.num_points,
         )  # fmt: skip
-    copied = sum(name not in reencode and name not in crop_of for name in scene.image_names)
+    copied = sum(
+        name not in reencode and name not in crop_of and name not in distorted_of for name in scene.image_names
+    )  # fmt: skip
     logger.info(
-        "exported %d images (%d copied, %d re-encoded or cropped), the model and %d points to %s",
+        "exported %d images (%d copied, %d re-encoded, undistorted or cropped), the model and %d points to %s",
         scene.num_images, copied, scene.num_images - copied, len(xyz), out_dir,
     )  # fmt: skip
-    return out_dir
+    return renamed
+
+
+def export_gaussian_splatting_folder(
+    scene: Scene,
+    images: Sequence[ImageInfo],
+    out_dir: Path,
+    text: bool = False,
+    *,
+    dense: bool = False,
+    centre_principal_points: bool = True,
+) -> Path:
+    """:func:`export_gaussian_splatting_scene`, returning `out_dir`."""
+    export_gaussian_splatting_scene(
+        scene, images, out_dir, text, dense=dense, centre_principal_points=centre_principal_points
+    )  # fmt: skip
+    return Path(out_dir)

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ import numpy as np
 import sfm3r
 from sfm3r.errors import ImageReadError, InputError, ReconstructionError
 from sfm3r.io.colmap import check_scene, write_colmap_model
-from sfm3r.io.export import export_gaussian_splatting_folder, flat_name
+from sfm3r.io.export import export_gaussian_splatting_scene, flat_name
 from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
@@ -160,11 +161,17 @@ def _write_pairs_txt(path: Path, pairs) -> None:
 
 
 def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
-    """SIMPLE_PINHOLE output: one focal per camera (the mean of fx and fy)."""
-    if model != CameraModel.SIMPLE_PINHOLE:
-        return scene
-    cameras = tuple(dataclasses.replace(c, fx=(c.fx + c.fy) / 2, fy=(c.fx + c.fy) / 2) for c in scene.cameras)
-    return dataclasses.replace(scene, cameras=cameras)
+    """The written model of the cameras without lens distortion: PINHOLE (also when fx == fy), or
+    SIMPLE_PINHOLE with one focal (the mean of fx and fy). Cameras with distortion keep their model."""
+    def apply(c):
+        if c.has_distortion or model not in (CameraModel.PINHOLE, CameraModel.SIMPLE_PINHOLE):
+            return c
+        if model == CameraModel.SIMPLE_PINHOLE:
+            return dataclasses.replace(c, fx=(c.fx + c.fy) / 2, fy=(c.fx + c.fy) / 2, model="SIMPLE_PINHOLE",
+                                       distortion=())
+        return dataclasses.replace(c, model="PINHOLE", distortion=())
+
+    return dataclasses.replace(scene, cameras=tuple(apply(c) for c in scene.cameras))
 
 
 def _scene_counts(scene: Scene, num_images: int) -> dict[str, Any]:
@@ -301,7 +308,14 @@ def reconstruct(
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
-            export_gaussian_splatting_folder(scene, images, run.root, text=conf.write_text)
+            exported = export_gaussian_splatting_scene(scene, images, run.root, text=conf.write_text)
+            distorted_dir = run.root / "distorted" / "sparse" / "0"
+            if any(camera.has_distortion for camera in scene.cameras):
+                # the model of the original photos; sparse/0 holds the undistorted one (graphdeco's layout)
+                write_colmap_model(scene, distorted_dir, binary=True, text=conf.write_text)
+            elif distorted_dir.is_dir():
+                shutil.rmtree(run.root / "distorted")  # an earlier run's, no longer true
+            result.counts["scene"] = _scene_counts(exported, len(images))  # what sparse/0 holds
         write_preview(scene, run.preview_path)
     return _finish(result, conf, started)
 
