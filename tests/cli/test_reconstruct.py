@@ -107,3 +107,28 @@ def test_info_summarises_the_model(full_run):
     result = _invoke("info", full_run)
     assert result.exit_code == 0
     assert "registered images: 5" in result.output
+
+
+@pytest.mark.slow
+def test_lens_model_run_writes_undistorted_3dgs_folder_and_keeps_the_distorted_model(full_run, photos, tmp_path):
+    """--camera-model SIMPLE_RADIAL: distortion estimated; sparse/0 + images/ undistorted PINHOLE for the
+    trainers, distorted/sparse/0 the SIMPLE_RADIAL model of the photos (graphdeco convert.py's layout)."""
+    out = tmp_path / "out"
+    shutil.copytree(full_run / "cache", out / "cache")  # features and matches from the default run
+    result = _invoke("reconstruct", photos, out, "--quiet", "--camera-model", "SIMPLE_RADIAL")
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"]["lens"]["chosen"] == "simple_radial"
+    distorted = pycolmap.Reconstruction(str(out / "distorted" / "sparse" / "0"))
+    assert {c.model.name for c in distorted.cameras.values()} == {"SIMPLE_RADIAL"}
+    assert all(c.params[3] != 0 for c in distorted.cameras.values())
+    rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    assert rec.num_reg_images() == len(NAMES) and run["counts"]["scene"]["points"] == rec.num_points3D()
+    for image in rec.images.values():
+        camera = rec.cameras[image.camera_id]
+        assert camera.model.name == "PINHOLE"
+        with Image.open(out / "images" / image.name) as photo:
+            assert photo.size == (camera.width, camera.height)
+    # the default run afterwards removes the distorted model again: the folder stays consistent
+    assert _invoke("reconstruct", photos, out, "--quiet").exit_code == 0
+    assert not (out / "distorted").exists()

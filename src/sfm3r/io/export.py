@@ -35,6 +35,10 @@ exported whole. Cropped images keep their name and format (so the model's names 
 photos): PNG stays lossless, JPEG is re-encoded at quality 95 with full-resolution chroma.
 With ``centre_principal_points=False`` nothing is cropped (graphdeco then sees a shifted image).
 
+Undistortion. Cameras with lens distortion (SIMPLE_RADIAL, RADIAL, OPENCV) are first undistorted
+(``io.undistort``, as COLMAP's ``image_undistorter``): their images are resampled to PINHOLE cameras
+whose principal point is then centred by the crop above like any other.
+
 The PLY is not written as ``sparse/0/points3D.ply``: graphdeco 3DGS would load that file instead of
 points3D.bin and expects normals in it.
 """

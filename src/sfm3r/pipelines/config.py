@@ -15,7 +15,7 @@ from typing import Any
 from sfm3r.errors import InputError
 from sfm3r.sfm import alignment as alignment_module
 from sfm3r.sfm import sift as sift_module
-from sfm3r.sfm.alignment import AlignConf
+from sfm3r.sfm.alignment import AlignConf, Lens
 from sfm3r.sfm.camera_groups import CameraMode
 from sfm3r.sfm.sift import SiftConf
 from sfm3r.sfm.two_view import TwoViewConf
@@ -33,6 +33,16 @@ class Backend(enum.StrEnum):
 class CameraModel(enum.StrEnum):
     PINHOLE = "PINHOLE"  # fx, fy, cx, cy
     SIMPLE_PINHOLE = "SIMPLE_PINHOLE"  # one focal
+    SIMPLE_RADIAL = "SIMPLE_RADIAL"  # + k, estimated in a final bundle adjustment on the tracks
+    RADIAL = "RADIAL"  # + k1, k2
+    OPENCV = "OPENCV"  # fx, fy + k1, k2, p1, p2
+    AUTO = "auto"  # SIMPLE_RADIAL per camera where the data supports it, else PINHOLE (run.json: counts.lens)
+
+
+# --camera-model -> the lens model the alignment estimates
+_LENS = {CameraModel.PINHOLE: Lens.NONE, CameraModel.SIMPLE_PINHOLE: Lens.NONE,
+         CameraModel.SIMPLE_RADIAL: Lens.SIMPLE_RADIAL, CameraModel.RADIAL: Lens.RADIAL,
+         CameraModel.OPENCV: Lens.OPENCV, CameraModel.AUTO: Lens.AUTO}  # fmt: skip
 
 
 # Up to this many images the default scene graph matches every pair (as `colmap exhaustive_matcher`);
@@ -62,7 +72,7 @@ class ReconstructConf:
     # Alignment
     align: AlignConf = field(default_factory=AlignConf)
     known_intrinsics: Path | None = None  # COLMAP model folder or cameras.txt with known cameras
-    camera_model: CameraModel = CameraModel.PINHOLE  # written model (SIMPLE_PINHOLE averages fx, fy)
+    camera_model: CameraModel = CameraModel.PINHOLE  # written model (SIMPLE_PINHOLE averages fx, fy); lens models are estimated
     # Output and execution
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     write_text: bool = False  # also write the COLMAP model as .txt
@@ -77,6 +87,11 @@ class ReconstructConf:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise InputError(f"amp must be one of auto, bf16, fp16, off; got {self.amp!r}")
+
+    @property
+    def lens(self) -> Lens:
+        """The lens distortion model the alignment estimates for `camera_model`."""
+        return _LENS[self.camera_model]
 
     @property
     def resolved_backend(self) -> Backend:

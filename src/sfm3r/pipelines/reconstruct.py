@@ -288,7 +288,7 @@ def reconstruct(
         return _finish(result, conf, started)
 
     with _timed(timings, "alignment"):
-        align_conf = dataclasses.replace(conf.align, device=device)
+        align_conf = dataclasses.replace(conf.align, device=device, lens=conf.lens)
         scene = align_scene(
             pair_results, images, align_conf, dense_views=dense_views, known_cameras=known,
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
@@ -301,6 +301,8 @@ def reconstruct(
         scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)
     result.scene = scene
     result.counts["scene"] = _scene_counts(scene, len(images))
+    if "lens" in scene.info:
+        result.counts["lens"] = scene.info["lens"]  # the distortion model chosen, and why
 
     with _timed(timings, "export"):
         if stop_after == Stage.ALIGN:

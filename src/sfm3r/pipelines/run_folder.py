@@ -26,7 +26,7 @@ from typing import Any
 
 from sfm3r.errors import InputError
 
-_OWNED_ENTRIES = ("images", "sparse", "cache", "points.ply", "preview.png", "run.json", "log.txt")
+_OWNED_ENTRIES = ("images", "sparse", "distorted", "cache", "points.ply", "preview.png", "run.json", "log.txt")
 
 
 @dataclass(frozen=True)
