@@ -193,6 +193,7 @@ def test_known_cameras_with_distortion_are_kept_and_their_observations_are_photo
     assert np.median(errors) < 1.0
 
 
+@pytest.mark.slow
 def test_lens_auto_estimates_radial_distortion_only_where_the_data_has_it(ring):
     from dataclasses import replace
 
