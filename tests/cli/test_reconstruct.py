@@ -132,3 +132,21 @@ def test_lens_model_run_writes_undistorted_3dgs_folder_and_keeps_the_distorted_m
     # the default run afterwards removes the distorted model again: the folder stays consistent
     assert _invoke("reconstruct", photos, out, "--quiet").exit_code == 0
     assert not (out / "distorted").exists()
+
+
+@pytest.mark.slow
+def test_align_into_a_reconstruct_folder_leaves_it_consistent(full_run, photos, tmp_path):
+    """`sfm3r align` writes the model of the uncropped photos: the cropped images/ of the earlier export
+    must not stay beside it (graphdeco would read size mismatches)."""
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    assert (out / "images").is_dir()
+    result = _invoke("align", photos, out, "--quiet")
+    assert result.exit_code == 0, result.output
+    rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    images_dir = out / "images"
+    for image in rec.images.values():
+        camera = rec.cameras[image.camera_id]
+        if images_dir.is_dir():
+            with Image.open(images_dir / image.name) as photo:
+                assert photo.size == (camera.width, camera.height)

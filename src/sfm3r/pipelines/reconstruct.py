@@ -306,6 +306,11 @@ def reconstruct(
 
     with _timed(timings, "export"):
         if stop_after == Stage.ALIGN:
+            for stale in ("images", "distorted"):  # an earlier export's (cropped, undistorted) images and
+                if (run.root / stale).is_dir():  # model no longer match sparse/0, the model of the photos
+                    logger.warning("removing %s/ of an earlier export: sparse/0 now describes the original "
+                                   "photos; run `sfm3r reconstruct` for the 3DGS folder", stale)
+                    shutil.rmtree(run.root / stale)
             run.sparse_dir.mkdir(parents=True, exist_ok=True)
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
