@@ -124,9 +124,19 @@ class DenseView:
     net_conf: np.ndarray  # (H, W) float32 confidence (>= 1 for MASt3R)
 
 
+# COLMAP camera models sfm3r reads and writes: name -> number of distortion parameters after the pinhole part.
+CAMERA_MODELS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 0, "SIMPLE_RADIAL": 1, "RADIAL": 2, "OPENCV": 4}
+_ONE_FOCAL_MODELS = ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+
+
 @dataclass(frozen=True)
 class Camera:
-    """A pinhole camera in original-image pixels (COLMAP convention)."""
+    """A camera in original-image pixels (COLMAP convention): pinhole part plus optional lens distortion.
+
+    ``model`` is the COLMAP model to write ("" = the writer's choice: SIMPLE_PINHOLE when fx == fy, else
+    PINHOLE). ``distortion`` holds the model's parameters after the pinhole part, in COLMAP's order:
+    SIMPLE_RADIAL (k,), RADIAL (k1, k2), OPENCV (k1, k2, p1, p2). One-focal models use (fx + fy) / 2.
+    """
 
     width: int
     height: int
@@ -134,10 +144,53 @@ class Camera:
     fy: float
     cx: float
     cy: float
+    model: str = ""
+    distortion: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.model and self.model not in CAMERA_MODELS:
+            raise ValueError(f"camera model {self.model!r} is not one of {', '.join(CAMERA_MODELS)}")
+        expected = CAMERA_MODELS.get(self.model, 0)
+        if len(self.distortion) != expected:
+            raise ValueError(f"camera model {self.model or 'PINHOLE'} takes {expected} distortion parameters, "
+                             f"got {len(self.distortion)}")
+        object.__setattr__(self, "distortion", tuple(float(v) for v in self.distortion))
 
     def matrix(self) -> np.ndarray:
-        """(3, 3) float64 calibration matrix K."""
+        """(3, 3) float64 calibration matrix K (the pinhole part)."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def has_distortion(self) -> bool:
+        """True when a distortion parameter is non-zero."""
+        return any(v != 0.0 for v in self.distortion)
+
+    def colmap_model(self) -> tuple[str, list[float]]:
+        """(COLMAP model name, parameter list) as written to cameras.bin/txt."""
+        same_focal = abs(self.fx - self.fy) <= 1e-9 * max(abs(self.fx), abs(self.fy))
+        model = self.model or ("SIMPLE_PINHOLE" if same_focal else "PINHOLE")
+        f = (self.fx + self.fy) / 2
+        pinhole = [f, self.cx, self.cy] if model in _ONE_FOCAL_MODELS else [self.fx, self.fy, self.cx, self.cy]
+        return model, pinhole + list(self.distortion)
+
+    @classmethod
+    def from_colmap(cls, model: str, width: int, height: int, params) -> Camera:
+        """The Camera of a COLMAP model name and parameter list (ValueError for other models)."""
+        if model not in CAMERA_MODELS:
+            raise ValueError(f"camera model {model} is not supported; use one of {', '.join(CAMERA_MODELS)}")
+        params = [float(v) for v in params]
+        n_pinhole = 3 if model in _ONE_FOCAL_MODELS else 4
+        if len(params) != n_pinhole + CAMERA_MODELS[model]:
+            raise ValueError(f"{model} takes {n_pinhole + CAMERA_MODELS[model]} parameters, got {len(params)}")
+        fx, fy, cx, cy = (params[0], params[0], params[1], params[2]) if n_pinhole == 3 else params[:4]
+        camera = cls(int(width), int(height), fx, fy, cx, cy)
+        if CAMERA_MODELS[model] == 0 and camera.colmap_model()[0] == model:
+            return camera  # canonical form: the writer's own choice gives this model back
+        return cls(int(width), int(height), fx, fy, cx, cy, model, tuple(params[n_pinhole:]))
+
+    def pinhole(self) -> Camera:
+        """The same camera without a model choice or distortion."""
+        return Camera(self.width, self.height, self.fx, self.fy, self.cx, self.cy)
 
 
 @dataclass(frozen=True, eq=False)

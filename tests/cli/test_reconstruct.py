@@ -66,7 +66,7 @@ def test_output_folder_is_ready_for_gaussian_splatting(full_run):
     assert rec.num_points3D() > 500
     for image in rec.images.values():
         camera = rec.cameras[image.camera_id]
-        assert camera.model.name in ("PINHOLE", "SIMPLE_PINHOLE")
+        assert camera.model.name == "PINHOLE"  # the default --camera-model, also when fx == fy
         # cropped (by at most a few %) so that the refined principal point is at the centre, for graphdeco
         assert 0.95 * 768 < camera.width <= 768 and 0.95 * 512 < camera.height <= 512
         cx, cy = camera.principal_point_x, camera.principal_point_y
@@ -78,6 +78,10 @@ def test_output_folder_is_ready_for_gaussian_splatting(full_run):
     run = json.loads((full_run / "run.json").read_text())
     assert run["backend"] == "classic"
     assert run["counts"]["scene"]["registered"] == len(NAMES)
+    # the counts describe sparse/0 as written (after the export crop), and the points are multi-view tracks
+    assert run["counts"]["scene"]["points"] == rec.num_points3D()
+    assert rec.compute_mean_track_length() > 2.2 and run["counts"]["scene"]["mean_track_length"] > 2.2
+    assert not (full_run / "distorted").exists()  # pinhole cameras: nothing undistorted
 
 
 def test_resume_after_the_pairwise_stage_recomputes_nothing(photos, full_run, tmp_path):
@@ -103,3 +107,46 @@ def test_info_summarises_the_model(full_run):
     result = _invoke("info", full_run)
     assert result.exit_code == 0
     assert "registered images: 5" in result.output
+
+
+@pytest.mark.slow
+def test_lens_model_run_writes_undistorted_3dgs_folder_and_keeps_the_distorted_model(full_run, photos, tmp_path):
+    """--camera-model SIMPLE_RADIAL: distortion estimated; sparse/0 + images/ undistorted PINHOLE for the
+    trainers, distorted/sparse/0 the SIMPLE_RADIAL model of the photos (graphdeco convert.py's layout)."""
+    out = tmp_path / "out"
+    shutil.copytree(full_run / "cache", out / "cache")  # features and matches from the default run
+    result = _invoke("reconstruct", photos, out, "--quiet", "--camera-model", "SIMPLE_RADIAL")
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"]["lens"]["chosen"] == "simple_radial"
+    distorted = pycolmap.Reconstruction(str(out / "distorted" / "sparse" / "0"))
+    assert {c.model.name for c in distorted.cameras.values()} == {"SIMPLE_RADIAL"}
+    assert all(c.params[3] != 0 for c in distorted.cameras.values())
+    rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    assert rec.num_reg_images() == len(NAMES) and run["counts"]["scene"]["points"] == rec.num_points3D()
+    for image in rec.images.values():
+        camera = rec.cameras[image.camera_id]
+        assert camera.model.name == "PINHOLE"
+        with Image.open(out / "images" / image.name) as photo:
+            assert photo.size == (camera.width, camera.height)
+    # the default run afterwards removes the distorted model again: the folder stays consistent
+    assert _invoke("reconstruct", photos, out, "--quiet").exit_code == 0
+    assert not (out / "distorted").exists()
+
+
+@pytest.mark.slow
+def test_align_into_a_reconstruct_folder_leaves_it_consistent(full_run, photos, tmp_path):
+    """`sfm3r align` writes the model of the uncropped photos: the cropped images/ of the earlier export
+    must not stay beside it (graphdeco would read size mismatches)."""
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    assert (out / "images").is_dir()
+    result = _invoke("align", photos, out, "--quiet")
+    assert result.exit_code == 0, result.output
+    rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    images_dir = out / "images"
+    for image in rec.images.values():
+        camera = rec.cameras[image.camera_id]
+        if images_dir.is_dir():
+            with Image.open(images_dir / image.name) as photo:
+                assert photo.size == (camera.width, camera.height)

@@ -141,19 +141,48 @@ def test_read_colmap_model_round_trip(tmp_path):
     assert back.unregistered == () and "distortion" not in back.info
 
 
-def test_read_colmap_model_of_distorted_ground_truth_keeps_the_pinhole_part(caplog):
+def test_read_colmap_model_of_distorted_ground_truth_keeps_the_distortion(tmp_path):
     gt = DATA / "sacre_coeur" / "gt"
     if not gt.is_dir():
         pytest.skip(f"data not found at {gt}")
-    with caplog.at_level(logging.WARNING, logger="sfm3r.io.colmap"):
-        scene = read_colmap_model(gt)
+    scene = read_colmap_model(gt)
     rec = pycolmap.Reconstruction(str(gt))
     assert scene.num_images == rec.num_reg_images() and scene.num_points == 0
-    assert set(scene.info["distortion"]) == set(range(len(scene.cameras)))
+    assert "distortion" not in scene.info  # SIMPLE_RADIAL is handled, nothing dropped
     first = rec.images[min(rec.reg_image_ids())]
+    camera = scene.cameras[int(scene.camera_of_image[0])]
     assert scene.image_names[0] == first.name
-    assert scene.cameras[int(scene.camera_of_image[0])].fx == rec.cameras[first.camera_id].focal_length
-    assert "distortion" in caplog.text
+    assert camera.model == "SIMPLE_RADIAL" and camera.has_distortion
+    assert camera.fx == rec.cameras[first.camera_id].focal_length
+    assert camera.distortion == (rec.cameras[first.camera_id].params[3],)
+    # and written back unchanged
+    again = pycolmap.Reconstruction(str(write_colmap_model(scene, tmp_path / "model")))
+    written = again.cameras[again.images[1].camera_id]
+    assert written.model.name == "SIMPLE_RADIAL"
+    np.testing.assert_allclose(written.params, rec.cameras[first.camera_id].params)
+
+
+def test_pinhole_camera_with_equal_focals_is_written_as_pinhole(tmp_path):
+    """A camera that says PINHOLE stays PINHOLE even when fx == fy (it was written as SIMPLE_PINHOLE)."""
+    scene = synthetic_scene()
+    cameras = tuple(dataclasses.replace(c, fy=c.fx, model="PINHOLE") for c in scene.cameras)
+    rec = pycolmap.Reconstruction(str(write_colmap_model(dataclasses.replace(scene, cameras=cameras), tmp_path)))
+    assert {c.model.name for c in rec.cameras.values()} == {"PINHOLE"}
+    back = read_colmap_model(tmp_path)
+    assert all(c.model == "PINHOLE" for c in back.cameras)
+
+
+def test_unsupported_distortion_model_keeps_the_pinhole_part(tmp_path, caplog):
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera(camera_id=1, model="FULL_OPENCV", width=64, height=48,
+                                                    params=[50, 51, 32, 24, 0.1, 0, 0, 0, 0, 0, 0, 0]))
+    rec.add_image_with_trivial_frame(pycolmap.Image(name="a.png", keypoints=np.zeros((0, 2)), camera_id=1, image_id=1),
+                                     pycolmap.Rigid3d())
+    rec.write_binary(str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="sfm3r.io.colmap"):
+        scene = read_colmap_model(tmp_path)
+    assert scene.cameras[0] == Camera(64, 48, 50.0, 51.0, 32.0, 24.0)
+    assert scene.info["distortion"][0]["model"] == "FULL_OPENCV" and "unsupported" in caplog.text
 
 
 def test_read_colmap_model_refuses_folders_without_a_model(tmp_path):

@@ -99,3 +99,19 @@ def test_photos_kept_in_a_subfolder_of_a_run_folder_are_allowed_and_kept(tmp_pat
     (photos / "a.jpg").write_bytes(b"photo")
     open_output(out, [photos], overwrite=True)
     assert (photos / "a.jpg").read_bytes() == b"photo" and not (out / "run.json").exists()
+
+
+def test_deleting_one_owned_folder_keeps_the_users_files_and_the_rest(tmp_path):
+    out = tmp_path / "out"
+    manifest = open_output(out)
+    manifest.claim([out / "images" / "a.jpg", out / "distorted" / "sparse" / "0" / "cameras.bin", out / "points.ply"])
+    for rel in ("images/a.jpg", "distorted/sparse/0/cameras.bin", "points.ply"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(b"ours")
+    (out / "images" / "mine.jpg").write_bytes(b"user")
+    assert manifest.delete_owned_under("images") == 1
+    assert manifest.delete_owned_under("distorted") == 1
+    assert (out / "images" / "mine.jpg").read_bytes() == b"user"
+    assert not (out / "images" / "a.jpg").exists() and not (out / "distorted").exists()
+    assert (out / "points.ply").exists()
+    assert json.loads(manifest.path.read_text())["files"] == ["points.ply"]

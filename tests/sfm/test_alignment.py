@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sfm3r.errors import InputError, ReconstructionError
-from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, Refinement, align_scene, get_conf
+from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, OutputPoints, Refinement, align_scene, get_conf
 from sfm3r.sfm.camera_groups import CameraMode
 from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
@@ -55,6 +55,21 @@ def test_default_recovers_poses_and_focals(ring):
     assert "reprojection" in out.info["timings"]
     assert out.num_points > 1000 and out.unregistered == ()
     assert out.obs_point.max() < out.num_points and out.obs_image.max() < out.num_images
+
+
+def test_default_points_are_multi_view_tracks_with_the_anchor_poses(ring):
+    scene, pairs = ring
+    tracks = align_scene(pairs, scene.images, AlignConf())
+    anchors = align_scene(pairs, scene.images, AlignConf(points=OutputPoints.ANCHORS))
+    assert "tracks" in tracks.info["timings"] and "tracks" not in anchors.info["timings"]
+    np.testing.assert_array_equal(tracks.rotations, anchors.rotations)  # the points-only BA keeps the poses
+    assert tracks.cameras == anchors.cameras
+    length = np.bincount(tracks.obs_point, minlength=tracks.num_points)
+    assert length.min() >= 2 and length.mean() > 3.0 == np.bincount(anchors.obs_point).mean() + 1.0
+    assert tracks.info["tracks"]["mean_track_length"] == pytest.approx(length.mean())
+    key = tracks.obs_point * tracks.num_images + tracks.obs_image
+    assert np.unique(key).size == key.size  # at most one observation per image and point
+    assert np.nanmax(tracks.points_error) < 4.0 and np.nanmean(tracks.points_error) < 1.0
 
 
 def test_bundle_adjustment_refinement_recovers_poses_and_focals(ring):
@@ -151,3 +166,50 @@ def test_a_long_ring_closes_with_the_default_refinement():
     out = align_scene(pairs, scene.images, AlignConf())
     m = _check_accuracy(out, scene)
     assert m["AUC@3"] > 95.0, m
+
+
+def test_known_cameras_with_distortion_are_kept_and_their_observations_are_photo_pixels(ring):
+    """Keypoints seen through a known SIMPLE_RADIAL lens: the alignment undistorts them, keeps the lens in
+    the output cameras and writes the observations in the photos' (distorted) pixels."""
+    from dataclasses import replace
+
+    from sfm3r.sfm.distortion import distort_pixels
+
+    scene, pairs = ring
+    lens = {n: replace(scene.cameras[k], model="SIMPLE_RADIAL", distortion=(-0.12,))
+            for k, n in enumerate(scene.image_names)}  # fmt: skip
+    seen = [replace(p, xy_i=distort_pixels(p.xy_i, lens[p.name_i]).astype(np.float32),
+                    xy_j=distort_pixels(p.xy_j, lens[p.name_j]).astype(np.float32)) for p in pairs]  # fmt: skip
+    out = align_scene(seen, scene.images, AlignConf(), known_cameras=lens)
+    _check_accuracy(out, scene)
+    assert {c.model for c in out.cameras} == {"SIMPLE_RADIAL"} and all(c.distortion == (-0.12,) for c in out.cameras)
+    from sfm3r.sfm.distortion import to_pycolmap
+
+    errors = []
+    for p, i, xy in zip(out.obs_point[:500], out.obs_image[:500], out.obs_xy[:500]):
+        cam = out.cameras[out.camera_of_image[i]]
+        pc = out.rotations[i] @ out.points_xyz[p] + out.translations[i]
+        errors.append(np.linalg.norm(to_pycolmap(cam).img_from_cam(pc[None])[0] - xy))
+    assert np.median(errors) < 1.0
+
+
+@pytest.mark.slow
+def test_lens_auto_estimates_radial_distortion_only_where_the_data_has_it(ring):
+    from dataclasses import replace
+
+    from sfm3r.sfm.alignment import Lens
+    from sfm3r.sfm.distortion import distort_pixels
+
+    scene, pairs = ring
+    lens = {n: replace(scene.cameras[k], model="SIMPLE_RADIAL", distortion=(-0.1,))
+            for k, n in enumerate(scene.image_names)}  # fmt: skip
+    seen = [replace(p, xy_i=distort_pixels(p.xy_i, lens[p.name_i]).astype(np.float32),
+                    xy_j=distort_pixels(p.xy_j, lens[p.name_j]).astype(np.float32)) for p in pairs]  # fmt: skip
+    out = align_scene(seen, scene.images, AlignConf(lens=Lens.AUTO))
+    assert out.info["lens"]["chosen"] == "simple_radial", out.info["lens"]
+    k = np.array([c.distortion[0] for c in out.cameras])
+    np.testing.assert_allclose(k, -0.1, rtol=0.1)
+    _check_accuracy(out, scene)
+    plain = align_scene(pairs, scene.images, AlignConf(lens=Lens.AUTO))
+    assert plain.info["lens"]["chosen"] == "none", plain.info["lens"]
+    assert all(not c.has_distortion for c in plain.cameras)

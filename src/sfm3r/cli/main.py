@@ -119,8 +119,12 @@ def _pipeline_options(func):
                      help="Keep every principal point at the image centre. By default it is refined for "
                           "cameras shared by 5 or more images, and the exported images are cropped so that "
                           "it is centred for graphdeco 3DGS."),
-        click.option("--camera-model", type=click.Choice([m.value for m in WRITTEN_MODELS]), default=None,
-                     help="Camera model written to the COLMAP model [default: PINHOLE]."),
+        click.option("--camera-model", type=click.Choice([m.value for m in WRITTEN_MODELS], case_sensitive=False),
+                     default=None,
+                     help="Camera model of the COLMAP model: PINHOLE, SIMPLE_PINHOLE, or a lens model whose "
+                          "distortion is estimated (SIMPLE_RADIAL, RADIAL, OPENCV; AUTO = SIMPLE_RADIAL where the "
+                          "data supports it). The 3DGS folder always gets undistorted PINHOLE images "
+                          "[default: PINHOLE]."),
         click.option("--known-intrinsics", type=_EXISTING_PATH, default=None,
                      help="Known cameras, kept fixed: a COLMAP model folder, or a cameras.txt with one camera."),
         click.option("--recursive", is_flag=True, default=None, help="Also take images from sub-folders."),

@@ -5,8 +5,8 @@ readers, see PYTHON_STACK.md §A4):
 
 - ``cameras``: one per *distinct* :class:`~sfm3r.types.Camera` value used by a registered image (images
   with identical intrinsics and size share a camera), ids 1..C in order of first use. Original-image
-  resolution; ``SIMPLE_PINHOLE`` (f = mean of fx, fy) when fx and fy agree within 1e-9 relative,
-  else ``PINHOLE``.
+  resolution; the camera's own ``model`` with its distortion when set, else ``SIMPLE_PINHOLE`` (f = mean
+  of fx, fy) when fx and fy agree within 1e-9 relative, else ``PINHOLE`` (``Camera.colmap_model``).
 - ``images``: ids 1..N in Scene order, pose ``cam_from_world``. Each image's ``points2D`` are its
   observations in the order of the Scene's observation table; every one of them has a 3D point.
 - ``points3D``: ids 1..P in Scene order, colour, error (COLMAP's -1 where the Scene has NaN), track of
@@ -39,7 +39,6 @@ from sfm3r.types import Camera, Scene
 logger = logging.getLogger(__name__)
 
 _MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")  # pycolmap 4.x writes all five
-_SAME_FOCAL_RTOL = 1e-9  # fx, fy closer than this (relative) -> SIMPLE_PINHOLE
 _ROTATION_ATOL = 1e-6  # |R Rᵀ - I| and |det R - 1| above this: not a rotation
 
 
@@ -82,7 +81,7 @@ def check_scene(scene: Scene) -> None:
             raise ValueError(f"Scene.{name} holds indices outside [0, {size})")
 
     for i, camera in enumerate(scene.cameras):
-        values = np.array([camera.fx, camera.fy, camera.cx, camera.cy], dtype=np.float64)
+        values = np.array([camera.fx, camera.fy, camera.cx, camera.cy, *camera.distortion], dtype=np.float64)
         if not np.isfinite(values).all() or camera.fx <= 0 or camera.fy <= 0:
             raise ReconstructionError(f"camera {i} has invalid intrinsics {camera}; refusing to write the model")
         if camera.width <= 0 or camera.height <= 0:
@@ -108,10 +107,7 @@ def check_scene(scene: Scene) -> None:
 
 
 def _colmap_camera(camera: Camera, camera_id: int) -> pycolmap.Camera:
-    if abs(camera.fx - camera.fy) <= _SAME_FOCAL_RTOL * max(abs(camera.fx), abs(camera.fy)):
-        model, params = "SIMPLE_PINHOLE", [(camera.fx + camera.fy) / 2, camera.cx, camera.cy]
-    else:
-        model, params = "PINHOLE", [camera.fx, camera.fy, camera.cx, camera.cy]
+    model, params = camera.colmap_model()
     return pycolmap.Camera(
         camera_id=camera_id, model=model, width=int(camera.width), height=int(camera.height), params=params
     )
@@ -255,8 +251,13 @@ def write_colmap_model(scene: Scene, out_dir: Path, binary: bool = True, text: b
 
 
 def _camera_from_colmap(camera: pycolmap.Camera) -> tuple[Camera, list[float] | None]:
-    """(pinhole part, distortion params or None). Distortion is dropped: Scene cameras are pinhole."""
+    """(Camera, None) for the models sfm3r handles (distortion kept); for other models (pinhole part,
+    all their params): their distortion is dropped."""
     model = camera.model.name
+    try:
+        return Camera.from_colmap(model, camera.width, camera.height, list(camera.params)), None
+    except ValueError:
+        pass
     pinhole = Camera(
         width=int(camera.width),
         height=int(camera.height),
@@ -265,16 +266,17 @@ def _camera_from_colmap(camera: pycolmap.Camera) -> tuple[Camera, list[float] | 
         cx=float(camera.principal_point_x),
         cy=float(camera.principal_point_y),
     )
-    return pinhole, (None if model in ("PINHOLE", "SIMPLE_PINHOLE") else [float(v) for v in camera.params])
+    return pinhole, [float(v) for v in camera.params]
 
 
 def read_colmap_model(model_dir: Path) -> Scene:
     """Read a COLMAP model folder (binary or text, any COLMAP/pycolmap version) into a Scene.
 
     Registered images sorted by image id; all cameras sorted by camera id; points sorted by point id,
-    errors < 0 (unknown) as NaN; observations in point order, then track order. Cameras with lens
-    distortion keep only their pinhole part, with a warning; ``info["distortion"]`` then maps the
-    camera index to ``{"model": name, "params": [...]}``. ``info["model_dir"]`` is the folder read.
+    errors < 0 (unknown) as NaN; observations in point order, then track order. Cameras keep their
+    model and distortion (``types.CAMERA_MODELS``); other models (FULL_OPENCV, fisheyes, ...) keep only
+    their pinhole part, with a warning; ``info["distortion"]`` then maps the camera index to
+    ``{"model": name, "params": [...]}``. ``info["model_dir"]`` is the folder read.
 
     Raises:
         InputError: the folder is missing or holds no readable model.
@@ -298,7 +300,7 @@ def read_colmap_model(model_dir: Path) -> Scene:
         if params is not None:
             distortion[index] = {"model": rec.cameras[camera_id].model.name, "params": params}
     if distortion:
-        logger.warning("%s: %d camera(s) with lens distortion read as pinhole", model_dir, len(distortion))
+        logger.warning("%s: %d camera(s) with an unsupported distortion model read as pinhole", model_dir, len(distortion))
     camera_index = {camera_id: i for i, camera_id in enumerate(camera_ids)}
 
     image_ids = sorted(rec.reg_image_ids())

@@ -35,6 +35,10 @@ exported whole. Cropped images keep their name and format (so the model's names 
 photos): PNG stays lossless, JPEG is re-encoded at quality 95 with full-resolution chroma.
 With ``centre_principal_points=False`` nothing is cropped (graphdeco then sees a shifted image).
 
+Undistortion. Cameras with lens distortion (SIMPLE_RADIAL, RADIAL, OPENCV) are first undistorted
+(``io.undistort``, as COLMAP's ``image_undistorter``): their images are resampled to PINHOLE cameras
+whose principal point is then centred by the crop above like any other.
+
 The PLY is not written as ``sparse/0/points3D.ply``: graphdeco 3DGS would load that file instead of
 points3D.bin and expects normals in it.
 """
@@ -58,6 +62,7 @@ from sfm3r.io.atomic import write_bytes_atomic
 from sfm3r.io.colmap import check_scene, model_file_names, write_colmap_model
 from sfm3r.io.images import exif_orientation, read_image
 from sfm3r.io.ply import write_ply
+from sfm3r.io.undistort import undistort_rgb, undistort_scene
 from sfm3r.types import Camera, ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
@@ -144,14 +149,19 @@ def _check_and_classify(info: ImageInfo, size: tuple[int, int]) -> bool:
     return reencode
 
 
-def _export_image(info: ImageInfo, reencode: bool, target: Path, crop: Crop | None = None) -> None:
-    """Write one image into `target` (atomically): its bytes, or its displayed RGB pixels cropped by `crop`.
+def _export_image(
+    info: ImageInfo, reencode: bool, target: Path, crop: Crop | None = None, distorted: Camera | None = None
+) -> None:
+    """Write one image into `target` (atomically): its bytes, or its displayed RGB pixels undistorted
+    (when its `distorted` camera is given) and then cropped by `crop`.
 
-    `reencode`: write PNG (the file is not a plain JPEG/PNG). A crop alone keeps the file's format: PNG
-    stays lossless, JPEG is written at JPEG_QUALITY with full-resolution chroma.
+    `reencode`: write PNG (the file is not a plain JPEG/PNG). Undistortion or a crop alone keep the file's
+    format: PNG stays lossless, JPEG is written at JPEG_QUALITY with full-resolution chroma.
     """
-    if reencode or crop is not None:
+    if reencode or crop is not None or distorted is not None:
         rgb = read_image(info.path)
+        if distorted is not None:
+            rgb = undistort_rgb(rgb, distorted)
         if crop is not None:
             height, width = rgb.shape[:2]
             rgb = rgb[crop.top : height - crop.bottom, crop.left : width - crop.right]
@@ -292,7 +302,7 @@ def _centring_crops(scene: Scene) -> dict[int, Crop]:
 # The folder
 
 
-def export_gaussian_splatting_folder(
+def export_gaussian_splatting_scene(
     scene: Scene,
     images: Sequence[ImageInfo],
     out_dir: Path,
@@ -301,8 +311,10 @@ def export_gaussian_splatting_folder(
     dense: bool = False,
     centre_principal_points: bool = True,
     claim: Callable[[list[Path]], None] | None = None,
-) -> Path:
-    """Lay out `out_dir` for Gaussian Splatting trainers and return it (layout in the module docstring).
+) -> Scene:
+    """Lay out `out_dir` for Gaussian Splatting trainers (layout in the module docstring).
+
+    Returns the Scene written to ``out_dir/sparse/0`` (undistorted, cropped, renamed).
 
     Args:
         scene: the reconstruction; only its registered images are exported.
@@ -313,6 +325,9 @@ def export_gaussian_splatting_folder(
             it is centred (for graphdeco 3DGS); the written model describes the cropped images.
         claim: called with every path to be written before the first is written (the run folder's
             written-files contract: it raises if one of them is not sfm3r's to write).
+
+    Cameras with lens distortion are undistorted first (``io.undistort``): their images are resampled
+    and written with PINHOLE cameras; the centring crop then applies to the undistorted cameras.
 
     Raises:
         InputError: an image is missing from `images`, changed on disk since it was read (SHA-256), has
@@ -337,11 +352,15 @@ def export_gaussian_splatting_folder(
         camera = scene.cameras[int(scene.camera_of_image[i])]
         if _check_and_classify(by_name[name], (camera.width, camera.height)):
             reencode.add(name)
-    crops = _centring_crops(scene) if centre_principal_points else {}
+    pinhole_scene, distorted = undistort_scene(scene)
+    crops = _centring_crops(pinhole_scene) if centre_principal_points else {}
     crop_of = {
         name: crops[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image) if int(c) in crops
     }  # fmt: skip
-    cropped_scene = crop_scene(scene, crops)
+    distorted_of = {
+        name: distorted[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image) if int(c) in distorted
+    }  # fmt: skip
+    cropped_scene = crop_scene(pinhole_scene, crops)
     new_names = export_names(scene.image_names, reencode)
     renamed = dataclasses.replace(cropped_scene, image_names=tuple(new_names[n] for n in scene.image_names))
     xyz, rgb = (scene.dense_xyz, scene.dense_rgb) if dense else (renamed.points_xyz, renamed.points_rgb)
@@ -359,20 +378,47 @@ def export_gaussian_splatting_folder(
         )
     images_dir.mkdir(parents=True, exist_ok=True)
     for name in scene.image_names:
-        _export_image(by_name[name], name in reencode, images_dir / new_names[name], crop_of.get(name))
+        _export_image(
+            by_name[name], name in reencode, images_dir / new_names[name], crop_of.get(name), distorted_of.get(name)
+        )  # fmt: skip
     write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
     write_ply(out_dir / "points.ply", xyz, rgb)
+    if distorted:
+        logger.info(
+            "undistorted the images of %d camera(s) (%d images) to PINHOLE for the trainers; dropped %d "
+            "points left with fewer than 2 observations inside the undistorted images",
+            len(distorted), len(distorted_of), scene.num_points - pinhole_scene.num_points,
+        )  # fmt: skip
     if crops:
         logger.info(
             "cropped the images of %d camera(s) (%d images, largest crop %d px) to centre their principal "
             "points for graphdeco 3DGS; dropped %d observations outside the crops and %d points left with "
             "fewer than 2",
             len(crops), len(crop_of), max(crop.largest for crop in crops.values()),
-            len(scene.obs_xy) - len(renamed.obs_xy), scene.num_points - renamed.num_points,
+            len(pinhole_scene.obs_xy) - len(renamed.obs_xy), pinhole_scene.num_points - renamed.num_points,
         )  # fmt: skip
-    copied = sum(name not in reencode and name not in crop_of for name in scene.image_names)
+    copied = sum(
+        name not in reencode and name not in crop_of and name not in distorted_of for name in scene.image_names
+    )  # fmt: skip
     logger.info(
-        "exported %d images (%d copied, %d re-encoded or cropped), the model and %d points to %s",
+        "exported %d images (%d copied, %d re-encoded, undistorted or cropped), the model and %d points to %s",
         scene.num_images, copied, scene.num_images - copied, len(xyz), out_dir,
     )  # fmt: skip
-    return out_dir
+    return renamed
+
+
+def export_gaussian_splatting_folder(
+    scene: Scene,
+    images: Sequence[ImageInfo],
+    out_dir: Path,
+    text: bool = False,
+    *,
+    dense: bool = False,
+    centre_principal_points: bool = True,
+    claim: Callable[[list[Path]], None] | None = None,
+) -> Path:
+    """:func:`export_gaussian_splatting_scene`, returning `out_dir`."""
+    export_gaussian_splatting_scene(
+        scene, images, out_dir, text, dense=dense, centre_principal_points=centre_principal_points, claim=claim
+    )  # fmt: skip
+    return Path(out_dir)

@@ -15,7 +15,7 @@ from typing import Any
 from sfm3r.errors import InputError
 from sfm3r.sfm import alignment as alignment_module
 from sfm3r.sfm import sift as sift_module
-from sfm3r.sfm.alignment import AlignConf
+from sfm3r.sfm.alignment import AlignConf, Lens
 from sfm3r.sfm.camera_groups import CameraMode
 from sfm3r.sfm.geometry.camera_model import WRITTEN_MODELS, CameraModel
 from sfm3r.sfm.sift import SiftConf
@@ -31,6 +31,12 @@ class Backend(enum.StrEnum):
     AUTO = "auto"  # mast3r when a checkpoint is given, else classic
     CLASSIC = "classic"  # SIFT + two-view geometry (pycolmap), no network weights
     MAST3R = "mast3r"  # MASt3R network (needs --checkpoint)
+
+
+# --camera-model -> the lens model the alignment estimates
+_LENS = {CameraModel.PINHOLE: Lens.NONE, CameraModel.SIMPLE_PINHOLE: Lens.NONE,
+         CameraModel.SIMPLE_RADIAL: Lens.SIMPLE_RADIAL, CameraModel.RADIAL: Lens.RADIAL,
+         CameraModel.OPENCV: Lens.OPENCV, CameraModel.AUTO: Lens.AUTO}  # fmt: skip
 
 
 # Up to this many images the default scene graph matches every pair (as `colmap exhaustive_matcher`);
@@ -60,7 +66,7 @@ class ReconstructConf:
     # Alignment
     align: AlignConf = field(default_factory=AlignConf)
     known_intrinsics: Path | None = None  # COLMAP model folder or cameras.txt with known cameras
-    camera_model: CameraModel = CameraModel.PINHOLE  # written model (SIMPLE_PINHOLE averages fx, fy)
+    camera_model: CameraModel = CameraModel.PINHOLE  # written model (SIMPLE_PINHOLE averages fx, fy); lens models are estimated
     # Output and execution
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     write_text: bool = False  # also write the COLMAP model as .txt
@@ -68,15 +74,23 @@ class ReconstructConf:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
-        object.__setattr__(self, "camera_model", CameraModel(self.camera_model))
-        if self.camera_model not in WRITTEN_MODELS:
-            raise InputError(f"camera_model must be one of {', '.join(WRITTEN_MODELS)}; got {self.camera_model}")
+        try:
+            object.__setattr__(self, "camera_model", CameraModel(self.camera_model))
+        except ValueError:
+            raise InputError(
+                f"camera_model must be one of {', '.join(WRITTEN_MODELS)}; got {self.camera_model!r}"
+            ) from None
         if self.net_image_size not in (224, 512):
             raise InputError(f"net_image_size must be 224 or 512, got {self.net_image_size}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise InputError(f"amp must be one of auto, bf16, fp16, off; got {self.amp!r}")
+
+    @property
+    def lens(self) -> Lens:
+        """The lens distortion model the alignment estimates for `camera_model`."""
+        return _LENS[self.camera_model]
 
     @property
     def resolved_backend(self) -> Backend:

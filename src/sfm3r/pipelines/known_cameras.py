@@ -3,7 +3,8 @@
 - A folder with `cameras` and `images` files (.bin or .txt): each image named there gets its camera.
 - A `cameras.txt` or binary `cameras.bin` (or a folder with only cameras) holding ONE camera: it applies to
   every image of that size.
-Lens distortion parameters are not modelled by sfm3r: they are dropped with a warning. Focal lengths must
+SIMPLE_RADIAL, RADIAL and OPENCV cameras keep their distortion (and are written with it); PINHOLE and
+SIMPLE_PINHOLE keep their model. FULL_OPENCV distortion is dropped with a warning. Focal lengths must
 be finite and positive and the principal point inside the image; anything else is refused with a line
 naming the file and the camera (a NaN focal would otherwise surface much later as "no pair could be aligned").
 """
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sfm3r.errors import InputError
-from sfm3r.types import Camera, ImageInfo
+from sfm3r.types import CAMERA_MODELS, Camera, ImageInfo
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def _camera(model: str, width: int, height: int, params: Sequence[float], where:
         raise InputError(f"{where}: camera model {model} is not supported; use one of {', '.join(_PINHOLE_PARAMS)}")
     if len(params) != _NUM_PARAMS[model]:
         raise InputError(f"{where}: {model} takes {_NUM_PARAMS[model]} parameters, got {len(params)}")
-    if any(p != 0 for p in params[_NUM_PINHOLE_PARAMS[model] :]):
-        logger.warning("%s: the distortion of %s cameras is ignored (sfm3r models pinhole cameras)", where, model)
     fx, fy, cx, cy = (float(params[i]) for i in _PINHOLE_PARAMS[model])
     if width <= 0 or height <= 0:
         raise InputError(f"{where}: the image size must be positive, got {width}x{height}")
@@ -53,6 +52,13 @@ def _camera(model: str, width: int, height: int, params: Sequence[float], where:
             f"{where}: the principal point ({cx}, {cy}) is not inside the {width}x{height} image; COLMAP gives it "
             "in pixels (about width/2, height/2)"
         )
+    if not all(math.isfinite(float(p)) for p in params):
+        raise InputError(f"{where}: the distortion parameters must be finite, got {list(params)}")
+    if model in CAMERA_MODELS:
+        return Camera.from_colmap(model, width, height, params)
+    if any(p != 0 for p in params[_NUM_PINHOLE_PARAMS[model] :]):
+        logger.warning("%s: the distortion of %s cameras is ignored (sfm3r handles %s)", where, model,
+                       ", ".join(CAMERA_MODELS))
     return Camera(width=width, height=height, fx=fx, fy=fy, cx=cx, cy=cy)
 
 

@@ -138,6 +138,26 @@ class OutputManifest:
         self.folders.clear()
         self.save()
 
+    def delete_owned_under(self, folder: str) -> int:
+        """Delete the listed files inside OUT/`folder` (what the user put there stays); returns how many."""
+        prefix = folder.strip("/") + "/"
+        doomed = sorted(rel for rel in self.files if rel.startswith(prefix))
+        for rel in doomed:
+            target = self.root / rel
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            self.files.discard(rel)
+        if doomed:
+            self.save()
+            for parent in sorted({(self.root / rel).parent for rel in doomed}, key=lambda p: len(p.parts), reverse=True):
+                while parent != self.root and _inside(parent, self.root):
+                    try:
+                        parent.rmdir()  # only when empty
+                    except OSError:
+                        break
+                    parent = parent.parent
+        return len(doomed)
+
     def _relative(self, path: Path) -> str:
         path = Path(path)
         absolute = path if path.is_absolute() else self.root / path

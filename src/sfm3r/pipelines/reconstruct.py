@@ -23,7 +23,7 @@ import numpy as np
 import sfm3r
 from sfm3r.errors import ImageReadError, InputError, ReconstructionError
 from sfm3r.io.colmap import check_scene, check_text_names, model_file_names, write_colmap_model
-from sfm3r.io.export import export_gaussian_splatting_folder, flat_name
+from sfm3r.io.export import export_gaussian_splatting_scene, flat_name
 from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
@@ -152,11 +152,17 @@ def _write_pairs_txt(path: Path, pairs) -> None:
 
 
 def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
-    """SIMPLE_PINHOLE output: one focal per camera (the mean of fx and fy)."""
-    if model != CameraModel.SIMPLE_PINHOLE:
-        return scene
-    cameras = tuple(dataclasses.replace(c, fx=(c.fx + c.fy) / 2, fy=(c.fx + c.fy) / 2) for c in scene.cameras)
-    return dataclasses.replace(scene, cameras=cameras)
+    """The written model of the cameras without lens distortion: PINHOLE (also when fx == fy), or
+    SIMPLE_PINHOLE with one focal (the mean of fx and fy). Cameras with distortion keep their model."""
+    def apply(c):
+        if c.has_distortion or model not in (CameraModel.PINHOLE, CameraModel.SIMPLE_PINHOLE):
+            return c
+        if model == CameraModel.SIMPLE_PINHOLE:
+            return dataclasses.replace(c, fx=(c.fx + c.fy) / 2, fy=(c.fx + c.fy) / 2, model="SIMPLE_PINHOLE",
+                                       distortion=())
+        return dataclasses.replace(c, model="PINHOLE", distortion=())
+
+    return dataclasses.replace(scene, cameras=tuple(apply(c) for c in scene.cameras))
 
 
 def _scene_counts(scene: Scene, num_images: int) -> dict[str, Any]:
@@ -271,7 +277,7 @@ def reconstruct(
         return _finish(result, conf, started)
 
     with _timed(timings, "alignment"):
-        align_conf = dataclasses.replace(conf.align, device=device)
+        align_conf = dataclasses.replace(conf.align, device=device, lens=conf.lens)
         scene = align_scene(
             pair_results, images, align_conf, dense_views=dense_views, known_cameras=known,
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
@@ -284,16 +290,30 @@ def reconstruct(
         scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)
     result.scene = scene
     result.counts["scene"] = _scene_counts(scene, len(images))
+    if "lens" in scene.info:
+        result.counts["lens"] = scene.info["lens"]  # the distortion model chosen, and why
 
     with _timed(timings, "export"):
         run.claim(run.preview_path)
         if stop_after == Stage.ALIGN:
             run.claim([run.sparse_dir / file for file in model_file_names()], run.ply_path)
+            for stale in ("images", "distorted"):  # an earlier export's (cropped, undistorted) images and
+                if run.remove_owned(stale):  # model no longer match sparse/0, the model of the photos
+                    logger.warning("removed %s/ of an earlier export: sparse/0 now describes the original "
+                                   "photos; run `sfm3r reconstruct` for the 3DGS folder", stale)
             run.sparse_dir.mkdir(parents=True, exist_ok=True)
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
-            export_gaussian_splatting_folder(scene, images, run.root, text=conf.write_text, claim=run.claim)
+            exported = export_gaussian_splatting_scene(scene, images, run.root, text=conf.write_text, claim=run.claim)
+            distorted_dir = run.root / "distorted" / "sparse" / "0"
+            if any(camera.has_distortion for camera in scene.cameras):
+                # the model of the original photos; sparse/0 holds the undistorted one (graphdeco's layout)
+                run.claim([distorted_dir / file for file in model_file_names()])
+                write_colmap_model(scene, distorted_dir, binary=True, text=conf.write_text)
+            else:
+                run.remove_owned("distorted")  # an earlier run's, no longer true
+            result.counts["scene"] = _scene_counts(exported, len(images))  # what sparse/0 holds
         write_preview(scene, run.preview_path)
     return _finish(result, conf, started)
 

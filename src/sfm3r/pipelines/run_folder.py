@@ -28,7 +28,7 @@ from sfm3r.errors import InputError
 from sfm3r.io.atomic import write_text_atomic
 from sfm3r.pipelines.output_manifest import OutputManifest, open_output
 
-_OWNED_ENTRIES = ("images", "sparse", "cache", "points.ply", "preview.png", "run.json", "log.txt")
+_OWNED_ENTRIES = ("images", "sparse", "distorted", "cache", "points.ply", "preview.png", "run.json", "log.txt")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class RunFolder:
             flat.extend([item] if isinstance(item, (str, Path)) else item)
         if self.manifest is not None:
             self.manifest.claim(flat, folder=folder)
+
+    def remove_owned(self, folder: str) -> int:
+        """Delete the files sfm3r wrote inside `folder` of the run folder; returns how many."""
+        return self.manifest.delete_owned_under(folder) if self.manifest is not None else 0
 
     @property
     def images_dir(self) -> Path:

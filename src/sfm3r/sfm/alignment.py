@@ -32,10 +32,12 @@ from enum import StrEnum
 import numpy as np
 
 from sfm3r.errors import InputError, ReconstructionError
+from sfm3r.sfm.bundle_adjustment import CameraModel as BACameraModel
 from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
 from sfm3r.sfm.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
 from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
+from sfm3r.sfm.distortion import distort_pixels, undistort_pixels
 from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
 from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
 from sfm3r.sfm.geometry.projection import project_pinhole
@@ -54,6 +56,19 @@ class Refinement(StrEnum):
     REPROJECTION_BA = "reprojection+ba"  # (a) then (b)
 
 
+class OutputPoints(StrEnum):
+    TRACKS = "tracks"  # multi-view tracks (union-find over the kept matches), triangulated from all views
+    ANCHORS = "anchors"  # one point per kept match, observed in its two images (the 2D refinement's own)
+
+
+class Lens(StrEnum):
+    NONE = "none"  # pinhole cameras
+    SIMPLE_RADIAL = "simple_radial"  # one radial term k, estimated in a final bundle adjustment
+    RADIAL = "radial"  # k1, k2
+    OPENCV = "opencv"  # fx, fy, k1, k2, p1, p2
+    AUTO = "auto"  # SIMPLE_RADIAL per camera group where the data supports it, else pinhole (_estimate_lens)
+
+
 class KnownIntrinsics(StrEnum):
     FIXED = "fixed"  # known cameras are kept as given
     PRIOR = "prior"  # known cameras are the starting point; focals are refined
@@ -68,6 +83,19 @@ class AlignConf:
     refine: Refinement = Refinement.REPROJECTION  # measured best on real data (benchmarks/alignment_real.py)
     reprojection: ReprojectionConf = field(default_factory=ReprojectionConf)
     ba: RefineConf = field(default_factory=RefineConf)
+    points: OutputPoints = OutputPoints.TRACKS  # what the model's points are (see _track_points)
+    # Track points after (a): poses and cameras of the refinement stay as they are (a full BA after (a)
+    # measured worse on the temple ring, module docstring); the matches' tracks are triangulated from
+    # all their views and refined by a points-only BA. Round 0 starts at 1 % of the image size since
+    # the poses are final.
+    track_points: RefineConf = field(default_factory=lambda: RefineConf(
+        refine_focal=False, refine_poses=False, camera_model=BACameraModel.PINHOLE, initial_max_error_frac=0.01,
+    ))
+    lens: Lens = Lens.NONE  # lens distortion estimated after the track points (_estimate_lens)
+    # The final BA of a lens model: poses, points, focal, principal point and distortion on the tracks.
+    lens_ba: RefineConf = field(default_factory=lambda: RefineConf(
+        refine_principal_point=True, initial_max_error_frac=0.01,
+    ))
     camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
     default_focal_factor: float = DEFAULT_FOCAL_FACTOR  # focal = factor·max(W, H) when nothing better is known
@@ -248,6 +276,9 @@ def align_scene(
             )
     report = progress or (lambda stage, frac: None)
     timings: dict[str, float] = {}
+    lens = {name: cam for name, cam in known.items() if cam.has_distortion}
+    if lens:  # the alignment works on pinhole pixels; observations are distorted back at the end
+        pair_results = [_undistort_pair(p, lens) for p in pair_results]
     t0 = time.perf_counter()
     graph = verify_edges(pair_results, names, conf.verify)
     timings["verify"] = time.perf_counter() - t0
@@ -313,7 +344,102 @@ def align_scene(
         pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
         scene = _refine_with_ba(scene, pairs, conf, fixed)
         timings["ba"] = time.perf_counter() - t0
+    elif conf.points == OutputPoints.TRACKS:
+        t0 = time.perf_counter()
+        pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
+        scene = _track_points(scene, pairs, conf)
+        timings["tracks"] = time.perf_counter() - t0
+    if lens:
+        scene = _with_known_distortion(scene, lens)
+    elif conf.lens != Lens.NONE and conf.refine in (Refinement.NONE, Refinement.REPROJECTION):
+        t0 = time.perf_counter()
+        if fixed.any():
+            logger.warning("lens distortion is not estimated when known cameras are kept fixed")
+        else:
+            scene = _estimate_lens(scene, _filtered_pairs(pair_results, graph.edges, canon, keep), conf)
+        timings["lens"] = time.perf_counter() - t0
     return scene
+
+
+_LENS_MIN_GAIN = 0.03  # auto: the radial model must lower the mean reprojection error by 3 % ...
+_LENS_MIN_CORNER_PX = 0.5  # ... and move the image corners by at least this much
+
+
+def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -> Scene:
+    """A final BA on the tracks with the lens model ``conf.lens`` (poses, points, focal, principal point
+    and distortion refined per camera group). ``Lens.AUTO`` fits SIMPLE_RADIAL and, for comparison, the
+    same BA with pinhole cameras; it keeps the radial model only when its mean reprojection error is
+    ``_LENS_MIN_GAIN`` lower and its distortion moves an image corner by ``_LENS_MIN_CORNER_PX`` or more,
+    else the scene is returned unchanged. The choice is in ``info["lens"]``."""
+    tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
+    model = BACameraModel.SIMPLE_RADIAL if conf.lens == Lens.AUTO else BACameraModel(conf.lens.value)
+
+    def run(camera_model):
+        return refine_scene(
+            tracks, list(scene.image_names), [c.pinhole() for c in scene.cameras], scene.camera_of_image,
+            scene.rotations, scene.translations, replace(conf.lens_ba, camera_model=camera_model),
+        )  # fmt: skip
+
+    try:
+        out = run(model)
+        report: dict = {"asked": conf.lens.value, "error_px": out.info["mean_reproj_error_after"]}
+        if conf.lens == Lens.AUTO:
+            pinhole = run(BACameraModel.SIMPLE_PINHOLE)
+            corner = max(_corner_shift(c) for c in out.cameras)
+            report.update(error_pinhole_px=pinhole.info["mean_reproj_error_after"], corner_shift_px=corner)
+            supported = (
+                report["error_px"] < (1 - _LENS_MIN_GAIN) * report["error_pinhole_px"] and corner >= _LENS_MIN_CORNER_PX
+            )  # fmt: skip
+            if not supported:
+                logger.info("lens: pinhole kept (radial error %.3f px vs %.3f, corner shift %.2f px)",
+                            report["error_px"], report["error_pinhole_px"], corner)
+                return replace(scene, info={**scene.info, "lens": report | {"chosen": "none"}})
+    except ReconstructionError as error:
+        logger.warning("lens distortion not estimated (%s); cameras stay pinhole", error)
+        return replace(scene, info={**scene.info, "lens": {"asked": conf.lens.value, "chosen": "none"}})
+    if out.unregistered:
+        logger.warning("lens estimation lost images %s; cameras stay pinhole", out.unregistered)
+        return replace(scene, info={**scene.info, "lens": {"asked": conf.lens.value, "chosen": "none"}})
+    report["chosen"] = model.value
+    report["distortion"] = [list(c.distortion) for c in out.cameras]
+    logger.info("lens: %s, distortion %s, error %.3f px", model.value, report["distortion"], report["error_px"])
+    lengths = np.bincount(out.obs_point, minlength=out.num_points)
+    tracks_info = {**out.info, "mean_track_length": float(lengths.mean()) if lengths.size else 0.0}
+    return replace(out, unregistered=scene.unregistered,
+                   info={**scene.info, "lens": report, "tracks": tracks_info})  # fmt: skip
+
+
+def _corner_shift(camera: Camera) -> float:
+    """Pixels by which `camera`'s distortion moves the farthest image corner (0 without distortion)."""
+    corners = np.array([[0.0, 0.0], [camera.width, 0.0], [0.0, camera.height], [camera.width, camera.height]])
+    return float(np.linalg.norm(distort_pixels(corners, camera) - corners, axis=1).max())
+
+
+def _undistort_pair(pair: PairResult, lens: Mapping[str, Camera]) -> PairResult:
+    """`pair` with the keypoints of images whose known camera has distortion moved to pinhole pixels."""
+    changes = {}
+    for name, field_name in ((pair.name_i, "xy_i"), (pair.name_j, "xy_j")):
+        if name in lens:
+            xy = undistort_pixels(getattr(pair, field_name), lens[name])
+            changes[field_name] = xy.astype(np.asarray(getattr(pair, field_name)).dtype)
+    return replace(pair, **changes) if changes else pair
+
+
+def _with_known_distortion(scene: Scene, lens: Mapping[str, Camera]) -> Scene:
+    """The cameras of images with a known distorted camera take its model and distortion (their refined
+    pinhole part stays), and their observations go back to the photo's pixels."""
+    cameras = list(scene.cameras)
+    obs_xy = np.asarray(scene.obs_xy, np.float64).copy()
+    obs_camera = scene.camera_of_image[scene.obs_image]
+    for c in range(len(cameras)):
+        members = [scene.image_names[i] for i in np.flatnonzero(scene.camera_of_image == c)]
+        source = next((lens[n] for n in members if n in lens), None)
+        if source is None:
+            continue
+        cameras[c] = replace(cameras[c], model=source.model, distortion=source.distortion)
+        sel = obs_camera == c
+        obs_xy[sel] = distort_pixels(obs_xy[sel], cameras[c])
+    return replace(scene, cameras=tuple(cameras), obs_xy=obs_xy)
 
 
 def _filtered_pairs(
@@ -328,6 +454,33 @@ def _filtered_pairs(
         fields = ("xy_i", "xy_j", "idx_i", "idx_j", "conf", "pts_i", "pts_j")
         out.append(replace(p, **{f: getattr(p, f)[k] for f in fields}, num_inliers=int(k.size)))
     return out
+
+
+def _track_points(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -> Scene:
+    """The anchor scene's poses and cameras with multi-view track points (``conf.track_points``).
+
+    Falls back to the anchor points (with a warning) when no track can be triangulated.
+    """
+    tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
+    try:
+        out = refine_scene(
+            tracks, list(scene.image_names), list(scene.cameras), scene.camera_of_image,
+            scene.rotations, scene.translations, conf.track_points,
+        )  # fmt: skip
+    except ReconstructionError as error:
+        logger.warning("no multi-view tracks (%s); writing the pairwise anchor points instead", error)
+        return scene
+    if out.unregistered:  # a non-finite pose cannot come from a points-only BA; keep the anchor scene
+        logger.warning("track triangulation lost images %s; writing the pairwise anchor points", out.unregistered)
+        return scene
+    lengths = np.bincount(out.obs_point, minlength=out.num_points)
+    info = {**out.info, "mean_track_length": float(lengths.mean()) if lengths.size else 0.0}
+    logger.info("tracks: %d points, mean track length %.2f, mean reprojection error %.3f px",
+                out.num_points, info["mean_track_length"], info["mean_reproj_error_after"])
+    return replace(
+        scene, points_xyz=out.points_xyz, points_rgb=out.points_rgb, points_error=out.points_error,
+        obs_point=out.obs_point, obs_image=out.obs_image, obs_xy=out.obs_xy, info={**scene.info, "tracks": info},
+    )  # fmt: skip
 
 
 def _refine_with_ba(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf, fixed_focal: np.ndarray) -> Scene:

@@ -62,6 +62,12 @@ class LossType(StrEnum):
     CAUCHY = "cauchy"
 
 
+_COLMAP_NAME = {CameraModel.SIMPLE_PINHOLE: "SIMPLE_PINHOLE", CameraModel.PINHOLE: "PINHOLE",
+                CameraModel.SIMPLE_RADIAL: "SIMPLE_RADIAL", CameraModel.RADIAL: "RADIAL", CameraModel.OPENCV: "OPENCV"}
+_NUM_EXTRA = {"SIMPLE_PINHOLE": 0, "PINHOLE": 0, "SIMPLE_RADIAL": 1, "RADIAL": 2, "OPENCV": 4}
+_ONE_FOCAL = ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RefineConf:
     max_reproj_error: float = 4.0  # px: final observation filter, and the floor of every round's threshold
@@ -77,6 +83,7 @@ class RefineConf:
     function_tolerance: float = 1e-6  # Ceres relative cost change to stop (pycolmap's default 0 crawls)
     refine_focal: bool = True
     refine_principal_point: bool = False
+    refine_extra_params: bool = True  # distortion parameters of SIMPLE_RADIAL / RADIAL / OPENCV cameras
     refine_poses: bool = True
     shared_intrinsics: bool = False  # one camera per image size instead of the input grouping
     camera_model: CameraModel = CameraModel.AUTO
@@ -132,7 +139,8 @@ def refine_scene(
     state = None
     for r in range(conf.rounds):
         K = _intrinsics_per_image(params, group_of_img)
-        tri = _triangulate(obs_track, obs_image, obs_xy, tracks.num_tracks, K, rot, trans, thr, conf, rng)
+        obs_und = _undistort_obs(obs_xy, obs_image, group_of_img, params)
+        tri = _triangulate(obs_track, obs_image, obs_und, tracks.num_tracks, K, rot, trans, thr, conf, rng)
         if tri.num_points == 0:
             raise ReconstructionError(
                 f"refine_scene: no track could be triangulated in round {r} ({tracks.num_tracks} tracks, "
@@ -229,12 +237,17 @@ def _initial_intrinsics(cameras, cam_of_img, conf):
         fx = float(np.mean([c.fx for c in cams]))
         fy = float(np.mean([c.fy for c in cams]))
         square = abs(fx - fy) <= _SQUARE_PIXEL_TOL * 0.5 * (fx + fy)
-        model = {CameraModel.AUTO: "SIMPLE_PINHOLE" if square else "PINHOLE",
-                 CameraModel.SIMPLE_PINHOLE: "SIMPLE_PINHOLE", CameraModel.PINHOLE: "PINHOLE"}[conf.camera_model]
-        if model == "SIMPLE_PINHOLE":
+        lens = cams[0] if cams[0].has_distortion else None
+        if conf.camera_model == CameraModel.AUTO:
+            model = lens.model if lens is not None else "SIMPLE_PINHOLE" if square else "PINHOLE"
+        else:
+            model = _COLMAP_NAME[CameraModel(conf.camera_model)]
+        if model in _ONE_FOCAL:
             fx = fy = 0.5 * (fx + fy)
+        extra = list(lens.distortion) if lens is not None and lens.model == model else [0.0] * _NUM_EXTRA[model]
         params.append(dict(model=model, width=cams[0].width, height=cams[0].height, fx=fx, fy=fy,
-                           cx=float(np.mean([c.cx for c in cams])), cy=float(np.mean([c.cy for c in cams]))))
+                           cx=float(np.mean([c.cx for c in cams])), cy=float(np.mean([c.cy for c in cams])),
+                           extra=extra))
     return group_of_img.astype(np.int64), params
 
 
@@ -399,9 +412,28 @@ class _BAState:
 
 
 def _camera_params(p) -> list[float]:
-    if p["model"] == "SIMPLE_PINHOLE":
-        return [p["fx"], p["cx"], p["cy"]]
-    return [p["fx"], p["fy"], p["cx"], p["cy"]]
+    if p["model"] in _ONE_FOCAL:
+        return [p["fx"], p["cx"], p["cy"], *p["extra"]]
+    return [p["fx"], p["fy"], p["cx"], p["cy"], *p["extra"]]
+
+
+def _pycolmap_camera(p) -> pycolmap.Camera:
+    return pycolmap.Camera(model=p["model"], width=int(p["width"]), height=int(p["height"]),
+                           params=_camera_params(p))
+
+
+def _undistort_obs(obs_xy, obs_image, group_of_img, params) -> np.ndarray:
+    """(K, 2) observations moved to pinhole pixels of their camera (same fx, fy, cx, cy): the numpy
+    triangulation and error code are pinhole; unchanged for cameras without distortion."""
+    out = np.asarray(obs_xy, np.float64).copy()
+    obs_group = group_of_img[obs_image]
+    for g, p in enumerate(params):
+        if not any(v != 0.0 for v in p["extra"]):
+            continue
+        sel = obs_group == g
+        if sel.any():
+            out[sel] = _pycolmap_camera(p).cam_from_img(out[sel]) * [p["fx"], p["fy"]] + [p["cx"], p["cy"]]
+    return out
 
 
 def _loss_type(loss: LossType):
@@ -453,7 +485,7 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     opts.print_summary = False
     opts.refine_focal_length = bool(conf.refine_focal)
     opts.refine_principal_point = bool(conf.refine_principal_point)
-    opts.refine_extra_params = False
+    opts.refine_extra_params = bool(conf.refine_extra_params)
     opts.refine_rig_from_world = bool(conf.refine_poses)
     opts.refine_sensor_from_rig = False
     opts.ceres.loss_function_type = _loss_type(conf.loss)
@@ -487,14 +519,17 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
         params = [dict(p) for p in params]
         for g, p in enumerate(params):
             v = np.asarray(rec.camera(g + 1).params, np.float64)
-            if p["model"] == "SIMPLE_PINHOLE":
+            if p["model"] in _ONE_FOCAL:
                 p["fx"] = p["fy"] = float(v[0])
                 p["cx"], p["cy"] = float(v[1]), float(v[2])
+                p["extra"] = [float(x) for x in v[3:]]
             else:
                 p["fx"], p["fy"], p["cx"], p["cy"] = map(float, v[:4])
+                p["extra"] = [float(x) for x in v[4:]]
     K = _intrinsics_per_image(params, group_of_img)
     pt = tri.point_of_track[obs_track[kept]]
-    errors = _reproj_errors(xyz[pt], obs_xy[kept], K, rot, trans, obs_image[kept])
+    und = _undistort_obs(obs_xy[kept], obs_image[kept], group_of_img, params)
+    errors = _reproj_errors(xyz[pt], und, K, rot, trans, obs_image[kept])
     return _BAState(rot=rot, trans=trans, params=params, xyz=xyz, point_of_track=tri.point_of_track,
                     obs_keep=tri.obs_keep, errors=errors, iterations=iterations,
                     solve_time_s=solve_time)
@@ -513,6 +548,14 @@ def _num_iterations(summary) -> int:
 
 # ----------------------------------------------------------------------------------------------------
 # final filter and Scene
+
+
+def _scene_camera(p) -> Camera:
+    """The Scene camera of BA parameters: pinhole models as plain Cameras, distortion models with their
+    model and parameters."""
+    lens = dict(model=p["model"], distortion=tuple(p["extra"])) if _NUM_EXTRA[p["model"]] else {}
+    return Camera(width=int(p["width"]), height=int(p["height"]), fx=p["fx"], fy=p["fy"], cx=p["cx"], cy=p["cy"],
+                  **lens)
 
 
 def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, group_of_img, conf,
@@ -536,7 +579,8 @@ def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, gro
     num_pts = state.xyz.shape[0]
     n_obs = np.bincount(pt, minlength=num_pts)
     K = _intrinsics_per_image(state.params, group_of_img)
-    centers, _ = _rays(obs_xy[kept], K, state.rot, state.trans, obs_image[kept])
+    und = _undistort_obs(obs_xy[kept], obs_image[kept], group_of_img, state.params)
+    centers, _ = _rays(und, K, state.rot, state.trans, obs_image[kept])
     angle = _tri_angles(state.xyz[pt], centers, pt, num_pts, np.ones(pt.size, bool))
     keep_pt = (n_obs >= max(conf.min_track_length, 2)) & (angle >= conf.min_tri_angle)
     sel = keep_pt[pt]
@@ -555,9 +599,7 @@ def _final_scene(state: _BAState, obs_track, obs_image, obs_xy, image_names, gro
     remap[reg] = np.arange(reg.size)
     obs_img_out = remap[obs_image[kept]]
     groups_used, cam_index = np.unique(group_of_img[reg], return_inverse=True)
-    cameras = tuple(Camera(width=int(state.params[g]["width"]), height=int(state.params[g]["height"]),
-                           fx=state.params[g]["fx"], fy=state.params[g]["fy"], cx=state.params[g]["cx"],
-                           cy=state.params[g]["cy"]) for g in groups_used)
+    cameras = tuple(_scene_camera(state.params[g]) for g in groups_used)
     obs_per_image = np.bincount(obs_img_out, minlength=reg.size)
     no_obs = [image_names[reg[i]] for i in np.flatnonzero(obs_per_image == 0)]
     if no_obs:

@@ -14,17 +14,22 @@ def test_one_enum_everywhere_and_parsing_ignores_case():
 
     assert config.CameraModel is bundle_adjustment.CameraModel is CameraModel
     assert CameraModel("simple_pinhole") is CameraModel.SIMPLE_PINHOLE and CameraModel("PINHOLE") is CameraModel.PINHOLE
+    assert CameraModel("opencv") is CameraModel.OPENCV
     with pytest.raises(ValueError):
-        CameraModel("OPENCV")
+        CameraModel("FISHEYE")
 
 
-def test_the_reconstruction_writes_only_explicit_models():
+def test_the_reconstruction_takes_every_model_and_maps_it_to_a_lens():
     from sfm3r.pipelines.config import ReconstructConf
+    from sfm3r.sfm.alignment import Lens
 
     assert ReconstructConf(camera_model="simple_pinhole").camera_model is CameraModel.SIMPLE_PINHOLE
-    assert CameraModel.AUTO not in WRITTEN_MODELS
+    assert set(WRITTEN_MODELS) == set(CameraModel)
+    assert ReconstructConf(camera_model="auto").lens is Lens.AUTO
+    assert ReconstructConf(camera_model="PINHOLE").lens is Lens.NONE
+    assert ReconstructConf(camera_model="OPENCV").lens is Lens.OPENCV
     with pytest.raises(InputError, match="camera_model"):
-        ReconstructConf(camera_model="AUTO")
+        ReconstructConf(camera_model="FISHEYE")
 
 
 def test_the_default_focal_factor_is_defined_once():

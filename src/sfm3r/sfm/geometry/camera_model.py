@@ -15,9 +15,15 @@ DEFAULT_FOCAL_FACTOR = 1.2
 class CameraModel(StrEnum):
     """COLMAP camera model of the output (values are COLMAP's names; parsing ignores case)."""
 
-    AUTO = "AUTO"  # bundle adjustment only: SIMPLE_PINHOLE when fx ≈ fy (1 %), else PINHOLE
+    # AUTO: for the reconstruction, SIMPLE_RADIAL per camera where the data supports it, else PINHOLE
+    # (run.json: counts.lens); for the bundle adjustment, the input camera's lens model if it has one, else
+    # SIMPLE_PINHOLE when fx ≈ fy (1 %), else PINHOLE.
+    AUTO = "AUTO"
     SIMPLE_PINHOLE = "SIMPLE_PINHOLE"  # one focal (the mean of fx, fy)
     PINHOLE = "PINHOLE"  # fx, fy, cx, cy
+    SIMPLE_RADIAL = "SIMPLE_RADIAL"  # one focal + k
+    RADIAL = "RADIAL"  # one focal + k1, k2
+    OPENCV = "OPENCV"  # fx, fy + k1, k2, p1, p2
 
     @classmethod
     def _missing_(cls, value: object) -> CameraModel | None:
@@ -26,5 +32,5 @@ class CameraModel(StrEnum):
         return None
 
 
-#: The models a user may ask the reconstruction to write (``AUTO`` is the bundle adjustment's own choice).
-WRITTEN_MODELS = (CameraModel.PINHOLE, CameraModel.SIMPLE_PINHOLE)
+#: The models a user may ask the reconstruction for (`--camera-model`): all of them.
+WRITTEN_MODELS = tuple(CameraModel)
