@@ -120,6 +120,7 @@ def self_calibrate_focals(
     max_pairs: int = SELF_CALIB_MAX_PAIRS,
     max_pairs_per_image: int = SELF_CALIB_PAIRS_PER_IMAGE,
     calib_conf: SelfCalibConf = SelfCalibConf(),
+    counts: dict[str, int] | None = None,  # filled with the cache units: total, cached, computed
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """Focal self-calibration of the images without a focal prior: one focal per image size, else per image.
 
@@ -134,6 +135,8 @@ def self_calibrate_focals(
     calibrated one by one (empty when none: then nothing changed). A size or image whose fundamental
     matrices do not determine the focal keeps the default prior, with a warning.
     """
+    tally = counts if counts is not None else {}
+    tally.update(total=0, cached=0, computed=0)
     groups: dict[tuple[int, int], list[ImageInfo]] = {}
     for info in images:
         if not info.prior_focal_px and info.name not in skip:
@@ -161,6 +164,7 @@ def self_calibrate_focals(
             leftover += group
             continue
         key = hashlib.sha256(" ".join(cache.pair_key(i.sha256, j.sha256) for i, j in ordered).encode()).hexdigest()
+        _count(tally, store.has(key))
         if not store.has(key):
             with store.writer() as writer:
                 writer.add(key, _self_calibration_unit(ordered, features, width, height, conf, calib_conf, device))
@@ -185,7 +189,7 @@ def self_calibrate_focals(
     if leftover:
         per_image = _calibrate_per_image(
             leftover, images, pairs, order, features, focal_of, skip, store, conf, calib_conf, device,
-            max_pairs_per_image,
+            max_pairs_per_image, tally,
         )  # fmt: skip
         calibrated.update(per_image)
         focal_of.update(per_image)
@@ -195,6 +199,11 @@ def self_calibrate_focals(
         for info in images
     ]
     return updated, calibrated
+
+
+def _count(tally: dict[str, int], cached: bool) -> None:
+    tally["total"] += 1
+    tally["cached" if cached else "computed"] += 1
 
 
 def _self_calibration_unit(
@@ -265,6 +274,7 @@ def _calibrate_per_image(
     calib_conf: SelfCalibConf,
     device: str,
     max_pairs_per_image: int,
+    tally: dict[str, int],
 ) -> dict[str, float]:
     """One focal per image of `leftover`, jointly from the best pairs of each with any image -> {name: focal}.
 
@@ -299,6 +309,7 @@ def _calibrate_per_image(
     known_text = " ".join(f"{by_name[n].sha256}={fixed[n]:.3f}" for n in cameras if n in fixed)
     pair_text = " ".join(cache.pair_key(i.sha256, j.sha256) for i, j in chosen)
     key = hashlib.sha256(f"per-image {pair_text} known {known_text}".encode()).hexdigest()
+    _count(tally, store.has(key))
     if not store.has(key):
         fundamentals, weights, used, _ = _fundamentals(chosen, features, conf, device)
         index = {name: c for c, name in enumerate(cameras)}

@@ -28,6 +28,7 @@ from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
 from sfm3r.io.preview import write_preview
+from sfm3r.pipelines.alignment_stage import align_cached
 from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
@@ -35,7 +36,6 @@ from sfm3r.pipelines.evaluate import describe_scene
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
-from sfm3r.sfm.alignment import align_scene
 from sfm3r.types import ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
@@ -254,9 +254,12 @@ def reconstruct(
     dense_views = None
     if backend == Backend.CLASSIC:  # the MASt3R backend estimates focals itself
         with _timed(timings, "self_calibration"):
+            calib_counts: dict[str, int] = {}
             images, calibrated = self_calibrate_focals(
-                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device
-            )
+                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device,
+                counts=calib_counts,
+            )  # fmt: skip
+        result.counts["self_calibration"] = calib_counts
         result.images = images  # same names and sha256; prior_focal_px set where self-calibrated
         result.counts["self_calibrated_focal"] = calibrated
     # given focals change the two-view results: part of the pair cache's namespace
@@ -282,11 +285,12 @@ def reconstruct(
 
     with _timed(timings, "alignment"):
         align_conf = dataclasses.replace(conf.align, device=device)
-        scene = align_scene(
-            pair_results, images, align_conf, dense_views=dense_views, known_cameras=known,
+        scene, align_counts = align_cached(
+            pair_results, images, align_conf, run.cache_dir, dense_views=dense_views, known_cameras=known,
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
             if progress else None,
         )  # fmt: skip
+        result.counts["alignment"] = dataclasses.asdict(align_counts)
         _check_finite(scene)
         _warn_if_no_baseline(scene)
     with _timed(timings, "colors"):
@@ -306,8 +310,23 @@ def reconstruct(
     return _finish(result, conf, started)
 
 
+_CACHED_STAGES = ("features", "self_calibration", "matching", "alignment")
+
+
+def _unit_totals(counts: dict[str, Any]) -> dict[str, int]:
+    """Cache units computed vs reused over the cached stages (a rerun of a finished run: 0 computed)."""
+    stages = [counts[name] for name in _CACHED_STAGES if isinstance(counts.get(name), dict) and "computed" in counts[name]]
+    return {"computed": sum(c["computed"] for c in stages), "reused": sum(c["cached"] for c in stages)}
+
+
 def _finish(result: ReconstructResult, conf: ReconstructConf, started: float) -> ReconstructResult:
     result.timings["total"] = round(time.perf_counter() - started, 3)
+    result.counts["units"] = _unit_totals(result.counts)
+    logger.info(
+        "cache units: %d computed, %d reused (%s)", result.counts["units"]["computed"], result.counts["units"]["reused"],
+        ", ".join(f"{name}: {result.counts[name]['computed']} computed, {result.counts[name]['cached']} reused"
+                  for name in _CACHED_STAGES if isinstance(result.counts.get(name), dict) and "computed" in result.counts[name]),
+    )  # fmt: skip
     write_json_atomic(
         result.run.run_json,
         {

@@ -1,0 +1,52 @@
+"""The cached alignment stage: the same inputs and options read the Scene back; any change recomputes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sfm3r.pipelines.alignment_stage import align_cached, alignment_key
+from sfm3r.sfm.alignment import AlignConf, Refinement
+from sfm3r.sfm.alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def small():
+    scene = make_scene(6, num_points=600, seed=3)
+    pairs = make_pair_results(scene, neighbour_pairs(6, 2), max_matches=120, seed=4)
+    return scene, pairs
+
+
+def test_second_call_reads_the_same_scene_from_the_cache(small, tmp_path):
+    scene, pairs = small
+    conf = AlignConf(refine=Refinement.NONE)
+    first, counts = align_cached(pairs, scene.images, conf, tmp_path)
+    assert (counts.computed, counts.cached) == (1, 0)
+    again, counts = align_cached(pairs, scene.images, conf, tmp_path)
+    assert (counts.computed, counts.cached) == (0, 1)
+    assert again.image_names == first.image_names and again.cameras == first.cameras
+    for name in ("rotations", "translations", "points_xyz", "points_rgb", "points_error", "obs_point", "obs_xy"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    assert again.unregistered == first.unregistered
+    assert again.info["timings"].keys() == first.info["timings"].keys()
+    # another option: another namespace, computed again
+    _, counts = align_cached(pairs, scene.images, dataclasses.replace(conf, rotation_averaging=False), tmp_path)
+    assert counts.computed == 1
+
+
+def test_key_changes_with_any_input(small):
+    scene, pairs = small
+    key = alignment_key(pairs, scene.images, {})
+    moved = list(pairs)
+    xy = moved[0].xy_i.copy()
+    xy[0, 0] += 0.01
+    moved[0] = dataclasses.replace(moved[0], xy_i=xy)
+    assert alignment_key(moved, scene.images, {}) != key
+    focal = [dataclasses.replace(scene.images[0], prior_focal_px=700.0), *scene.images[1:]]
+    assert alignment_key(pairs, focal, {}) != key
+    assert alignment_key(pairs[:-1], scene.images, {}) != key
+    assert alignment_key(pairs, scene.images, {}) == key
