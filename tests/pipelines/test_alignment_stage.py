@@ -24,17 +24,17 @@ def small():
 def test_second_call_reads_the_same_scene_from_the_cache(small, tmp_path):
     scene, pairs = small
     conf = AlignConf(refine=Refinement.NONE)
-    first, counts = align_cached(pairs, scene.images, conf, tmp_path)
+    first, counts, key = align_cached(pairs, scene.images, conf, tmp_path)
     assert (counts.computed, counts.cached) == (1, 0)
-    again, counts = align_cached(pairs, scene.images, conf, tmp_path)
-    assert (counts.computed, counts.cached) == (0, 1)
+    again, counts, key_again = align_cached(pairs, scene.images, conf, tmp_path)
+    assert (counts.computed, counts.cached) == (0, 1) and key_again == key
     assert again.image_names == first.image_names and again.cameras == first.cameras
     for name in ("rotations", "translations", "points_xyz", "points_rgb", "points_error", "obs_point", "obs_xy"):
         np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
     assert again.unregistered == first.unregistered
     assert again.info["timings"].keys() == first.info["timings"].keys()
     # another option: another namespace, computed again
-    _, counts = align_cached(pairs, scene.images, dataclasses.replace(conf, rotation_averaging=False), tmp_path)
+    _, counts, _ = align_cached(pairs, scene.images, dataclasses.replace(conf, rotation_averaging=False), tmp_path)
     assert counts.computed == 1
 
 

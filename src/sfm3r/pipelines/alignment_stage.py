@@ -58,18 +58,19 @@ def align_cached(
     dense_views: DenseViewSource | None = None,
     known_cameras: Mapping[str, Camera] | None = None,
     progress: Callable[[str, float], None] | None = None,
-) -> tuple[Scene, StageCounts]:
-    """:func:`align_scene` with its result cached in ``cache_dir`` -> (scene, counts of 1 unit)."""
+) -> tuple[Scene, StageCounts, str | None]:
+    """:func:`align_scene` with its result cached in ``cache_dir`` -> (scene, counts of 1 unit, the unit's
+    key; None when not cached)."""
     known = dict(known_cameras or {})
     if dense_views is not None:
         scene = align_scene(pair_results, images, conf, dense_views=dense_views, known_cameras=known, progress=progress)
-        return scene, StageCounts(1, 0, 1)
+        return scene, StageCounts(1, 0, 1), None
     key = alignment_key(pair_results, images, known)
     with cache.open_store(cache_dir, "scene-alignment", {"align": conf}) as store:
         if store.has(key):
             logger.info("alignment: reused from the cache (inputs and options unchanged)")
-            return cache.read_scene(store, key), StageCounts(1, 1, 0)
+            return cache.read_scene(store, key), StageCounts(1, 1, 0), key
         scene = align_scene(pair_results, images, conf, known_cameras=known, progress=progress)
         with store.writer() as writer:
             cache.write_scene(writer, key, scene)
-    return scene, StageCounts(1, 0, 1)
+    return scene, StageCounts(1, 0, 1), key

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 import platform
 import time
@@ -285,12 +286,12 @@ def reconstruct(
 
     with _timed(timings, "alignment"):
         align_conf = dataclasses.replace(conf.align, device=device)
-        scene, align_counts = align_cached(
+        scene, align_counts, align_key = align_cached(
             pair_results, images, align_conf, run.cache_dir, dense_views=dense_views, known_cameras=known,
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
             if progress else None,
         )  # fmt: skip
-        result.counts["alignment"] = dataclasses.asdict(align_counts)
+        result.counts["alignment"] = dataclasses.asdict(align_counts) | {"key": align_key}
         _check_finite(scene)
         _warn_if_no_baseline(scene)
     with _timed(timings, "colors"):
@@ -306,8 +307,27 @@ def reconstruct(
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
             export_gaussian_splatting_folder(scene, images, run.root, text=conf.write_text)
-        write_preview(scene, run.preview_path)
+        if _preview_is_current(run, align_key, conf):
+            logger.info("preview: %s is of this model already, kept", run.preview_path.name)
+        else:
+            write_preview(scene, run.preview_path)
     return _finish(result, conf, started)
+
+
+def _preview_is_current(run: RunFolder, align_key: str | None, conf: ReconstructConf) -> bool:
+    """Whether OUT/preview.png was drawn from the same model: the previous run.json (still the last run's
+    here) names the same alignment unit and camera model. Drawing it costs seconds (matplotlib), a rerun
+    of a finished run otherwise nothing."""
+    if align_key is None or not run.preview_path.is_file() or not run.run_json.is_file():
+        return False
+    try:
+        previous = json.loads(run.run_json.read_text())
+        return (
+            previous["counts"]["alignment"]["key"] == align_key
+            and previous["config"]["camera_model"] == conf_to_dict(conf)["camera_model"]
+        )
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
 
 
 _CACHED_STAGES = ("features", "self_calibration", "matching", "alignment")
