@@ -136,7 +136,9 @@ def _run(kind: str, images: Path, work: Path, threads: int, timeout: float) -> d
     return json.loads(path.read_text()) | {"load": load}
 
 
-def run_set(name: str, methods: list[str], repeats: int, root: Path, threads: int, timeout: float) -> list[dict]:
+def run_set(
+    name: str, methods: list[str], repeats: int, root: Path, threads: int, timeout: float, partial: Path | None = None
+) -> list[dict]:
     img_rel, gt_rel, _ = SETS[name]
     src = accuracy.DATA / img_rel
     names = accuracy._images_of(src)
@@ -157,6 +159,9 @@ def run_set(name: str, methods: list[str], repeats: int, root: Path, threads: in
             row = {"set": name, "images": len(names), "method": method, "repeat": rep, **out,
                    "AUC@3": metrics["AUC@3"], "registration_rate": metrics["registration_rate"], "metrics": metrics}  # fmt: skip
             rows.append(row)
+            if partial is not None:  # every finished run on disk at once: a killed benchmark keeps them
+                with partial.open("a") as fh:
+                    fh.write(json.dumps(row, default=str) + "\n")
             st = out.get("stages", {})
             print(f"  {name} rep {rep} {method}: total {st.get('total', float('nan')):.1f} s ("
                   + ", ".join(f"{k} {st.get(k, 0.0):.1f}" for k in STAGES[:-1])
@@ -233,9 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
     root = args.keep or Path(tempfile.mkdtemp(prefix="vs_colmap_"))
     t0 = time.time()
     rows = []
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".partial.jsonl").unlink(missing_ok=True)
     try:
         for name in args.sets:
-            rows += run_set(name, args.methods, args.repeats, root, args.threads, args.timeout)
+            rows += run_set(name, args.methods, args.repeats, root, args.threads, args.timeout,
+                            partial=args.output.with_suffix(".partial.jsonl"))  # fmt: skip
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
