@@ -25,7 +25,7 @@ def _fake_alignment(monkeypatch, basins):
     def align_scene(results, images, conf):
         f = images[0].prior_focal_px
         started.append(f)
-        lo, hi, refined, error = next(b for b in basins if b[0] <= f < b[1])
+        _, _, refined, error = next(b for b in basins if b[0] <= f < b[1])
         cameras = [SimpleNamespace(fx=refined)]
         return SimpleNamespace(points_error=np.full(10, error), cameras=cameras, num_images=len(images))
 
