@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ SHARED = Path(os.environ.get("SFM3R_SHARED", REPO_ROOT.parent / "shared")).resol
 FIXTURES = SHARED / "fixtures"
 DATA = SHARED / "data"
 REFERENCE = SHARED / "reference"
+
+# The synthetic scenes (alignment_synthetic, ba_synthetic) and other test helpers live in tests/sfm; tests of
+# other folders import them too, whatever order pytest collects in.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "sfm"))
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,24 @@ def test_resume_after_the_pairwise_stage_recomputes_nothing(photos, full_run, tm
     np.testing.assert_allclose(resumed.points_xyz, reference.points_xyz, atol=1e-9)
 
 
+def test_rerun_of_a_finished_run_recomputes_nothing(photos, full_run):
+    before = read_colmap_model(full_run / "sparse" / "0")
+    first = json.loads((full_run / "run.json").read_text())["counts"]
+    assert first["units"]["computed"] > 0
+    assert (first["alignment"]["computed"], first["alignment"]["cached"]) == (1, 0)
+    assert _invoke("reconstruct", photos, full_run, "--quiet").exit_code == 0
+    counts = json.loads((full_run / "run.json").read_text())["counts"]
+    assert counts["units"] == {"computed": 0, "reused": first["units"]["computed"] + first["units"]["reused"]}
+    for stage in ("features", "self_calibration", "matching", "alignment"):
+        assert counts[stage]["computed"] == 0 and counts[stage]["cached"] == counts[stage]["total"] > 0, stage
+    assert counts["alignment"]["key"] == first["alignment"]["key"]
+    log = (full_run / "log.txt").read_text()
+    assert "cache units: 0 computed" in log and "preview: preview.png is of this model already" in log
+    after = read_colmap_model(full_run / "sparse" / "0")
+    np.testing.assert_array_equal(after.rotations, before.rotations)
+    np.testing.assert_array_equal(after.points_xyz, before.points_xyz)
+
+
 def test_info_summarises_the_model(full_run):
     result = _invoke("info", full_run)
     assert result.exit_code == 0

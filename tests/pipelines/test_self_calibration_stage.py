@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sfm3r.pipelines.classic import self_calibrate_focals
+from sfm3r.pipelines.classic import match_classic, self_calibrate_focals
 from sfm3r.sfm.sift import SiftConf, SiftFeatures
 from sfm3r.sfm.two_view import TwoViewConf
 from sfm3r.types import ImageInfo, Pairs
@@ -73,6 +73,21 @@ def test_sets_the_focal_of_exifless_images_only_and_reuses_the_cache(tmp_path, c
     assert calibrated_again == calibrated
     skipped, _ = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path, skip={names[0]})
     assert skipped[0].prior_focal_px is None
+
+
+def test_matching_verifies_the_pairs_the_self_calibration_matched_without_matching_them_again(tmp_path, caplog):
+    features = _scene()
+    names = sorted(features)
+    images = [_info(n) for n in names]
+    all_pairs = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
+    pairs = Pairs(names=tuple(names), pairs=all_pairs, scores=np.full(len(all_pairs), np.nan, np.float32),
+                  sources=("complete",) * len(all_pairs))  # fmt: skip
+    updated, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    with caplog.at_level("INFO"):
+        results, counts = match_classic(updated, pairs, features, SiftConf(), TwoViewConf(), tmp_path,
+                                        self_calibrated=calibrated)  # fmt: skip
+    assert counts.computed == len(all_pairs) and all(r.verified for r in results)
+    assert f"matching: 0 pairs matched, {len(all_pairs)} matched already by the self-calibration" in caplog.text
 
 
 def test_no_exifless_images_changes_nothing(tmp_path):

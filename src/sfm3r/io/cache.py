@@ -57,6 +57,12 @@ Unit types written by the typed helpers (other code may store free-form units wi
     orientations      (N,)     float32         optional, radians
     attrs: width, height (int, original image size after EXIF rotation)
 
+``unit_type = "scene"`` (:func:`write_scene` / :func:`read_scene`), one alignment result (namespace
+``scene-alignment``, key: a hash of every input of the alignment):
+    the Scene's arrays under their own names, ``cameras`` (C, 6) float64 (width, height, fx, fy, cx, cy),
+    ``camera_distortion`` (C, 4) float64 (the model's distortion parameters, zero-padded)
+    attrs: image_names, unregistered, camera_models (lists of str), info (the Scene's JSON-ready info)
+
 No ``-1`` placeholders are stored: unmatched keypoints simply do not appear in a pair, and optional
 arrays are absent rather than filled.
 
@@ -112,7 +118,7 @@ import h5py
 import numpy as np
 
 from sfm3r.errors import CacheError
-from sfm3r.types import PairResult
+from sfm3r.types import CAMERA_MODELS, Camera, PairResult, Scene
 
 logger = logging.getLogger(__name__)
 
@@ -755,4 +761,56 @@ def read_features(store: Store, key: str) -> Features:
         keypoints=a["keypoints"], descriptors=a["descriptors"],
         width=int(unit.attrs["width"]), height=int(unit.attrs["height"]),
         scales=a.get("scales"), orientations=a.get("orientations"),
+    )  # fmt: skip
+
+
+_MAX_DISTORTION = 4  # OPENCV's k1, k2, p1, p2: the most distortion parameters of a supported model
+_SCENE_ARRAYS = ("camera_of_image", "rotations", "translations", "points_xyz", "points_rgb", "points_error",
+                 "obs_point", "obs_image", "obs_xy")  # fmt: skip
+
+
+def _info_json(value: Any) -> Any:
+    """A Scene's free-form ``info`` in JSON form (numpy values as Python numbers/lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _info_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_info_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def write_scene(writer: Writer, key: str, scene: Scene) -> None:
+    """Add an alignment result under ``key`` (schema ``unit_type = "scene"``: the Scene's arrays as datasets
+    of the same names, ``cameras`` (C, 6) float64 = width, height, fx, fy, cx, cy, optional ``dense_xyz`` /
+    ``dense_rgb``; attrs ``image_names``, ``unregistered``, ``info``)."""
+    arrays = {name: np.asarray(getattr(scene, name)) for name in _SCENE_ARRAYS}
+    arrays["cameras"] = np.array([[c.width, c.height, c.fx, c.fy, c.cx, c.cy] for c in scene.cameras], np.float64)
+    arrays["cameras"] = arrays["cameras"].reshape(-1, 6)
+    arrays["camera_distortion"] = np.zeros((len(scene.cameras), _MAX_DISTORTION), np.float64)
+    for index, camera in enumerate(scene.cameras):
+        arrays["camera_distortion"][index, : len(camera.distortion)] = camera.distortion
+    if scene.dense_xyz is not None:
+        arrays["dense_xyz"], arrays["dense_rgb"] = scene.dense_xyz, scene.dense_rgb
+    attrs = {"image_names": list(scene.image_names), "unregistered": list(scene.unregistered),
+             "camera_models": [c.model for c in scene.cameras], "info": _info_json(scene.info)}  # fmt: skip
+    writer.add(key, Unit("scene", arrays, attrs))
+
+
+def read_scene(store: Store, key: str) -> Scene:
+    """The Scene stored under ``key`` by :func:`write_scene`."""
+    unit = store.read(key)
+    _expect_type(unit, "scene", key, store)
+    a, at = unit.arrays, unit.attrs
+    cameras = tuple(
+        Camera(width=int(w), height=int(h), fx=float(fx), fy=float(fy), cx=float(cx), cy=float(cy), model=model,
+               distortion=tuple(distortion[: CAMERA_MODELS.get(model, 0)]))
+        for (w, h, fx, fy, cx, cy), model, distortion in zip(a["cameras"], at["camera_models"], a["camera_distortion"])
+    )  # fmt: skip
+    return Scene(
+        image_names=tuple(at["image_names"]), cameras=cameras, **{name: a[name] for name in _SCENE_ARRAYS},
+        unregistered=tuple(at["unregistered"]), dense_xyz=a.get("dense_xyz"), dense_rgb=a.get("dense_rgb"),
+        info=dict(at["info"]),
     )  # fmt: skip

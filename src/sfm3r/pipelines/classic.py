@@ -28,19 +28,12 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from sfm3r.errors import Sfm3rError
 from sfm3r.io import cache
 from sfm3r.io.images import read_image
+from sfm3r.sfm.focal_sweep import multi_view_focal_sweep
 from sfm3r.sfm.self_calibration import SelfCalibConf, estimate_camera_focals, estimate_focal
 from sfm3r.sfm.sift import SiftConf, SiftFeatures, extract_sift
-from sfm3r.sfm.two_view import (
-    DEFAULT_FOCAL_FACTOR,
-    TwoViewConf,
-    camera_prior,
-    match_descriptors,
-    match_pair,
-    verify_matches,
-)
+from sfm3r.sfm.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, match_descriptors, verify_matches
 from sfm3r.types import ImageInfo, PairResult, Pairs
 
 logger = logging.getLogger(__name__)
@@ -96,6 +89,56 @@ def canonical_pair(info_a: ImageInfo, info_b: ImageInfo) -> tuple[ImageInfo, Ima
     return (info_a, info_b) if info_a.sha256 <= info_b.sha256 else (info_b, info_a)
 
 
+class PutativeMatches:
+    """Putative (descriptor) matches of image pairs, computed once per run folder: the self-calibration
+    matches its pairs here and stores them (namespace ``matches-sift``, key: the canonical pair key,
+    unit ``matches`` (M, 2) int32), so that :func:`match_classic` verifies those pairs without matching
+    them again. Call with a canonical pair (:func:`canonical_pair`) -> (M, 2) int64 matches.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        sift_conf: SiftConf,
+        conf: TwoViewConf,
+        features: Mapping[str, SiftFeatures],
+        device: str,
+        *,
+        store_new: bool = True,  # False: read what is stored, compute the rest without storing it
+    ) -> None:
+        matching = {f: getattr(conf, f) for f in ("matcher", "max_ratio", "max_distance", "cross_check")}
+        self.store = cache.open_store(cache_dir, "matches-sift", {"sift": sift_conf, "matching": matching})
+        self.conf, self.features, self.device, self.store_new = conf, features, device, store_new
+        self._writer: cache.Writer | None = None
+        self._new: dict[str, np.ndarray] = {}  # computed in this session (not readable from the store yet)
+        self.computed = self.reused = 0
+
+    def __enter__(self) -> PutativeMatches:
+        if self.store_new:
+            self._writer = self.store.writer(max_seconds=_COMMIT_SECONDS).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.__exit__(*exc)
+        self.store.close()
+
+    def __call__(self, info_i: ImageInfo, info_j: ImageInfo) -> np.ndarray:
+        key = cache.pair_key(info_i.sha256, info_j.sha256)
+        if key in self._new:
+            return self._new[key]
+        if self.store.has(key):
+            self.reused += 1
+            return self.store.read(key).arrays["matches"].astype(np.int64).reshape(-1, 2)
+        feats_i, feats_j = self.features[info_i.name], self.features[info_j.name]
+        matches = match_descriptors(feats_i.descriptors, feats_j.descriptors, self.conf, device=self.device)
+        self.computed += 1
+        if self._writer is not None:
+            self._writer.add(key, cache.Unit("matches", {"matches": matches.astype(np.int32)}))
+            self._new[key] = matches
+        return matches
+
+
 SELF_CALIB_MAX_PAIRS = 30  # scene-graph pairs (highest scores first) whose F feed the self-calibration
 SELF_CALIB_PAIRS_PER_IMAGE = 10  # ... of an image calibrated on its own (from pairs with any image)
 _SELF_CALIB_MIN_INLIERS = 30  # F-RANSAC inliers below this: the pair is not used
@@ -120,6 +163,7 @@ def self_calibrate_focals(
     max_pairs: int = SELF_CALIB_MAX_PAIRS,
     max_pairs_per_image: int = SELF_CALIB_PAIRS_PER_IMAGE,
     calib_conf: SelfCalibConf = SelfCalibConf(),
+    counts: dict[str, int] | None = None,  # filled with the cache units: total, cached, computed
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """Focal self-calibration of the images without a focal prior: one focal per image size, else per image.
 
@@ -134,6 +178,8 @@ def self_calibrate_focals(
     calibrated one by one (empty when none: then nothing changed). A size or image whose fundamental
     matrices do not determine the focal keeps the default prior, with a warning.
     """
+    tally = counts if counts is not None else {}
+    tally.update(total=0, cached=0, computed=0)
     groups: dict[tuple[int, int], list[ImageInfo]] = {}
     for info in images:
         if not info.prior_focal_px and info.name not in skip:
@@ -148,6 +194,31 @@ def self_calibrate_focals(
         "min_inliers": _SELF_CALIB_MIN_INLIERS, "f_ransac_max_error": _F_RANSAC_MAX_ERROR,
     }  # fmt: skip
     store = cache.open_store(cache_dir, "self-calibration", config)
+    with PutativeMatches(cache_dir, sift_conf, conf, features, device) as matches_for:
+        updated, calibrated = _self_calibrate(
+            images, groups, by_name, pairs, order, store, matches_for, tally, skip, conf, calib_conf, max_pairs,
+            max_pairs_per_image,
+        )  # fmt: skip
+    store.close()
+    return updated, calibrated
+
+
+def _self_calibrate(
+    images: Sequence[ImageInfo],
+    groups: Mapping[tuple[int, int], list[ImageInfo]],
+    by_name: Mapping[str, ImageInfo],
+    pairs: Pairs,
+    order: np.ndarray,
+    store: cache.Store,
+    matches_for: PutativeMatches,
+    tally: dict[str, int],
+    skip: Collection[str],
+    conf: TwoViewConf,
+    calib_conf: SelfCalibConf,
+    max_pairs: int,
+    max_pairs_per_image: int,
+) -> tuple[list[ImageInfo], dict[str, float]]:
+    """The body of :func:`self_calibrate_focals` (groups first, then the images left over)."""
     calibrated: dict[str, float] = {}
     focal_of: dict[str, float] = {}
     leftover: list[ImageInfo] = []  # not calibrated by their size group: per-image focals from any pairs
@@ -161,9 +232,10 @@ def self_calibrate_focals(
             leftover += group
             continue
         key = hashlib.sha256(" ".join(cache.pair_key(i.sha256, j.sha256) for i, j in ordered).encode()).hexdigest()
+        _count(tally, store.has(key))
         if not store.has(key):
             with store.writer() as writer:
-                writer.add(key, _self_calibration_unit(ordered, features, width, height, conf, calib_conf, device))
+                writer.add(key, _self_calibration_unit(ordered, matches_for, width, height, conf, calib_conf))
             store.refresh()
         attrs = store.read(key).attrs
         if attrs["focal_px"] is None:
@@ -184,12 +256,10 @@ def self_calibrate_focals(
         focal_of.update(dict.fromkeys(members, focal))
     if leftover:
         per_image = _calibrate_per_image(
-            leftover, images, pairs, order, features, focal_of, skip, store, conf, calib_conf, device,
-            max_pairs_per_image,
-        )  # fmt: skip
+            leftover, images, pairs, order, matches_for, focal_of, skip, store, calib_conf, max_pairs_per_image, tally
+        )
         calibrated.update(per_image)
         focal_of.update(per_image)
-    store.close()
     updated = [
         dataclasses.replace(info, prior_focal_px=focal_of[info.name]) if info.name in focal_of else info
         for info in images
@@ -197,35 +267,43 @@ def self_calibrate_focals(
     return updated, calibrated
 
 
+def _count(tally: dict[str, int], cached: bool) -> None:
+    tally["total"] += 1
+    tally["cached" if cached else "computed"] += 1
+
+
 def _self_calibration_unit(
     ordered: Sequence[tuple[ImageInfo, ImageInfo]],
-    features: Mapping[str, SiftFeatures],
+    matches_for: PutativeMatches,
     width: int,
     height: int,
     conf: TwoViewConf,
     calib_conf: SelfCalibConf,
-    device: str,
 ) -> cache.Unit:
     """Match the pairs, F by seeded LO-RANSAC, focal by estimate_focal -> a cache unit."""
-    fundamentals, weights, _, putative = _fundamentals(ordered, features, conf, device)
+    fundamentals, weights, _, putative = _fundamentals(ordered, matches_for)
     est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
     attrs = {
         "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
         "num_pairs": est.num_pairs, "reason": est.reason,
     }  # fmt: skip
     if est.focal_px is None and est.num_pairs >= 3:
-        swept = multi_view_focal_sweep(ordered, putative, features, width, height, conf)
-        if swept is not None:
-            attrs["focal_px"] = swept
+        swept = multi_view_focal_sweep(
+            ordered, putative, matches_for.features, width, height, conf, guess_px=est.best_focal_px or None
+        )
+        logger.info(
+            "self-calibration: multi-view focal sweep of %s aligned %d hypotheses (%s px -> %s px)",
+            f"{width}x{height}", len(swept.tried), ", ".join(f"{f:.0f}" for f in swept.tried),
+            ", ".join(f"{f:.0f}" for f in swept.refined),
+        )  # fmt: skip
+        if swept.focal_px is not None:
+            attrs["focal_px"] = swept.focal_px
             attrs["reason"] = f"{est.reason}; multi-view sweep"
     return cache.Unit("self-calibration", {"focals": est.focals, "costs": est.costs}, attrs)
 
 
 def _fundamentals(
-    ordered: Sequence[tuple[ImageInfo, ImageInfo]],
-    features: Mapping[str, SiftFeatures],
-    conf: TwoViewConf,
-    device: str,
+    ordered: Sequence[tuple[ImageInfo, ImageInfo]], matches_for: PutativeMatches
 ) -> tuple[list[np.ndarray], list[float], list[int], dict[tuple[str, str], np.ndarray]]:
     """F (x_j^T F x_i = 0) of each pair (i, j) with enough F-RANSAC inliers (seeded LO-RANSAC).
 
@@ -236,8 +314,8 @@ def _fundamentals(
     putative: dict[tuple[str, str], np.ndarray] = {}
     options = pycolmap.RANSACOptions(max_error=_F_RANSAC_MAX_ERROR, random_seed=0, num_threads=1)
     for k, (info_i, info_j) in enumerate(ordered):
-        feats_i, feats_j = features[info_i.name], features[info_j.name]
-        matches = match_descriptors(feats_i.descriptors, feats_j.descriptors, conf, device=device)
+        feats_i, feats_j = matches_for.features[info_i.name], matches_for.features[info_j.name]
+        matches = matches_for(info_i, info_j)
         putative[(info_i.name, info_j.name)] = matches
         if len(matches) < _SELF_CALIB_MIN_INLIERS:
             continue
@@ -257,14 +335,13 @@ def _calibrate_per_image(
     images: Sequence[ImageInfo],
     pairs: Pairs,
     order: np.ndarray,  # (P,) pair indices, best score first
-    features: Mapping[str, SiftFeatures],
+    matches_for: PutativeMatches,
     focal_of: Mapping[str, float],  # group-calibrated focals
     skip: Collection[str],
     store: cache.Store,
-    conf: TwoViewConf,
     calib_conf: SelfCalibConf,
-    device: str,
     max_pairs_per_image: int,
+    tally: dict[str, int],
 ) -> dict[str, float]:
     """One focal per image of `leftover`, jointly from the best pairs of each with any image -> {name: focal}.
 
@@ -299,8 +376,9 @@ def _calibrate_per_image(
     known_text = " ".join(f"{by_name[n].sha256}={fixed[n]:.3f}" for n in cameras if n in fixed)
     pair_text = " ".join(cache.pair_key(i.sha256, j.sha256) for i, j in chosen)
     key = hashlib.sha256(f"per-image {pair_text} known {known_text}".encode()).hexdigest()
+    _count(tally, store.has(key))
     if not store.has(key):
-        fundamentals, weights, used, _ = _fundamentals(chosen, features, conf, device)
+        fundamentals, weights, used, _ = _fundamentals(chosen, matches_for)
         index = {name: c for c, name in enumerate(cameras)}
         pair_cameras = np.array([[index[chosen[k][0].name], index[chosen[k][1].name]] for k in used], np.int64)
         est = estimate_camera_focals(
@@ -345,54 +423,6 @@ def _calibrate_per_image(
     return found
 
 
-# Focal hypotheses of the multi-view sweep, as factors of max(W, H): 0.8 (wide) ... 4.0 (tele).
-_SWEEP_FACTORS = (0.8, 1.2, 1.8, 2.7, 4.0)
-
-
-def multi_view_focal_sweep(
-    ordered: Sequence[tuple[ImageInfo, ImageInfo]],
-    putative: Mapping[tuple[str, str], np.ndarray],
-    features: Mapping[str, SiftFeatures],
-    width: int,
-    height: int,
-    conf: TwoViewConf,
-) -> float | None:
-    """Focal of one image size when pairwise self-calibration cannot tell (critical motion, e.g. a ring of
-    cameras aimed at one object): align the chosen pairs from several focal hypotheses (the alignment refines
-    the focal too) and keep the refined focal of the hypothesis with the lowest mean reprojection error among
-    those placing the most images. None when no hypothesis could be aligned.
-
-    Measured on templeRing (16 images, 42 pairs, GT focal 1520 px): starts 700 / 1000 / 1400-2000 / 2800 px end
-    at 1099 / 1386 / 1505-1512 / 1988 px with mean errors 0.132 / 0.118 / 0.116 / 0.144 px.
-    """
-    from sfm3r.sfm.alignment import AlignConf, align_scene
-
-    infos = {info.name: info for pair in ordered for info in pair}
-    best: tuple[int, float, float] | None = None  # (-registered, mean error, refined focal)
-    for factor in _SWEEP_FACTORS:
-        focal = factor * max(width, height)
-        prior = camera_prior(width, height, focal)
-        results = [
-            verify_matches(i.name, j.name, features[i.name], features[j.name], prior, prior, putative[(i.name, j.name)], conf)
-            for i, j in ordered
-        ]  # fmt: skip
-        images = [dataclasses.replace(info, prior_focal_px=focal) for info in infos.values()]
-        try:
-            scene = align_scene(results, images, AlignConf())
-        except Sfm3rError:
-            continue
-        errors = scene.points_error[np.isfinite(scene.points_error)]
-        if errors.size == 0:
-            continue
-        refined = float(np.median([camera.fx for camera in scene.cameras]))
-        candidate = (-scene.num_images, float(errors.mean()), refined)
-        logger.debug("focal sweep: start %.0f px -> %.0f px, %d images, mean error %.3f px",
-                     focal, refined, scene.num_images, candidate[1])  # fmt: skip
-        if best is None or candidate[:2] < best[:2]:
-            best = candidate
-    return None if best is None else best[2]
-
-
 def match_classic(
     images: Sequence[ImageInfo],
     pairs: Pairs,
@@ -423,17 +453,23 @@ def match_classic(
     if progress:
         progress("matching", done, len(keys))
     priors = {info.name: camera_prior(info.width, info.height, info.prior_focal_px) for info in images}
-    with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
+    with (
+        store.writer(max_seconds=_COMMIT_SECONDS) as writer,
+        PutativeMatches(cache_dir, sift_conf, conf, features, device, store_new=False) as matches_for,
+    ):
         for k in todo:
             info_i, info_j = ordered[k]
-            result = match_pair(
+            result = verify_matches(
                 info_i.name, info_j.name, features[info_i.name], features[info_j.name],
-                priors[info_i.name], priors[info_j.name], conf, device=device,
+                priors[info_i.name], priors[info_j.name], matches_for(info_i, info_j), conf,
             )  # fmt: skip
             cache.write_pair_result(writer, keys[k], result)
             done += 1
             if progress:
                 progress("matching", done, len(keys))
+    if todo:
+        logger.info("matching: %d pairs matched, %d matched already by the self-calibration",
+                    matches_for.computed, matches_for.reused)  # fmt: skip
     results = [
         cache.read_pair_result(store, key, name_i=info_i.name, name_j=info_j.name)
         for key, (info_i, info_j) in zip(keys, ordered, strict=True)

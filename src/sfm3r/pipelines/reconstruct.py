@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 import platform
 import time
@@ -28,6 +29,7 @@ from sfm3r.io.images import load_image_infos, read_image
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
 from sfm3r.io.preview import write_preview
+from sfm3r.pipelines.alignment_stage import align_cached
 from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
@@ -36,7 +38,6 @@ from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
-from sfm3r.sfm.alignment import align_scene
 from sfm3r.types import ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
@@ -250,9 +251,12 @@ def reconstruct(
     dense_views = None
     if backend == Backend.CLASSIC:  # the MASt3R backend estimates focals itself
         with _timed(timings, "self_calibration"):
+            calib_counts: dict[str, int] = {}
             images, calibrated = self_calibrate_focals(
-                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device
-            )
+                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device,
+                counts=calib_counts,
+            )  # fmt: skip
+        result.counts["self_calibration"] = calib_counts
         result.images = images  # same names and sha256; prior_focal_px set where self-calibrated
         result.counts["self_calibrated_focal"] = calibrated
     # given focals change the two-view results: part of the pair cache's namespace
@@ -278,11 +282,12 @@ def reconstruct(
 
     with _timed(timings, "alignment"):
         align_conf = dataclasses.replace(conf.align, device=device, lens=conf.lens)
-        scene = align_scene(
-            pair_results, images, align_conf, dense_views=dense_views, known_cameras=known,
+        scene, align_counts, align_key = align_cached(
+            pair_results, images, align_conf, run.cache_dir, dense_views=dense_views, known_cameras=known,
             progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
             if progress else None,
         )  # fmt: skip
+        result.counts["alignment"] = dataclasses.asdict(align_counts) | {"key": align_key}
         _check_finite(scene)
         _warn_if_no_baseline(scene)
     with _timed(timings, "colors"):
@@ -314,13 +319,47 @@ def reconstruct(
             else:
                 run.remove_owned("distorted")  # an earlier run's, no longer true
             result.counts["scene"] = _scene_counts(exported, len(images))  # what sparse/0 holds
-        write_preview(scene, run.preview_path)
+        if _preview_is_current(run, align_key, conf):
+            logger.info("preview: %s is of this model already, kept", run.preview_path.name)
+        else:
+            write_preview(scene, run.preview_path)
     return _finish(result, conf, started)
+
+
+def _preview_is_current(run: RunFolder, align_key: str | None, conf: ReconstructConf) -> bool:
+    """Whether OUT/preview.png was drawn from the same model: the previous run.json (still the last run's
+    here) names the same alignment unit and camera model. Drawing it costs seconds (matplotlib), a rerun
+    of a finished run otherwise nothing."""
+    if align_key is None or not run.preview_path.is_file() or not run.run_json.is_file():
+        return False
+    try:
+        previous = json.loads(run.run_json.read_text())
+        return (
+            previous["counts"]["alignment"]["key"] == align_key
+            and previous["config"]["camera_model"] == conf_to_dict(conf)["camera_model"]
+        )
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
+
+
+_CACHED_STAGES = ("features", "self_calibration", "matching", "alignment")
+
+
+def _unit_totals(counts: dict[str, Any]) -> dict[str, int]:
+    """Cache units computed vs reused over the cached stages (a rerun of a finished run: 0 computed)."""
+    stages = [counts[name] for name in _CACHED_STAGES if isinstance(counts.get(name), dict) and "computed" in counts[name]]
+    return {"computed": sum(c["computed"] for c in stages), "reused": sum(c["cached"] for c in stages)}
 
 
 def _finish(result: ReconstructResult, conf: ReconstructConf, started: float) -> ReconstructResult:
     result.timings["total"] = round(time.perf_counter() - started, 3)
     result.run.claim(result.run.run_json)
+    result.counts["units"] = _unit_totals(result.counts)
+    logger.info(
+        "cache units: %d computed, %d reused (%s)", result.counts["units"]["computed"], result.counts["units"]["reused"],
+        ", ".join(f"{name}: {result.counts[name]['computed']} computed, {result.counts[name]['cached']} reused"
+                  for name in _CACHED_STAGES if isinstance(result.counts.get(name), dict) and "computed" in result.counts[name]),
+    )  # fmt: skip
     write_json_atomic(
         result.run.run_json,
         {

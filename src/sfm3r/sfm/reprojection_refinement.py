@@ -65,7 +65,9 @@ class ReprojectionConf:
     robust_scale_px: float = 1.0  # Cauchy scale of the reprojection error (final); 1 px measured best on Strecha
     # > robust_scale_px: start at this scale and halve per iteration (measured: no gain on real or ring data)
     initial_robust_scale_px: float = 0.0
-    tolerance: float = 1e-6  # stop when the relative cost decrease falls below
+    # stop when the relative cost decrease falls below. 1e-4 (was 1e-6) measured on the cached pairs of real runs:
+    # herzjesu 10 instead of 14 iterations, fountain 12 instead of 26, AUC@3 98.20 / 96.98 unchanged, ATE +0.02 %
+    tolerance: float = 1e-4
     outlier_px: float = 6.0  # matches with a larger error in either image are dropped from the output
     optimise_focal: bool = True
     # principal points of cameras shared by >= MIN_IMAGES_FOR_PP images. Measured (classic backend, AUC@3):

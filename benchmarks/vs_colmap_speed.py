@@ -1,0 +1,261 @@
+"""Wall time per stage of sfm3r (classic, default settings) against COLMAP-best, interleaved and repeated.
+
+Both methods see the same images (the Strecha 1024 px copies, the 640 px temple ring); each run is a fresh
+subprocess of this file (``--worker``) writing into a fresh output folder, so nothing is reused between
+runs. The order alternates per repeat (sfm3r first, then COLMAP first, ...) so that a load change on this
+shared machine hits both alike. The number to move is the **ratio sfm3r / COLMAP**, the median over the
+repeats, per stage and in total.
+
+- ``sfm3r``: ``reconstruct`` with the ``default`` preset, classic backend, CPU, default scene graph
+  (complete up to 40 images). Stages: features (image loading + SIFT + pairs), self-calibration, matching
+  (match + verify + pairwise 3D), alignment (+ colours), export, total.
+- ``colmap``: COLMAP-best: pycolmap SIFT extraction with the same max image size and feature count as
+  sfm3r's SiftConf, one shared camera (``CameraMode.SINGLE``), exhaustive matching, incremental mapping with
+  ``ba_refine_principal_point=True``. Stages: features, matching, alignment (= mapping), total.
+
+CPU seconds are ``getrusage`` of the worker (self + children, all threads, imports included); peak RSS is
+the worker's. Poses are scored by ``sfm3r.sfm.evaluation.evaluate_poses`` against the GT (AUC@3 etc).
+
+    SFM3R_SHARED=/work/shared PYTHONPATH=src python benchmarks/vs_colmap_speed.py [--sets fountain herzjesu temple]
+        [--repeats 3] [--threads 2] [--methods sfm3r colmap] [--keep DIR]
+
+Prints a table and writes benchmarks/results/vs_colmap_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy  # (after the sys.path line) the sets, GT subsetting and evaluation are shared)
+
+RESULTS = accuracy.RESULTS
+SETS = {name: accuracy.SETS[name] for name in ("fountain", "herzjesu", "temple")}
+STAGES = ("features", "self_calibration", "matching", "alignment", "total")
+
+
+# --------------------------------------------------------------------------------------------- workers
+def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
+    import torch
+
+    from sfm3r.pipelines.config import preset_conf
+    from sfm3r.pipelines.reconstruct import reconstruct
+
+    torch.set_num_threads(threads)
+    conf = preset_conf("default", backend="classic", device="cpu")
+    t0 = time.perf_counter()
+    result = reconstruct(images, work / "run", conf)
+    wall = time.perf_counter() - t0
+    t = result.timings
+    stages = {
+        "features": t.get("images", 0.0) + t.get("features", 0.0) + t.get("pairs", 0.0),
+        "self_calibration": t.get("self_calibration", 0.0),
+        "matching": t.get("matching", 0.0),
+        "alignment": t.get("alignment", 0.0) + t.get("colors", 0.0),
+        "export": t.get("export", 0.0),
+        "total": wall,
+    }
+    return {"model": str(work / "run" / "sparse" / "0"), "stages": stages, "raw_timings": t, "counts": result.counts}
+
+
+def _worker_colmap(images: Path, work: Path, threads: int) -> dict:
+    import pycolmap
+
+    from sfm3r.sfm.sift import SiftConf
+
+    sift = SiftConf()
+    pycolmap.set_random_seed(0)
+    db = work / "database.db"
+    t0 = time.perf_counter()
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.num_threads = threads
+    ext.max_image_size = sift.max_image_size
+    ext.sift.max_num_features = sift.max_num_features
+    pycolmap.extract_features(
+        db, images, camera_mode=pycolmap.CameraMode.SINGLE, extraction_options=ext, device=pycolmap.Device.cpu
+    )
+    t1 = time.perf_counter()
+    mopts = pycolmap.FeatureMatchingOptions()
+    mopts.num_threads = threads
+    pycolmap.match_exhaustive(db, matching_options=mopts, device=pycolmap.Device.cpu)
+    t2 = time.perf_counter()
+    out = work / "mapping"
+    out.mkdir()
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.num_threads = threads
+    opts.ba_refine_principal_point = True
+    recs = pycolmap.incremental_mapping(db, images, out, options=opts)
+    t3 = time.perf_counter()
+    model = None
+    if recs:
+        key = max(recs, key=lambda k: recs[k].num_reg_images())
+        model = out / "largest"
+        model.mkdir()
+        recs[key].write(model)
+    stages = {"features": t1 - t0, "self_calibration": 0.0, "matching": t2 - t1, "alignment": t3 - t2, "total": t3 - t0}
+    return {"model": str(model) if model else None, "stages": stages, "counts": {"models": len(recs)}}
+
+
+def worker_main(kind: str, images: Path, work: Path, threads: int) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        out = _worker_sfm3r(images, work, threads) if kind == "sfm3r" else _worker_colmap(images, work, threads)
+    except Exception as err:  # noqa: BLE001 (a failing method is a result, not a crash of the benchmark)
+        out = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["cpu_s"] = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    out["peak_rss_mb"] = max(own.ru_maxrss, kids.ru_maxrss) / 1024.0
+    (work / f"result_{kind}.json").write_text(json.dumps(out, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ parent
+def _run(kind: str, images: Path, work: Path, threads: int, timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--images", str(images),
+           "--work", str(work), "--threads", str(threads)]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(accuracy.REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    work.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0]
+    try:
+        with (work / f"log_{kind}.txt").open("w") as fh:
+            subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s", "load": load}
+    path = work / f"result_{kind}.json"
+    if not path.exists():
+        return {"error": "worker crashed: " + (work / f"log_{kind}.txt").read_text()[-400:], "load": load}
+    return json.loads(path.read_text()) | {"load": load}
+
+
+def run_set(
+    name: str, methods: list[str], repeats: int, root: Path, threads: int, timeout: float, partial: Path | None = None
+) -> list[dict]:
+    img_rel, gt_rel, _ = SETS[name]
+    src = accuracy.DATA / img_rel
+    names = accuracy._images_of(src)
+    images = root / name / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        if not (images / n).exists():
+            (images / n).symlink_to(src / n)
+    gt = accuracy._subset_gt(accuracy.DATA / gt_rel, names)
+    rows = []
+    for rep in range(repeats):
+        order = methods if rep % 2 == 0 else methods[::-1]
+        for method in order:
+            work = root / name / f"{method}_{rep}"
+            shutil.rmtree(work, ignore_errors=True)
+            out = _run(method, images, work, threads, timeout)
+            metrics = accuracy._evaluate(out.get("model") if not out.get("error") else None, gt)
+            row = {"set": name, "images": len(names), "method": method, "repeat": rep, **out,
+                   "AUC@3": metrics["AUC@3"], "registration_rate": metrics["registration_rate"], "metrics": metrics}  # fmt: skip
+            rows.append(row)
+            if partial is not None:  # every finished run on disk at once: a killed benchmark keeps them
+                with partial.open("a") as fh:
+                    fh.write(json.dumps(row, default=str) + "\n")
+            st = out.get("stages", {})
+            print(f"  {name} rep {rep} {method}: total {st.get('total', float('nan')):.1f} s ("
+                  + ", ".join(f"{k} {st.get(k, 0.0):.1f}" for k in STAGES[:-1])
+                  + f") CPU {out.get('cpu_s', float('nan')):.0f} s, RSS {out.get('peak_rss_mb', 0):.0f} MB, "
+                  f"AUC@3 {metrics['AUC@3']:.1f}, load {out['load']:.1f} {out.get('error') or ''}", flush=True)
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per set and method: the median of each stage over the repeats, and the ratio sfm3r / COLMAP."""
+    out = []
+    for name in dict.fromkeys(r["set"] for r in rows):
+        med: dict[str, dict] = {}
+        for method in dict.fromkeys(r["method"] for r in rows if r["set"] == name):
+            runs = [r for r in rows if r["set"] == name and r["method"] == method and not r.get("error")]
+            if not runs:
+                continue
+            med[method] = {k: statistics.median(r["stages"].get(k, 0.0) for r in runs) for k in STAGES}
+            med[method] |= {
+                "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                "AUC@3": statistics.median(r["AUC@3"] for r in runs),
+                "repeats": len(runs),
+            }
+        entry = {"set": name, "median": med}
+        if "sfm3r" in med and "colmap" in med:
+            # ratio of medians per stage; the total ratio is also given as the median of per-repeat ratios
+            entry["ratio"] = {
+                k: med["sfm3r"][k] / med["colmap"][k] if med["colmap"][k] > 0 else None
+                for k in (*STAGES, "cpu_s")
+            }
+            pairs = [
+                (a["stages"]["total"], b["stages"]["total"])
+                for a in rows for b in rows
+                if a["set"] == b["set"] == name and a["repeat"] == b["repeat"]
+                and a["method"] == "sfm3r" and b["method"] == "colmap" and not a.get("error") and not b.get("error")
+            ]  # fmt: skip
+            entry["ratio"]["total_per_repeat_median"] = statistics.median(a / b for a, b in pairs) if pairs else None
+        out.append(entry)
+    return out
+
+
+def table(summary: list[dict]) -> str:
+    head = "| set | method | " + " | ".join(f"{k} s" for k in STAGES) + " | CPU s | peak RSS MB | AUC@3 | repeats |"
+    lines = [head, "|" + "---|" * (len(STAGES) + 7)]
+    for entry in summary:
+        for method, m in entry["median"].items():
+            lines.append(f"| {entry['set']} | {method} | " + " | ".join(f"{m[k]:.1f}" for k in STAGES)
+                         + f" | {m['cpu_s']:.0f} | {m['peak_rss_mb']:.0f} | {m['AUC@3']:.1f} | {m['repeats']} |")  # fmt: skip
+        if "ratio" in entry:
+            r = entry["ratio"]
+            lines.append(f"| {entry['set']} | **ratio** | " + " | ".join(
+                "–" if r[k] is None else f"{r[k]:.2f}" for k in STAGES
+            ) + f" | {r['cpu_s']:.2f} | | | per-repeat total {r['total_per_repeat_median']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--methods", nargs="+", default=["sfm3r", "colmap"], choices=["sfm3r", "colmap"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder)")
+    ap.add_argument("--output", type=Path, default=RESULTS / "vs_colmap_speed.json")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--images", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker_main(args.worker, args.images, args.work, args.threads)
+        return {}
+    root = args.keep or Path(tempfile.mkdtemp(prefix="vs_colmap_"))
+    t0 = time.time()
+    rows = []
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".partial.jsonl").unlink(missing_ok=True)
+    try:
+        for name in args.sets:
+            rows += run_set(name, args.methods, args.repeats, root, args.threads, args.timeout,
+                            partial=args.output.with_suffix(".partial.jsonl"))  # fmt: skip
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    summary = summarise(rows)
+    print(table(summary))
+    info = {"machine": accuracy.machine(), "argv": sys.argv[1:], "started": t0, "wall_s": time.time() - t0,
+            "summary": summary, "rows": rows}  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(info, indent=1, default=str))
+    print(f"wrote {args.output}")
+    return info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Focal of one image size by aligning its pairs from several focal hypotheses (the multi-view sweep).
+
+Pairwise self-calibration (sfm/self_calibration.py) cannot tell the focal under critical motion, e.g. a
+ring of cameras aimed at one object: its cost curve is flat. The alignment can, because it refines the
+focal against every image at once. So the pairs are verified and aligned from a few focal hypotheses,
+and the refined focal of the hypothesis with the most images placed, then the lowest mean reprojection
+error, wins.
+
+The hypotheses are tried nearest first to the pairwise curve's (flat, but still informative) minimum,
+and the sweep stops early once two hypotheses placing every image converge to the same refined focal
+(within ``agree``): both started in the basin of the one minimum the alignment finds there, and the
+ones further out, which only add the wide (0.8 max(W, H)) and tele (4 max(W, H)) ends, are not run.
+Measured on templeRing (16 images, 42 pairs, GT focal 1520 px): starts 700 / 1000 / 1400-2000 / 2800 px
+end at 1099 / 1386 / 1505-1512 / 1988 px with mean errors 0.132 / 0.118 / 0.116 / 0.144 px.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sfm3r.errors import Sfm3rError
+from sfm3r.sfm.alignment import AlignConf, align_scene
+from sfm3r.sfm.sift import SiftFeatures
+from sfm3r.sfm.two_view import TwoViewConf, camera_prior, verify_matches
+from sfm3r.types import ImageInfo
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SWEEP_FACTORS", "SweepResult", "multi_view_focal_sweep"]
+
+# Focal hypotheses, as factors of max(W, H): 0.8 (wide) ... 4.0 (tele).
+SWEEP_FACTORS = (0.8, 1.2, 1.8, 2.7, 4.0)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    focal_px: float | None  # the chosen refined focal; None when no hypothesis could be aligned
+    tried: tuple[float, ...]  # the starting focals aligned, in the order tried
+    refined: tuple[float, ...]  # their refined focals (NaN where the alignment failed)
+
+
+def multi_view_focal_sweep(
+    ordered: Sequence[tuple[ImageInfo, ImageInfo]],
+    putative: Mapping[tuple[str, str], np.ndarray],  # (name_i, name_j) -> (M, 2) putative matches
+    features: Mapping[str, SiftFeatures],
+    width: int,
+    height: int,
+    conf: TwoViewConf,
+    *,
+    guess_px: float | None = None,  # the pairwise cost curve's minimum: hypotheses nearest it go first
+    factors: Sequence[float] = SWEEP_FACTORS,
+    agree: float = 0.01,  # two refined focals this close (relative) end the sweep
+    align_conf: AlignConf = AlignConf(),
+) -> SweepResult:
+    """Focal (pixels) of the images of size ``width`` x ``height`` in the pairs ``ordered`` (see module doc)."""
+    size = max(width, height)
+    starts = [f * size for f in factors]
+    if guess_px:
+        starts.sort(key=lambda f: abs(math.log(f / guess_px)))
+    infos = {info.name: info for pair in ordered for info in pair}
+    best: tuple[int, float, float] | None = None  # (-registered, mean error, refined focal)
+    complete: list[float] = []  # refined focals of the hypotheses that placed every image
+    tried, refined_all = [], []
+    for focal in starts:
+        prior = camera_prior(width, height, focal)
+        results = [
+            verify_matches(i.name, j.name, features[i.name], features[j.name], prior, prior, putative[(i.name, j.name)], conf)
+            for i, j in ordered
+        ]  # fmt: skip
+        images = [dataclasses.replace(info, prior_focal_px=focal) for info in infos.values()]
+        tried.append(focal)
+        try:
+            scene = align_scene(results, images, align_conf)
+        except Sfm3rError:
+            refined_all.append(float("nan"))
+            continue
+        errors = scene.points_error[np.isfinite(scene.points_error)]
+        refined = float(np.median([camera.fx for camera in scene.cameras]))
+        refined_all.append(refined)
+        if errors.size == 0:
+            continue
+        candidate = (-scene.num_images, float(errors.mean()), refined)
+        logger.debug("focal sweep: start %.0f px -> %.0f px, %d images, mean error %.3f px",
+                     focal, refined, scene.num_images, candidate[1])  # fmt: skip
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+        if scene.num_images == len(infos):
+            if any(abs(math.log(refined / other)) < agree for other in complete):
+                logger.debug("focal sweep: two starts converge to %.0f px; stopping after %d of %d",
+                             refined, len(tried), len(starts))  # fmt: skip
+                break
+            complete.append(refined)
+    return SweepResult(None if best is None else best[2], tuple(tried), tuple(refined_all))
