@@ -238,9 +238,7 @@ def reconstruct(
             net_image_size=conf.net_image_size, device=device, progress=progress,
         )  # fmt: skip
 
-    if backend == Backend.CLASSIC:
-        sift_features()
-    with _timed(timings, "pairs"):
+    with _timed(timings, "pairs"):  # SIFT runs here only when a retrieval graph needs the similarity
         pairs, graph_report = select_pairs(images, conf, similarity=similarity)
         _write_pairs_txt(run.root / "pairs.txt", pairs)
     result.counts["pairs"] = {
@@ -250,6 +248,8 @@ def reconstruct(
     }
     if stop_after == Stage.PAIRS:
         return _finish(result, conf, started)
+    if backend == Backend.CLASSIC:
+        sift_features()
 
     dense_views = None
     if backend == Backend.CLASSIC:  # the MASt3R backend estimates focals itself
