@@ -78,10 +78,9 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
     """Set up logging and progress, run the pipeline up to `stop_after`, print the summary."""
     import dataclasses
 
-    from sfm3r.cli.logging_setup import configure_logging, detach_handler, rich_progress
+    from sfm3r.cli.console import print_summary, run_console
     from sfm3r.pipelines.reconstruct import reconstruct
     from sfm3r.pipelines.run_folder import check_separate_from_inputs, prepare_run_folder
-    from sfm3r.pipelines.summary import format_summary
 
     quiet, verbose = options["quiet"], options["verbose"]
     conf = _conf_from_options(dict(options))
@@ -89,13 +88,9 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
     # Prepare (or clean, with --overwrite) the run folder first, so the log file lands in it.
     run = prepare_run_folder(out, overwrite=conf.overwrite)
     conf = dataclasses.replace(conf, overwrite=False)
-    handler = configure_logging(verbose=verbose, quiet=quiet, log_file=run.log_path)
-    try:
-        with rich_progress(enabled=not quiet) as progress:
-            result = reconstruct(images, run.root, conf, progress=progress, stop_after=stop_after)
-    finally:
-        detach_handler(handler)
-    click.echo(format_summary(result))
+    with run_console(verbose=verbose, quiet=quiet, log_file=run.log_path) as progress:
+        result = reconstruct(images, run.root, conf, progress=progress, stop_after=stop_after)
+    print_summary(result)
 
 
 def _stage_command(name: str, stage: str, doc: str) -> None:

@@ -120,6 +120,7 @@ def self_calibrate_focals(
     max_pairs: int = SELF_CALIB_MAX_PAIRS,
     max_pairs_per_image: int = SELF_CALIB_PAIRS_PER_IMAGE,
     calib_conf: SelfCalibConf = SelfCalibConf(),
+    progress: Progress | None = None,
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """Focal self-calibration of the images without a focal prior: one focal per image size, else per image.
 
@@ -163,7 +164,8 @@ def self_calibrate_focals(
         key = hashlib.sha256(" ".join(cache.pair_key(i.sha256, j.sha256) for i, j in ordered).encode()).hexdigest()
         if not store.has(key):
             with store.writer() as writer:
-                writer.add(key, _self_calibration_unit(ordered, features, width, height, conf, calib_conf, device))
+                tick = (lambda k, n=len(ordered), size=size: progress(f"self_calibration/{size}", k, n)) if progress else None
+                writer.add(key, _self_calibration_unit(ordered, features, width, height, conf, calib_conf, device, tick))
             store.refresh()
         attrs = store.read(key).attrs
         if attrs["focal_px"] is None:
@@ -185,7 +187,7 @@ def self_calibrate_focals(
     if leftover:
         per_image = _calibrate_per_image(
             leftover, images, pairs, order, features, focal_of, skip, store, conf, calib_conf, device,
-            max_pairs_per_image,
+            max_pairs_per_image, progress,
         )  # fmt: skip
         calibrated.update(per_image)
         focal_of.update(per_image)
@@ -205,9 +207,10 @@ def _self_calibration_unit(
     conf: TwoViewConf,
     calib_conf: SelfCalibConf,
     device: str,
+    tick: Callable[[int], None] | None = None,  # called with the number of pairs done
 ) -> cache.Unit:
     """Match the pairs, F by seeded LO-RANSAC, focal by estimate_focal -> a cache unit."""
-    fundamentals, weights, _, putative = _fundamentals(ordered, features, conf, device)
+    fundamentals, weights, _, putative = _fundamentals(ordered, features, conf, device, tick)
     est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
     attrs = {
         "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
@@ -226,6 +229,7 @@ def _fundamentals(
     features: Mapping[str, SiftFeatures],
     conf: TwoViewConf,
     device: str,
+    tick: Callable[[int], None] | None = None,  # called with the number of pairs done
 ) -> tuple[list[np.ndarray], list[float], list[int], dict[tuple[str, str], np.ndarray]]:
     """F (x_j^T F x_i = 0) of each pair (i, j) with enough F-RANSAC inliers (seeded LO-RANSAC).
 
@@ -236,6 +240,8 @@ def _fundamentals(
     putative: dict[tuple[str, str], np.ndarray] = {}
     options = pycolmap.RANSACOptions(max_error=_F_RANSAC_MAX_ERROR, random_seed=0, num_threads=1)
     for k, (info_i, info_j) in enumerate(ordered):
+        if tick is not None:
+            tick(k)
         feats_i, feats_j = features[info_i.name], features[info_j.name]
         matches = match_descriptors(feats_i.descriptors, feats_j.descriptors, conf, device=device)
         putative[(info_i.name, info_j.name)] = matches
@@ -265,6 +271,7 @@ def _calibrate_per_image(
     calib_conf: SelfCalibConf,
     device: str,
     max_pairs_per_image: int,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """One focal per image of `leftover`, jointly from the best pairs of each with any image -> {name: focal}.
 
@@ -300,7 +307,8 @@ def _calibrate_per_image(
     pair_text = " ".join(cache.pair_key(i.sha256, j.sha256) for i, j in chosen)
     key = hashlib.sha256(f"per-image {pair_text} known {known_text}".encode()).hexdigest()
     if not store.has(key):
-        fundamentals, weights, used, _ = _fundamentals(chosen, features, conf, device)
+        tick = (lambda k, n=len(chosen): progress("self_calibration/per image", k, n)) if progress else None
+        fundamentals, weights, used, _ = _fundamentals(chosen, features, conf, device, tick)
         index = {name: c for c, name in enumerate(cameras)}
         pair_cameras = np.array([[index[chosen[k][0].name], index[chosen[k][1].name]] for k in used], np.int64)
         est = estimate_camera_focals(

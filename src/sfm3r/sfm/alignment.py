@@ -220,6 +220,18 @@ def _scene_from_anchors(
     )
 
 
+def alignment_steps(conf: AlignConf) -> tuple[str, ...]:
+    """The steps align_scene runs under `conf`, in order: the names it passes to its progress callback."""
+    steps = ["verify", "canonical", "init"]
+    if conf.coarse_enabled:
+        steps.append("coarse")
+    if conf.refine in (Refinement.REPROJECTION, Refinement.REPROJECTION_BA):
+        steps.append("reprojection")
+    if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
+        steps.append("ba")
+    return tuple(steps)
+
+
 def align_scene(
     pair_results: Sequence[PairResult],
     images: Sequence[ImageInfo],
@@ -247,6 +259,7 @@ def align_scene(
     report = progress or (lambda stage, frac: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    report("verify", 0.0)
     graph = verify_edges(pair_results, names, conf.verify)
     timings["verify"] = time.perf_counter() - t0
     if len(graph.component) < 2:
@@ -258,12 +271,14 @@ def align_scene(
     model_images = [im for im in images if im.name in set(graph.component)]
     unregistered = tuple(n for c in graph.other_components for n in c)
     t0 = time.perf_counter()
+    report("canonical", 0.0)
     canon = build_canonical(pair_results, graph.edges, model_images, dense_views)
     groups = camera_groups(model_images, conf.camera_mode, known)
     focal, pp, fixed, source = _initial_intrinsics(model_images, canon, known, groups, conf)
     timings["canonical"] = time.perf_counter() - t0
     report("canonical", 1.0)
     t0 = time.perf_counter()
+    report("init", 0.0)
     init = initial_poses(canon, graph.edges, average_rotations=conf.rotation_averaging)
     R, C, lam = init.rotations, init.centres, init.scales
     timings["init"] = time.perf_counter() - t0
@@ -272,6 +287,7 @@ def align_scene(
     info: dict = {"focal_source": dict(zip(canon.image_names, source, strict=True)), "timings": timings}
     if conf.coarse_enabled:
         t0 = time.perf_counter()
+        report("coarse", 0.0)
         res = coarse_align(canon, R, C, lam, focal, pp, init.root, conf.coarse, conf.device)
         R, C, lam, keep = res.rotations, res.centres, res.scales, res.inlier_matches
         info["coarse_cost"] = res.cost_history
@@ -280,6 +296,7 @@ def align_scene(
     depth = canon.anchor_depth * lam[canon.anchor_image]
     if conf.refine in (Refinement.REPROJECTION, Refinement.REPROJECTION_BA):
         t0 = time.perf_counter()
+        report("reprojection", 0.0)
         res2 = refine_reprojection(
             canon, R, C, depth, focal, pp, keep, fixed, init.root, conf.reprojection,
             groups=groups, device=conf.device,
@@ -308,9 +325,11 @@ def align_scene(
     )
     if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
         t0 = time.perf_counter()
+        report("ba", 0.0)
         pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
         scene = _refine_with_ba(scene, pairs, conf, fixed)
         timings["ba"] = time.perf_counter() - t0
+        report("ba", 1.0)
     return scene
 
 
