@@ -149,26 +149,34 @@ def export(model: Path, images: Path, out: Path, write_text: bool, recursive: bo
 @cli.command()
 @click.argument("estimate", type=EXISTING_DIR)
 @click.argument("ground_truth", type=EXISTING_DIR)
-@click.option("--json", "json_path", type=OUT_DIR, default=None, help="Also write the metrics as JSON here.")
+@click.option("--json", "json_path", type=OUT_DIR, default=None,
+              help="Write the metrics as JSON here [default: ESTIMATE/evaluation.json for a run folder].")
 def evaluate(estimate: Path, ground_truth: Path, json_path: Path | None) -> None:
     """Compare the COLMAP model ESTIMATE with GROUND_TRUTH (images matched by name).
 
     Either argument may be a model folder (cameras/images/points3D) or a run folder holding sparse/0.
     Prints registration rate, RRA/RTA@5/15, mAA@30, AUC@3/5/10 of pairwise relative poses, ATE and focal error.
     """
-    from sfm3r.pipelines.evaluate import evaluate_models, format_metrics
+    from sfm3r.cli.report import print_metrics
+    from sfm3r.pipelines.evaluate import evaluate_models, metric_rows
 
+    if json_path is None and (estimate / "run.json").is_file() and (estimate / "sparse" / "0").is_dir():
+        json_path = estimate / "evaluation.json"
     metrics = evaluate_models(estimate, ground_truth, json_path)
-    click.echo(format_metrics(metrics))
+    print_metrics(metric_rows(metrics))
+    if json_path is not None:
+        click.echo(f"Metrics written to {json_path}")
 
 
 @cli.command()
 @click.argument("model", type=EXISTING_DIR)
 def info(model: Path) -> None:
-    """Summarise a COLMAP model (or a run folder holding sparse/0): cameras, images, points, errors."""
-    from sfm3r.pipelines.evaluate import describe_model
+    """Summarise a COLMAP model (or a run folder holding sparse/0): cameras with their parameters, each
+    image's registration and observations, and the track-length histogram."""
+    from sfm3r.cli.report import print_model_stats
+    from sfm3r.pipelines.inspect import model_stats
 
-    click.echo(describe_model(model))
+    print_model_stats(model_stats(model))
 
 
 def main() -> None:
