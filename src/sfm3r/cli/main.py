@@ -179,5 +179,10 @@ def info(model: Path) -> None:
     print_model_stats(model_stats(model))
 
 
+from sfm3r.cli.view import view  # noqa: E402  (its module imports viser only when run)
+
+cli.add_command(view)
+
+
 def main() -> None:
     cli()
