@@ -41,6 +41,15 @@ _GLOG_LEVELS = {"I": logging.DEBUG, "W": logging.WARNING, "E": logging.ERROR, "F
 _LOGGERS = ("sfm3r", "py.warnings")  # py.warnings: Python warnings, via logging.captureWarnings
 
 
+_PERCENT_STAGES = ("alignment",)  # stages whose progress is a percentage, not a count of units
+
+
+def _count_text(stage: str, done: int, total: int) -> str:
+    if total <= 0:
+        return ""
+    return f"{100 * done // total} %" if stage in _PERCENT_STAGES else f"{done}/{total}"
+
+
 class _EtaColumn(TimeRemainingColumn):
     """"eta 0:01:02" while a stage with a known size runs; blank otherwise."""
 
@@ -57,6 +66,7 @@ class _Row:
     started: float
     total: int = 0
     finished: bool = False
+    sized: bool = False  # an update gave a size before the end (else the end's 1/1 is not shown)
 
 
 @dataclass
@@ -69,6 +79,7 @@ class RunDisplay:
     progress: Progress | None = None
     rows: dict[str, _Row] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    run_task: TaskID | None = None
 
     def __post_init__(self) -> None:
         if self.bars:
@@ -83,6 +94,8 @@ class RunDisplay:
                 console=self.console,
                 expand=True,
             )
+            # the whole run's elapsed time, on top of the stage list
+            self.run_task = self.progress.add_task("run", total=None, count="", detail="all stages")
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         """The progress callback: `stage` (or "stage/detail"), `done` of `total` units."""
@@ -94,10 +107,11 @@ class RunDisplay:
                 row = self.rows[name] = _Row(task=task, started=time.perf_counter())
             finished = total > 0 and done >= total and not detail and not row.finished
             row.total = total
+            row.sized |= 0 <= done < total
             if self.progress is not None:
                 self.progress.update(
                     row.task, completed=done, total=total if total > 0 else None,
-                    count=f"{done}/{total}" if total > 0 else "", detail=detail,
+                    count=_count_text(name, done, total) if row.sized else "", detail=detail,
                 )  # fmt: skip
             if finished:
                 self._mark_finished(name, row)
@@ -107,7 +121,8 @@ class RunDisplay:
         if self.progress is not None:
             task = self.progress.tasks[[t.id for t in self.progress.tasks].index(row.task)]
             total = task.total or 1
-            self.progress.update(row.task, total=total, completed=total, detail="")
+            count = _count_text(name, int(total), int(total)) if row.sized else ""
+            self.progress.update(row.task, total=total, completed=total, detail="", count=count)
         elif self.log_stage_ends:
             logging.getLogger("sfm3r.progress").info("%s done in %.1f s", name, time.perf_counter() - row.started)
 
@@ -116,6 +131,8 @@ class RunDisplay:
             for name, row in self.rows.items():
                 if not row.finished:
                     self._mark_finished(name, row)
+            if self.progress is not None and self.run_task is not None:
+                self.progress.update(self.run_task, total=1, completed=1, detail="")
 
 
 def _stderr_console() -> tuple[Console, IO[str] | None]:

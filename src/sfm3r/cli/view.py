@@ -34,9 +34,9 @@ def view(model: Path, images_dir: Path | None, port: int, host: str) -> None:
             raise click.UsageError(f"port {port} is in use; choose another with --port") from None
         raise
     shown = "localhost" if host in ("0.0.0.0", "127.0.0.1") else host
-    click.echo(f"Viewer of {model}: {len(scene.frustums)} cameras, {scene.num_points_shown} points")
-    click.echo(f"Open http://{shown}:{server.get_port()} in a browser (Ctrl-C to stop)")
-    try:
+    try:  # Ctrl-C may come as soon as the address is printed
+        click.echo(f"Viewer of {model}: {len(scene.frustums)} cameras, {scene.num_points_shown} points")
+        click.echo(f"Open http://{shown}:{server.get_port()} in a browser (Ctrl-C to stop)")
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:

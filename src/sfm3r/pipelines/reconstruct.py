@@ -313,8 +313,9 @@ def reconstruct(
         steps = alignment_steps(align_conf)
         scene = align_scene(
             pair_results, images, align_conf, dense_views=dense_views, known_cameras=known,
-            progress=lambda step, fraction: progress(
-                f"alignment/{step}", steps.index(step) + int(fraction >= 1), len(steps)
+            progress=lambda step, fraction, note="": progress(  # percent over all steps of the alignment
+                f"alignment/{step}{f': {note}' if note else ''}",
+                int(100 * (steps.index(step) + fraction) / len(steps)), 100,
             ),
         )  # fmt: skip
         _check_finite(scene)

@@ -12,6 +12,7 @@ the normal equations are block-sparse (block_lm).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,7 @@ def coarse_align(
     root: int,
     conf: CoarseConf,
     device: str | torch.device = "cpu",
+    on_iteration: Callable[[int, int, float], None] | None = None,  # (iteration, max_iters, cost) per step
 ) -> CoarseResult:
     """Refine poses and per-image scales on the 3D matching objective."""
     dt = torch.float64
@@ -102,6 +104,8 @@ def coarse_align(
     history = [f]
     mu = 1e-4
     for it in range(conf.max_iters):
+        if on_iteration is not None:
+            on_iteration(it, conf.max_iters, f)
         w = c / (1 + (r * r).sum(1) / delta2)
         eye = torch.eye(3, dtype=dt, device=device).expand(r.shape[0], 3, 3)
         inv_sig = (1 / sig)[:, None, None]

@@ -24,6 +24,7 @@ rescales the Schur term by 1 / (1 + μ) (exact up to the 1e-12 regulariser), so 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -460,6 +461,7 @@ def refine_reprojection(
     *,
     groups: np.ndarray | None = None,  # (N,) camera group of each image (shared intrinsics); None: per image
     device: str | torch.device = "cpu",
+    on_iteration: Callable[[int, int, float], None] | None = None,  # (iteration, max_iters, cost) per step
 ) -> RefineResult2D:
     """Minimise the symmetric reprojection error of the kept matches."""
     N = len(canon.image_names)
@@ -472,7 +474,9 @@ def refine_reprojection(
     f = prob.cost(r, delta2)
     history = [f]
     mu = 1e-4
-    for _ in range(conf.max_iters):
+    for iteration in range(conf.max_iters):
+        if on_iteration is not None:
+            on_iteration(iteration, conf.max_iters, f)
         annealing = scale_px > conf.robust_scale_px
         if annealing:
             scale_px = max(scale_px / 2, conf.robust_scale_px)
