@@ -266,6 +266,7 @@ def summary_tables(result) -> list:
         "matching": (lambda m: f"{m['verified']} verified of {m['total']} ({m['cached']} cached)" if m else "")(
             counts.get("matching")
         ),
+        "alignment": (lambda c: f"{c['registered']} images, {c['points']} points" if c else "")(counts.get("scene")),
     }
     for stage, seconds in result.timings.items():
         if stage != "total":
