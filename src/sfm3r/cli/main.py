@@ -13,13 +13,8 @@ from pathlib import Path
 import click
 
 from sfm3r import __version__
+from sfm3r.cli.options import EXISTING_DIR, OUT_DIR, stage_options
 from sfm3r.errors import Sfm3rError
-from sfm3r.pipelines.config import PRESETS, WRITTEN_MODELS, Backend, CameraMode
-
-_EXISTING_DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
-_EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-_EXISTING_PATH = click.Path(exists=True, path_type=Path)
-_OUT_DIR = click.Path(path_type=Path)
 
 
 class Signalled(KeyboardInterrupt):
@@ -79,85 +74,22 @@ def cli() -> None:
     """
 
 
-def _pipeline_options(func):
-    """The options shared by reconstruct and the per-stage commands."""
-    options = [
-        click.option("--preset", type=click.Choice(list(PRESETS)), default="default", show_default=True,
-                     help="Named settings: fast (previews, big sets), default, accurate (COLMAP-sized SIFT)."),
-        click.option("--checkpoint", type=_EXISTING_FILE, default=None,
-                     help="MASt3R checkpoint (.pth or .safetensors). Without it the weight-free classic SIFT "
-                          "backend is used."),
-        click.option("--backend", type=click.Choice([b.value for b in Backend]), default=None,
-                     help="Pairwise backend [default: mast3r with --checkpoint, else classic]."),
-        click.option("--retrieval-checkpoint", type=_EXISTING_FILE, default=None,
-                     help="MASt3R retrieval head (*_retrieval_trainingfree.pth) for retrieval graphs; "
-                          "without it retrieval uses the images' SIFT features."),
-        click.option("--codebook", type=_EXISTING_FILE, default=None,
-                     help="ASMK codebook (.pkl) that goes with --retrieval-checkpoint."),
-        click.option("--scene-graph", default=None,
-                     help="Which pairs to match: auto (complete up to 40 images, else retrieval-20-10), "
-                          "complete, swin-W[-noncyclic], logwin-W[-noncyclic], oneref-R, retrieval-NA-K."),
-        click.option("--pairs-file", type=_EXISTING_FILE, default=None,
-                     help="Match exactly these pairs ('name1 name2' per line, as COLMAP/hloc); overrides "
-                          "--scene-graph."),
-        click.option("--device", default=None, help="auto (CUDA when available), cpu, cuda, cuda:N [default: auto]."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="MASt3R pairs decoded per batch [default: 4]."),
-        click.option("--net-image-size", type=click.Choice(["512", "224"]), default=None,
-                     callback=lambda ctx, param, value: int(value) if value else None,
-                     help="MASt3R input resolution (long side) [default: 512, as the official checkpoints]."),
-        click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
-                     help="Mixed precision for MASt3R on CUDA [default: auto = bf16 on CUDA, off on CPU]."),
-        click.option("--max-image-size", type=click.IntRange(min=0), default=None,
-                     help="Longest side (px) at which SIFT runs; 0 = full size [default: from the preset]."),
-        click.option("--camera-mode", type=click.Choice([m.value for m in CameraMode]), default=None,
-                     help="Which images share one camera (focal, principal point): auto = those of the same "
-                          "size and EXIF focal (or none), single = all, per-image = none [default: auto]."),
-        click.option("--shared-intrinsics", is_flag=True, default=None,
-                     help="Same as --camera-mode single: one camera for all images (same camera, same zoom)."),
-        click.option("--fixed-principal-point", is_flag=True, default=None,
-                     help="Keep every principal point at the image centre. By default it is refined for "
-                          "cameras shared by 5 or more images, and the exported images are cropped so that "
-                          "it is centred for graphdeco 3DGS."),
-        click.option("--camera-model", type=click.Choice([m.value for m in WRITTEN_MODELS], case_sensitive=False),
-                     default=None,
-                     help="Camera model of the COLMAP model: PINHOLE, SIMPLE_PINHOLE, or a lens model whose "
-                          "distortion is estimated (SIMPLE_RADIAL, RADIAL, OPENCV; AUTO = SIMPLE_RADIAL where the "
-                          "data supports it). The 3DGS folder always gets undistorted PINHOLE images "
-                          "[default: PINHOLE]."),
-        click.option("--known-intrinsics", type=_EXISTING_PATH, default=None,
-                     help="Known cameras, kept fixed: a COLMAP model folder, or a cameras.txt with one camera."),
-        click.option("--recursive", is_flag=True, default=None, help="Also take images from sub-folders."),
-        click.option("--skip-bad-images", is_flag=True, default=None,
-                     help="Warn about unreadable images and go on without them (default: stop)."),
-        click.option("--text", "write_text", is_flag=True, default=None,
-                     help="Also write the COLMAP model as text (.txt) next to the binary files."),
-        click.option("--overwrite", is_flag=True, default=None,
-                     help="Delete OUT's earlier results and cache first (default: resume from them)."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bars, warnings only."),
-        click.option("--verbose", "-v", is_flag=True, help="Debug messages."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 def _conf_from_options(options: dict):
     import dataclasses
 
-    from sfm3r.pipelines.config import preset_conf
+    from sfm3r.pipelines.config import CameraMode, preset_conf
 
     preset = options.pop("preset")
-    max_image_size = options.pop("max_image_size")
-    shared = options.pop("shared_intrinsics")
-    camera_mode = options.pop("camera_mode")
-    fixed_pp = options.pop("fixed_principal_point")
+    max_image_size = options.pop("max_image_size", None)
+    shared = options.pop("shared_intrinsics", None)
+    camera_mode = options.pop("camera_mode", None)
+    fixed_pp = options.pop("fixed_principal_point", None)
     for key in ("quiet", "verbose"):
-        options.pop(key)
+        options.pop(key, None)
     conf = preset_conf(preset, **options)
     if max_image_size is not None:
         conf = dataclasses.replace(conf, sift=dataclasses.replace(conf.sift, max_image_size=max_image_size))
-    if shared and camera_mode not in (None, CameraMode.SINGLE):
+    if shared and camera_mode not in (None, CameraMode.SINGLE.value):
         raise click.UsageError(f"--shared-intrinsics contradicts --camera-mode {camera_mode}; give one of them")
     if shared:
         camera_mode = CameraMode.SINGLE
@@ -173,11 +105,10 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
     """Set up logging and progress, run the pipeline up to `stop_after`, print the summary."""
     import dataclasses
 
-    from sfm3r.cli.logging_setup import configure_logging, detach_handler, rich_progress
+    from sfm3r.cli.console import print_summary, run_console
     from sfm3r.pipelines.reconstruct import reconstruct
     from sfm3r.pipelines.run_folder import check_separate_from_inputs, prepare_run_folder
     from sfm3r.pipelines.validation import validate_options
-    from sfm3r.pipelines.summary import format_summary
 
     quiet, verbose = options["quiet"], options["verbose"]
     conf = _conf_from_options(dict(options))
@@ -186,13 +117,9 @@ def _run(images: Path, out: Path, options: dict, stop_after) -> None:
     # Prepare (or clean, with --overwrite) the run folder first, so the log file lands in it.
     run = prepare_run_folder(out, overwrite=conf.overwrite, inputs=[images])
     conf = dataclasses.replace(conf, overwrite=False)
-    handler = configure_logging(verbose=verbose, quiet=quiet, log_file=run.log_path)
-    try:
-        with rich_progress(enabled=not quiet) as progress:
-            result = reconstruct(images, run.root, conf, progress=progress, stop_after=stop_after)
-    finally:
-        detach_handler(handler)
-    click.echo(format_summary(result))
+    with run_console(verbose=verbose, quiet=quiet, log_file=run.log_path) as progress:
+        result = reconstruct(images, run.root, conf, progress=progress, stop_after=stop_after)
+    print_summary(result)
 
 
 def _stage_command(name: str, stage: str, doc: str) -> None:
@@ -204,9 +131,9 @@ def _stage_command(name: str, stage: str, doc: str) -> None:
         _run(images, out, options, Stage(stage))
 
     command.__doc__ = doc
-    command = _pipeline_options(command)
-    command = click.argument("out", type=_OUT_DIR)(command)
-    command = click.argument("images", type=_EXISTING_DIR)(command)
+    command = stage_options(name)(command)
+    command = click.argument("out", type=OUT_DIR)(command)
+    command = click.argument("images", type=EXISTING_DIR)(command)
     cli.command(name)(command)
 
 
@@ -225,9 +152,9 @@ _stage_command("align", "align", "Align the cached pairs into one model: OUT/spa
 
 
 @cli.command()
-@click.argument("model", type=_EXISTING_DIR)
-@click.argument("images", type=_EXISTING_DIR)
-@click.argument("out", type=_OUT_DIR)
+@click.argument("model", type=EXISTING_DIR)
+@click.argument("images", type=EXISTING_DIR)
+@click.argument("out", type=OUT_DIR)
 @click.option("--text", "write_text", is_flag=True, help="Also write the model as text.")
 @click.option("--recursive", is_flag=True, help="Images may be in sub-folders (names like a/b.jpg).")
 @click.option("--no-crop", is_flag=True,
@@ -249,28 +176,41 @@ def export(model: Path, images: Path, out: Path, write_text: bool, recursive: bo
 
 
 @cli.command()
-@click.argument("estimate", type=_EXISTING_DIR)
-@click.argument("ground_truth", type=_EXISTING_DIR)
-@click.option("--json", "json_path", type=_OUT_DIR, default=None, help="Also write the metrics as JSON here.")
+@click.argument("estimate", type=EXISTING_DIR)
+@click.argument("ground_truth", type=EXISTING_DIR)
+@click.option("--json", "json_path", type=OUT_DIR, default=None,
+              help="Write the metrics as JSON here [default: ESTIMATE/evaluation.json for a run folder].")
 def evaluate(estimate: Path, ground_truth: Path, json_path: Path | None) -> None:
     """Compare the COLMAP model ESTIMATE with GROUND_TRUTH (images matched by name).
 
     Either argument may be a model folder (cameras/images/points3D) or a run folder holding sparse/0.
     Prints registration rate, RRA/RTA@5/15, mAA@30, AUC@3/5/10 of pairwise relative poses, ATE and focal error.
     """
-    from sfm3r.pipelines.evaluate import evaluate_models, format_metrics
+    from sfm3r.cli.report import print_metrics
+    from sfm3r.pipelines.evaluate import evaluate_models, metric_rows
 
+    if json_path is None and (estimate / "run.json").is_file() and (estimate / "sparse" / "0").is_dir():
+        json_path = estimate / "evaluation.json"
     metrics = evaluate_models(estimate, ground_truth, json_path)
-    click.echo(format_metrics(metrics))
+    print_metrics(metric_rows(metrics))
+    if json_path is not None:
+        click.echo(f"Metrics written to {json_path}")
 
 
 @cli.command()
-@click.argument("model", type=_EXISTING_DIR)
+@click.argument("model", type=EXISTING_DIR)
 def info(model: Path) -> None:
-    """Summarise a COLMAP model (or a run folder holding sparse/0): cameras, images, points, errors."""
-    from sfm3r.pipelines.evaluate import describe_model
+    """Summarise a COLMAP model (or a run folder holding sparse/0): cameras with their parameters, each
+    image's registration and observations, and the track-length histogram."""
+    from sfm3r.cli.report import print_model_stats
+    from sfm3r.pipelines.inspect import model_stats
 
-    click.echo(describe_model(model))
+    print_model_stats(model_stats(model))
+
+
+from sfm3r.cli.view import view  # noqa: E402  (its module imports viser only when run)
+
+cli.add_command(view)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from sfm3r.io.atomic import write_bytes_atomic
 from sfm3r.types import Scene
 
 _MAX_POINTS = 50_000  # subsample the cloud beyond this; a preview needs no more
+_MAX_LABELS = 40  # beyond this many cameras, label every k-th so that names stay readable
 
 
 def _top_view_basis(scene: Scene) -> np.ndarray:
@@ -71,8 +72,12 @@ def write_preview(scene: Scene, path: Path, title: str = "") -> Path:
     ax.set_ylim(low[1] - margin, high[1] + margin)
     ax.set_aspect("equal")
     ax.set_title(title or f"{scene.num_images} cameras, {scene.num_points} points (top view)")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set_xlabel("right (model units)")
+    ax.set_ylabel("forward: mean viewing direction (model units)")
+    ax.tick_params(labelsize=7)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    _label_cameras(ax, scene.image_names, centers[:, :2], directions[:, :2], 0.015 * extent)
+    _scale_bar(ax, extent)
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", bbox_inches="tight")
@@ -81,3 +86,24 @@ def write_preview(scene: Scene, path: Path, title: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+def _label_cameras(ax, names, centers: np.ndarray, directions: np.ndarray, offset: float) -> None:
+    """Image names beside the cameras (every k-th beyond _MAX_LABELS), behind the viewing direction."""
+    step = max(1, int(np.ceil(len(names) / _MAX_LABELS)))
+    for k in range(0, len(names), step):
+        d = directions[k] / (np.linalg.norm(directions[k]) or 1.0)
+        x, y = centers[k] - d * offset * 2
+        ax.annotate(names[k], (x, y), fontsize=6, color="darkred", ha="center", va="center")
+
+
+def _scale_bar(ax, extent: float) -> None:
+    """A bar of a round length (1, 2 or 5 x 10^k model units) about a fifth of the view, bottom left."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    target = extent / 5
+    power = 10 ** np.floor(np.log10(target))
+    length = max(m * power for m in (1, 2, 5) if m * power <= target)
+    bar = AnchoredSizeBar(ax.transData, length, f"{length:g} units", "lower left", pad=0.5, color="black",
+                          frameon=True, size_vertical=extent / 300, fontproperties={"size": 7})  # fmt: skip
+    ax.add_artist(bar)

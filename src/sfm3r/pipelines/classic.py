@@ -164,6 +164,7 @@ def self_calibrate_focals(
     max_pairs_per_image: int = SELF_CALIB_PAIRS_PER_IMAGE,
     calib_conf: SelfCalibConf = SelfCalibConf(),
     counts: dict[str, int] | None = None,  # filled with the cache units: total, cached, computed
+    progress: Progress | None = None,
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """Focal self-calibration of the images without a focal prior: one focal per image size, else per image.
 
@@ -197,7 +198,7 @@ def self_calibrate_focals(
     with PutativeMatches(cache_dir, sift_conf, conf, features, device) as matches_for:
         updated, calibrated = _self_calibrate(
             images, groups, by_name, pairs, order, store, matches_for, tally, skip, conf, calib_conf, max_pairs,
-            max_pairs_per_image,
+            max_pairs_per_image, progress,
         )  # fmt: skip
     store.close()
     return updated, calibrated
@@ -217,6 +218,7 @@ def _self_calibrate(
     calib_conf: SelfCalibConf,
     max_pairs: int,
     max_pairs_per_image: int,
+    progress: Progress | None = None,
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """The body of :func:`self_calibrate_focals` (groups first, then the images left over)."""
     calibrated: dict[str, float] = {}
@@ -235,7 +237,8 @@ def _self_calibrate(
         _count(tally, store.has(key))
         if not store.has(key):
             with store.writer() as writer:
-                writer.add(key, _self_calibration_unit(ordered, matches_for, width, height, conf, calib_conf))
+                tick = (lambda k, n=len(ordered), size=size: progress(f"self_calibration/{size}", k, n)) if progress else None
+                writer.add(key, _self_calibration_unit(ordered, matches_for, width, height, conf, calib_conf, tick))
             store.refresh()
         attrs = store.read(key).attrs
         if attrs["focal_px"] is None:
@@ -256,8 +259,9 @@ def _self_calibrate(
         focal_of.update(dict.fromkeys(members, focal))
     if leftover:
         per_image = _calibrate_per_image(
-            leftover, images, pairs, order, matches_for, focal_of, skip, store, calib_conf, max_pairs_per_image, tally
-        )
+            leftover, images, pairs, order, matches_for, focal_of, skip, store, calib_conf, max_pairs_per_image, tally,
+            progress,
+        )  # fmt: skip
         calibrated.update(per_image)
         focal_of.update(per_image)
     updated = [
@@ -279,9 +283,10 @@ def _self_calibration_unit(
     height: int,
     conf: TwoViewConf,
     calib_conf: SelfCalibConf,
+    tick: Callable[[int], None] | None = None,  # called with the number of pairs done
 ) -> cache.Unit:
     """Match the pairs, F by seeded LO-RANSAC, focal by estimate_focal -> a cache unit."""
-    fundamentals, weights, _, putative = _fundamentals(ordered, matches_for)
+    fundamentals, weights, _, putative = _fundamentals(ordered, matches_for, tick)
     est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
     attrs = {
         "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
@@ -303,7 +308,9 @@ def _self_calibration_unit(
 
 
 def _fundamentals(
-    ordered: Sequence[tuple[ImageInfo, ImageInfo]], matches_for: PutativeMatches
+    ordered: Sequence[tuple[ImageInfo, ImageInfo]],
+    matches_for: PutativeMatches,
+    tick: Callable[[int], None] | None = None,  # called with the number of pairs done
 ) -> tuple[list[np.ndarray], list[float], list[int], dict[tuple[str, str], np.ndarray]]:
     """F (x_j^T F x_i = 0) of each pair (i, j) with enough F-RANSAC inliers (seeded LO-RANSAC).
 
@@ -314,6 +321,8 @@ def _fundamentals(
     putative: dict[tuple[str, str], np.ndarray] = {}
     options = pycolmap.RANSACOptions(max_error=_F_RANSAC_MAX_ERROR, random_seed=0, num_threads=1)
     for k, (info_i, info_j) in enumerate(ordered):
+        if tick is not None:
+            tick(k)
         feats_i, feats_j = matches_for.features[info_i.name], matches_for.features[info_j.name]
         matches = matches_for(info_i, info_j)
         putative[(info_i.name, info_j.name)] = matches
@@ -342,6 +351,7 @@ def _calibrate_per_image(
     calib_conf: SelfCalibConf,
     max_pairs_per_image: int,
     tally: dict[str, int],
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """One focal per image of `leftover`, jointly from the best pairs of each with any image -> {name: focal}.
 
@@ -378,7 +388,8 @@ def _calibrate_per_image(
     key = hashlib.sha256(f"per-image {pair_text} known {known_text}".encode()).hexdigest()
     _count(tally, store.has(key))
     if not store.has(key):
-        fundamentals, weights, used, _ = _fundamentals(chosen, matches_for)
+        tick = (lambda k, n=len(chosen): progress("self_calibration/per image", k, n)) if progress else None
+        fundamentals, weights, used, _ = _fundamentals(chosen, matches_for, tick)
         index = {name: c for c, name in enumerate(cameras)}
         pair_cameras = np.array([[index[chosen[k][0].name], index[chosen[k][1].name]] for k in used], np.int64)
         est = estimate_camera_focals(

@@ -38,11 +38,14 @@ from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
+from sfm3r.sfm.alignment import alignment_steps
 from sfm3r.types import ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# (stage, done, total): total 0 = the stage started, its size unknown; done == total > 0 = finished.
+# "stage/detail" names a step inside a stage (the display shows it beside the stage's row).
+Progress = Callable[[str, int, int], None]
 
 
 class Stage(enum.StrEnum):
@@ -62,13 +65,37 @@ class ReconstructResult:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
+class _StageProgress:
+    """The run's Progress callback that also announces each stage's start and end (for the stage list)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.totals: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.totals[stage.partition("/")[0]] = total
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def start(self, stage: str) -> None:
+        self(stage, 0, 0)
+
+    def finish(self, stage: str) -> None:
+        total = self.totals.get(stage) or 1
+        self(stage, total, total)
+
+
 @contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], stage: str, progress: _StageProgress | None = None) -> Iterator[None]:
     start = time.perf_counter()
+    if progress is not None:
+        progress.start(stage)
     try:
         yield
     finally:
         timings[stage] = round(time.perf_counter() - start, 3)
+        if progress is not None:
+            progress.finish(stage)
 
 
 def load_images(images_dir: Path, conf: ReconstructConf) -> list[ImageInfo]:
@@ -194,6 +221,7 @@ def reconstruct(
     """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4)."""
     started = time.perf_counter()
     device = validate_options(images_dir, conf)  # every option and input file, before any work
+    progress = _StageProgress(progress)
     check_separate_from_inputs(output_dir, images_dir, recursive=conf.recursive)
     run = prepare_run_folder(output_dir, overwrite=conf.overwrite, inputs=[images_dir])
     run.claim(run.cache_dir, folder=True)
@@ -202,7 +230,7 @@ def reconstruct(
     timings = result.timings
     logger.info("sfm3r %s: %s -> %s (backend %s, device %s)", sfm3r.__version__, images_dir, run.root, backend, device)
 
-    with _timed(timings, "images"):
+    with _timed(timings, "images", progress):
         images = result.images = load_images(images_dir, conf)
         known = load_known_cameras(conf.known_intrinsics, images) if conf.known_intrinsics else {}
         # known focals are the two-view priors of their images (as an EXIF focal would be)
@@ -217,7 +245,7 @@ def reconstruct(
     def sift_features() -> dict:
         """SIFT features of every image (classic backend, weight-free retrieval), extracted once."""
         if not features:
-            with _timed(timings, "features"):
+            with _timed(timings, "features", progress):
                 found, counts = extract_features(images, conf.sift, run.cache_dir, progress)
             features.update(found)
             result.counts["features"] = dataclasses.asdict(counts)
@@ -234,9 +262,7 @@ def reconstruct(
             net_image_size=conf.net_image_size, device=device, progress=progress,
         )  # fmt: skip
 
-    if backend == Backend.CLASSIC:
-        sift_features()
-    with _timed(timings, "pairs"):
+    with _timed(timings, "pairs", progress):  # SIFT runs here only when a retrieval graph needs the similarity
         pairs, graph_report = select_pairs(images, conf, similarity=similarity)
         run.claim(run.root / "pairs.txt")
         _write_pairs_txt(run.root / "pairs.txt", pairs)
@@ -247,21 +273,23 @@ def reconstruct(
     }
     if stop_after == Stage.PAIRS:
         return _finish(result, conf, started)
+    if backend == Backend.CLASSIC:
+        sift_features()
 
     dense_views = None
     if backend == Backend.CLASSIC:  # the MASt3R backend estimates focals itself
-        with _timed(timings, "self_calibration"):
+        with _timed(timings, "self_calibration", progress):
             calib_counts: dict[str, int] = {}
             images, calibrated = self_calibrate_focals(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device,
-                counts=calib_counts,
+                counts=calib_counts, progress=progress,
             )  # fmt: skip
         result.counts["self_calibration"] = calib_counts
         result.images = images  # same names and sha256; prior_focal_px set where self-calibrated
         result.counts["self_calibrated_focal"] = calibrated
     # given focals change the two-view results: part of the pair cache's namespace
     known_focals = {f"known:{info.name}": info.prior_focal_px for info in images if info.name in known}
-    with _timed(timings, "matching"):
+    with _timed(timings, "matching", progress):
         if backend == Backend.CLASSIC:
             pair_results, match_counts = match_classic(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress,
@@ -280,17 +308,20 @@ def reconstruct(
     if stop_after == Stage.MATCH:
         return _finish(result, conf, started)
 
-    with _timed(timings, "alignment"):
+    with _timed(timings, "alignment", progress):
         align_conf = dataclasses.replace(conf.align, device=device, lens=conf.lens)
+        steps = alignment_steps(align_conf)
         scene, align_counts, align_key = align_cached(
             pair_results, images, align_conf, run.cache_dir, dense_views=dense_views, known_cameras=known,
-            progress=(lambda stage, fraction: progress("alignment", int(round(100 * fraction)), 100))
-            if progress else None,
+            progress=lambda step, fraction, note="": progress(  # percent over all steps of the alignment
+                f"alignment/{step}{f': {note}' if note else ''}",
+                int(100 * (steps.index(step) + fraction) / len(steps)), 100,
+            ),
         )  # fmt: skip
         result.counts["alignment"] = dataclasses.asdict(align_counts) | {"key": align_key}
         _check_finite(scene)
         _warn_if_no_baseline(scene)
-    with _timed(timings, "colors"):
+    with _timed(timings, "colors", progress):
         paths = {info.name: info.path for info in images}
         scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)
     result.scene = scene
@@ -298,7 +329,7 @@ def reconstruct(
     if "lens" in scene.info:
         result.counts["lens"] = scene.info["lens"]  # the distortion model chosen, and why
 
-    with _timed(timings, "export"):
+    with _timed(timings, "export", progress):
         run.claim(run.preview_path)
         if stop_after == Stage.ALIGN:
             run.claim([run.sparse_dir / file for file in model_file_names()], run.ply_path)

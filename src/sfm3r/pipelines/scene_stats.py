@@ -22,5 +22,5 @@ def describe_scene(scene: Scene) -> dict[str, Any]:
         "observations": int(scene.obs_point.size),
         "mean_track_length": float(lengths.mean()) if lengths.size else 0.0,
         "mean_reprojection_error_px": float(errors.mean()) if errors.size else float("nan"),
-        "camera_models": sorted({"SIMPLE_PINHOLE" if c.fx == c.fy else "PINHOLE" for c in scene.cameras}),
+        "camera_models": sorted({c.colmap_model()[0] for c in scene.cameras}),
     }

@@ -250,13 +250,29 @@ def _scene_from_anchors(
     )
 
 
+def alignment_steps(conf: AlignConf) -> tuple[str, ...]:
+    """The steps align_scene runs under `conf`, in order: the names it passes to its progress callback."""
+    steps = ["verify", "canonical", "init"]
+    if conf.coarse_enabled:
+        steps.append("coarse")
+    if conf.refine in (Refinement.REPROJECTION, Refinement.REPROJECTION_BA):
+        steps.append("reprojection")
+    if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
+        steps.append("ba")
+    elif conf.points == OutputPoints.TRACKS:
+        steps.append("tracks")
+    if conf.lens != Lens.NONE and conf.refine in (Refinement.NONE, Refinement.REPROJECTION):
+        steps.append("lens")
+    return tuple(steps)
+
+
 def align_scene(
     pair_results: Sequence[PairResult],
     images: Sequence[ImageInfo],
     conf: AlignConf = AlignConf(),
     dense_views: DenseViewSource | None = None,
     known_cameras: Mapping[str, Camera] | None = None,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Callable[[str, float, str], None] | None = None,  # (step, fraction of it done, note)
 ) -> Scene:
     """Align all pairwise results into one scene (cameras at original resolution, cam_from_world poses).
 
@@ -274,12 +290,17 @@ def align_scene(
                 f"known camera of {im.name} is {cam.width}x{cam.height} but the image is "
                 f"{im.width}x{im.height}; give intrinsics at the original image resolution"
             )
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda step, fraction, note="": None)
+
+    def iterations(step: str) -> Callable[[int, int, float], None]:
+        return lambda it, max_iters, cost: report(step, it / max(max_iters, 1), f"iteration {it + 1}, cost {cost:.4g}")
+
     timings: dict[str, float] = {}
     lens = {name: cam for name, cam in known.items() if cam.has_distortion}
     if lens:  # the alignment works on pinhole pixels; observations are distorted back at the end
         pair_results = [_undistort_pair(p, lens) for p in pair_results]
     t0 = time.perf_counter()
+    report("verify", 0.0, "")
     graph = verify_edges(pair_results, names, conf.verify)
     timings["verify"] = time.perf_counter() - t0
     if len(graph.component) < 2:
@@ -287,35 +308,39 @@ def align_scene(
             f"no two images could be aligned: {len(graph.edges)} of {len(pair_results)} pairs passed the "
             "geometric check; add more overlapping images or pairs"
         )
-    report("verify", 1.0)
+    report("verify", 1.0, "")
     model_images = [im for im in images if im.name in set(graph.component)]
     unregistered = tuple(n for c in graph.other_components for n in c)
     t0 = time.perf_counter()
+    report("canonical", 0.0, "")
     canon = build_canonical(pair_results, graph.edges, model_images, dense_views)
     groups = camera_groups(model_images, conf.camera_mode, known)
     focal, pp, fixed, source = _initial_intrinsics(model_images, canon, known, groups, conf)
     timings["canonical"] = time.perf_counter() - t0
-    report("canonical", 1.0)
+    report("canonical", 1.0, "")
     t0 = time.perf_counter()
+    report("init", 0.0, "")
     init = initial_poses(canon, graph.edges, average_rotations=conf.rotation_averaging)
     R, C, lam = init.rotations, init.centres, init.scales
     timings["init"] = time.perf_counter() - t0
-    report("init", 1.0)
+    report("init", 1.0, "")
     keep = np.ones(canon.match_a.size, bool)
     info: dict = {"focal_source": dict(zip(canon.image_names, source, strict=True)), "timings": timings}
     if conf.coarse_enabled:
         t0 = time.perf_counter()
-        res = coarse_align(canon, R, C, lam, focal, pp, init.root, conf.coarse, conf.device)
+        report("coarse", 0.0, "")
+        res = coarse_align(canon, R, C, lam, focal, pp, init.root, conf.coarse, conf.device, iterations("coarse"))
         R, C, lam, keep = res.rotations, res.centres, res.scales, res.inlier_matches
         info["coarse_cost"] = res.cost_history
         timings["coarse"] = time.perf_counter() - t0
-        report("coarse", 1.0)
+        report("coarse", 1.0, "")
     depth = canon.anchor_depth * lam[canon.anchor_image]
     if conf.refine in (Refinement.REPROJECTION, Refinement.REPROJECTION_BA):
         t0 = time.perf_counter()
+        report("reprojection", 0.0, "")
         res2 = refine_reprojection(
             canon, R, C, depth, focal, pp, keep, fixed, init.root, conf.reprojection,
-            groups=groups, device=conf.device,
+            groups=groups, device=conf.device, on_iteration=iterations("reprojection"),
         )
         shift = _principal_point_shift(model_images, pp, res2.pp)
         if shift > PP_MAX_SHIFT:
@@ -325,13 +350,13 @@ def align_scene(
             )  # fmt: skip
             res2 = refine_reprojection(
                 canon, R, C, depth, focal, pp, keep, fixed, init.root, replace(conf.reprojection, optimise_pp=False),
-                groups=groups, device=conf.device,
+                groups=groups, device=conf.device, on_iteration=iterations("reprojection"),
             )
         info["principal_point_shift"] = round(float(shift), 5)
         R, C, depth, focal, pp, keep = res2.rotations, res2.centres, res2.depths, res2.focal, res2.pp, res2.inlier_matches
         info["reprojection_cost"] = res2.cost_history
         timings["reprojection"] = time.perf_counter() - t0
-        report("reprojection", 1.0)
+        report("reprojection", 1.0, "")
     if not (np.isfinite(R).all() and np.isfinite(C).all() and np.isfinite(focal).all()):
         raise ReconstructionError("the alignment diverged (non-finite poses); check the pairwise results")
     # a fixed known camera is written as given (the alignment itself uses one focal, (fx + fy) / 2)
@@ -341,23 +366,29 @@ def align_scene(
     )
     if conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
         t0 = time.perf_counter()
+        report("ba", 0.0, "")
         pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
         scene = _refine_with_ba(scene, pairs, conf, fixed)
         timings["ba"] = time.perf_counter() - t0
+        report("ba", 1.0, "")
     elif conf.points == OutputPoints.TRACKS:
         t0 = time.perf_counter()
+        report("tracks", 0.0, "")
         pairs = _filtered_pairs(pair_results, graph.edges, canon, keep)
         scene = _track_points(scene, pairs, conf)
         timings["tracks"] = time.perf_counter() - t0
+        report("tracks", 1.0, "")
     if lens:
         scene = _with_known_distortion(scene, lens)
     elif conf.lens != Lens.NONE and conf.refine in (Refinement.NONE, Refinement.REPROJECTION):
         t0 = time.perf_counter()
+        report("lens", 0.0, "")
         if fixed.any():
             logger.warning("lens distortion is not estimated when known cameras are kept fixed")
         else:
             scene = _estimate_lens(scene, _filtered_pairs(pair_results, graph.edges, canon, keep), conf)
         timings["lens"] = time.perf_counter() - t0
+        report("lens", 1.0, "")
     return scene
 
 

@@ -12,6 +12,7 @@ the normal equations are block-sparse (block_lm); the iterations are the kernel'
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,7 @@ def coarse_align(
     root: int,
     conf: CoarseConf,
     device: str | torch.device = "cpu",
+    on_iteration: Callable[[int, int, float], None] | None = None,  # (iteration, max_iters, cost) per step
 ) -> CoarseResult:
     """Refine poses and per-image scales on the 3D matching objective."""
     dt = torch.float64
@@ -119,7 +121,7 @@ def coarse_align(
 
     state = (Q, C, L, *residuals(Q, C, L))
     out = levenberg_marquardt(state, cost(state[3]), linearise=linearise, solve=solve, update=update,
-                              max_iters=conf.max_iters, tolerance=conf.tolerance)
+                              max_iters=conf.max_iters, tolerance=conf.tolerance, on_iteration=on_iteration)
     Q, C, L, r = out.state[:4]
     history = out.cost_history
     logger.info("coarse alignment: cost %.4g -> %.4g in %d iterations", history[0], history[-1], len(history) - 1)

@@ -24,6 +24,7 @@ rescales the Schur term by 1 / (1 + μ) (exact up to the 1e-12 regulariser), so 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -465,6 +466,7 @@ def refine_reprojection(
     *,
     groups: np.ndarray | None = None,  # (N,) camera group of each image (shared intrinsics); None: per image
     device: str | torch.device = "cpu",
+    on_iteration: Callable[[int, int, float], None] | None = None,  # (iteration, max_iters, cost) per step
 ) -> ReprojectionResult:
     """Minimise the symmetric reprojection error of the kept matches."""
     N = len(canon.image_names)
@@ -495,7 +497,7 @@ def refine_reprojection(
     out = levenberg_marquardt(
         (prm, r), prob.cost(r, delta2()),
         linearise=lambda state: prob.system(state[0], state[1], delta2()), solve=prob.solve, update=update,
-        max_iters=conf.max_iters, tolerance=conf.tolerance, reweight=reweight,
+        max_iters=conf.max_iters, tolerance=conf.tolerance, reweight=reweight, on_iteration=on_iteration,
     )
     (prm, r), history = out.state, out.cost_history
     err = prob.match_errors(r)

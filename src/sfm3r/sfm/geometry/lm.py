@@ -64,12 +64,17 @@ def levenberg_marquardt(
     tolerance: float,
     damping: Damping = Damping(),
     reweight: Callable[[S], float | None] | None = None,
+    on_iteration: Callable[[int, int, float], None] | None = None,
 ) -> LMResult[S]:
-    """Minimise from ``state`` (whose cost is ``cost``); see the module docstring for the callables."""
+    """Minimise from ``state`` (whose cost is ``cost``); see the module docstring for the callables.
+
+    ``on_iteration(iteration, max_iters, cost)`` is called before each iteration (progress display)."""
     history = [cost]
     f = cost
     mu = damping.initial
-    for _ in range(max_iters):
+    for iteration in range(max_iters):
+        if on_iteration is not None:
+            on_iteration(iteration, max_iters, f)
         changed = reweight(state) if reweight is not None else None
         if changed is not None:
             f = changed

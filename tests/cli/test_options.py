@@ -1,0 +1,81 @@
+"""The CLI answers early: no heavy imports to print help, options checked before work, per-stage options."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sfm3r.cli import options
+from sfm3r.cli.main import cli
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample"
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_choices_match_the_config():
+    from sfm3r.pipelines.config import PRESETS, Backend, CameraMode, CameraModel
+
+    assert options.PRESET_NAMES == tuple(PRESETS)
+    assert options.BACKENDS == tuple(b.value for b in Backend)
+    assert options.CAMERA_MODES == tuple(m.value for m in CameraMode)
+    assert options.CAMERA_MODELS == tuple(m.value for m in CameraModel)
+
+
+def test_cli_import_loads_neither_torch_nor_pycolmap():
+    code = (
+        "import sys; import sfm3r.cli.main as m; "
+        "m.cli.main(['reconstruct', '--help'], standalone_mode=False); "
+        "print(sorted(k for k in ('torch', 'pycolmap', 'h5py', 'matplotlib') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.fixture
+def two_photos(tmp_path) -> Path:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("0003.jpg", "0004.jpg", "0005.jpg"):
+        shutil.copy(SAMPLE / "images" / name, photos / name)
+    return photos
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [(["--scene-graph", "bogus"], "bogus"), (["--scene-graph", "swin-0"], "window"), (["--device", "gpu"], "gpu")],
+)
+def test_bad_option_fails_before_any_work(two_photos, tmp_path, args, word):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["reconstruct", str(two_photos), str(out), *args])
+    assert result.exit_code == 2
+    assert word in result.output and "Traceback" not in result.output
+    assert not out.exists()  # nothing was started: no run folder, no log
+
+
+def test_stage_commands_show_only_their_options():
+    def listed(command: str) -> str:
+        result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0
+        return result.output
+
+    pairs, match, reconstruct = listed("pairs"), listed("match"), listed("reconstruct")
+    for option in ("--camera-model", "--batch-size", "--known-intrinsics", "--fixed-principal-point", "--text"):
+        assert option not in pairs
+        assert option in reconstruct
+    assert "--batch-size" in match and "--camera-model" not in match
+    assert "--scene-graph" in pairs and "--overwrite" in pairs
+
+
+def test_pairs_with_a_window_graph_extracts_no_features(two_photos, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["pairs", str(two_photos), str(out), "--scene-graph", "swin-1", "-q"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert "features" not in run["timings_s"] and "features" not in run["counts"]
+    assert run["counts"]["pairs"]["pairs"] == 3  # swin-1 on 3 images, cyclic
+    assert not list((out / "cache").glob("*sift*"))
