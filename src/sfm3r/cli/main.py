@@ -40,12 +40,18 @@ def install_signal_handlers() -> None:
             signal.signal(signum, _raise_signalled)
 
 
+def _asks_for_help(ctx: click.Context) -> bool:
+    """Whether the command line only asks for a help page (nothing will run)."""
+    return any(arg in ("-h", "--help") for arg in [*ctx.protected_args, *ctx.args])
+
+
 class Sfm3rGroup(click.Group):
     """A click group that turns user errors (Sfm3rError) into one line on stderr and exit code 2."""
 
     def invoke(self, ctx: click.Context):
         try:
-            install_signal_handlers()
+            if not _asks_for_help(ctx):  # --help must stay instant: the handlers import pycolmap
+                install_signal_handlers()
             return super().invoke(ctx)
         except Sfm3rError as error:
             click.echo(f"Error: {error}", err=True)
