@@ -94,6 +94,7 @@ class AlignConf:
     lens_ba: RefineConf = field(default_factory=lambda: RefineConf(
         refine_principal_point=True, initial_max_error_frac=0.01,
     ))
+    lens_realign: bool = True  # with a lens chosen, align again on undistorted keypoints (_realign_with_lens)
     camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
     default_focal_factor: float = 1.2  # focal = factor·max(W, H) when nothing better is known
@@ -355,8 +356,22 @@ def align_scene(
             logger.warning("lens distortion is not estimated when known cameras are kept fixed")
         else:
             scene = _estimate_lens(scene, _filtered_pairs(pair_results, graph.edges, canon, keep), conf)
+            if conf.lens_realign and scene.info["lens"]["chosen"] != "none":
+                scene = _realign_with_lens(scene, pair_results, images, conf, dense_views, progress)
         timings["lens"] = time.perf_counter() - t0
     return scene
+
+
+def _realign_with_lens(scene, pair_results, images, conf, dense_views, progress) -> Scene:
+    """Align again with the estimated lens as known cameras (a prior: focals and principal points are
+    refined again): the keypoints are undistorted before the 2D refinement, whose poses measured more
+    accurate than the lens bundle adjustment's (benchmarks/README.md). The lens report is kept."""
+    lens = {name: scene.cameras[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image)}
+    again = align_scene(
+        pair_results, images, replace(conf, lens=Lens.NONE, known_intrinsics=KnownIntrinsics.PRIOR), dense_views,
+        known_cameras=lens, progress=progress,
+    )  # fmt: skip
+    return replace(again, info={**again.info, "lens": {**scene.info["lens"], "realigned": True}})
 
 
 _LENS_MIN_GAIN = 0.03  # auto: the radial model must lower the mean reprojection error by 3 % ...
