@@ -7,7 +7,13 @@ Stages (each its own module):
 3. ``pose_init``: per-edge similarities chained along a maximum spanning tree, optional rotation averaging;
 4. ``coarse_alignment``: 3D matching objective (poses + per-image scales), robust LM;
 5. ``reprojection_refinement``: 2D reprojection objective on anchor depths, focals and poses, robust LM;
-6. optional tracks + triangulation + bundle adjustment (``refine="ba"``, sfm.bundle_adjustment).
+6. the output points: multi-view tracks (sfm.tracks) triangulated on the final poses with a points-only
+   pycolmap BA (``points="tracks"``, default), or the pairwise anchors (``points="anchors"``); or a full
+   tracks + bundle adjustment refinement (``refine="ba"``, sfm.bundle_adjustment);
+7. optional lens distortion (``lens``): a final BA of poses, points, intrinsics and distortion on the tracks,
+   then, when a lens is kept, the whole alignment again on keypoints undistorted with it (``_estimate_lens``).
+   Known cameras with distortion are handled the same way: keypoints undistorted first, observations
+   distorted back at the end.
 
 Default refinement = (a) "reprojection": measured best on real data (classic backend, full pipeline, AUC@3
 fountain / herzjesu / temple ring: (a) 96.98 / 98.20 / 91.73, (b) "ba" 88.61 / 91.03 / 69.53 (its principal
