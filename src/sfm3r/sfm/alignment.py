@@ -475,11 +475,21 @@ def _filtered_pairs(
     return out
 
 
+_NO_BASELINE = 0.05  # camera spread / anchor depth below this: a panorama, no triangulation (pipelines warn too)
+
+
 def _track_points(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -> Scene:
     """The anchor scene's poses and cameras with multi-view track points (``conf.track_points``).
 
     Falls back to the anchor points (with a warning) when no track can be triangulated.
     """
+    centres = scene.camera_centers()
+    spread = float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
+    depth = float(np.median(np.linalg.norm(scene.points_xyz - centres.mean(0), axis=1))) if scene.num_points else 0.0
+    if spread < _NO_BASELINE * depth:
+        logger.warning("the cameras barely move (spread %.3g of the scene depth): points cannot be triangulated "
+                       "from the views; writing the pairwise anchor points", spread / depth)
+        return scene
     tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
     try:
         out = refine_scene(
