@@ -7,7 +7,13 @@ Stages (each its own module):
 3. ``pose_init``: per-edge similarities chained along a maximum spanning tree, optional rotation averaging;
 4. ``coarse_alignment``: 3D matching objective (poses + per-image scales), robust LM;
 5. ``reprojection_refinement``: 2D reprojection objective on anchor depths, focals and poses, robust LM;
-6. optional tracks + triangulation + bundle adjustment (``refine="ba"``, sfm.bundle_adjustment).
+6. the output points: multi-view tracks (sfm.tracks) triangulated on the final poses with a points-only
+   pycolmap BA (``points="tracks"``, default), or the pairwise anchors (``points="anchors"``); or a full
+   tracks + bundle adjustment refinement (``refine="ba"``, sfm.bundle_adjustment);
+7. optional lens distortion (``lens``): a final BA of poses, points, intrinsics and distortion on the tracks,
+   then, when a lens is kept, the whole alignment again on keypoints undistorted with it (``_estimate_lens``).
+   Known cameras with distortion are handled the same way: keypoints undistorted first, observations
+   distorted back at the end.
 
 Default refinement = (a) "reprojection": measured best on real data (classic backend, full pipeline, AUC@3
 fountain / herzjesu / temple ring: (a) 96.98 / 98.20 / 91.73, (b) "ba" 88.61 / 91.03 / 69.53 (its principal
@@ -96,6 +102,7 @@ class AlignConf:
     lens_ba: RefineConf = field(default_factory=lambda: RefineConf(
         refine_principal_point=True, initial_max_error_frac=0.01,
     ))
+    lens_realign: bool = True  # with a lens chosen, align again on undistorted keypoints (_realign_with_lens)
     camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
     default_focal_factor: float = DEFAULT_FOCAL_FACTOR  # focal = factor·max(W, H) when nothing better is known
@@ -387,9 +394,23 @@ def align_scene(
             logger.warning("lens distortion is not estimated when known cameras are kept fixed")
         else:
             scene = _estimate_lens(scene, _filtered_pairs(pair_results, graph.edges, canon, keep), conf)
+            if conf.lens_realign and scene.info["lens"]["chosen"] != "none":
+                scene = _realign_with_lens(scene, pair_results, images, conf, dense_views, progress)
         timings["lens"] = time.perf_counter() - t0
         report("lens", 1.0, "")
     return scene
+
+
+def _realign_with_lens(scene, pair_results, images, conf, dense_views, progress) -> Scene:
+    """Align again with the estimated lens as known cameras (a prior: focals and principal points are
+    refined again): the keypoints are undistorted before the 2D refinement, whose poses measured more
+    accurate than the lens bundle adjustment's (benchmarks/README.md). The lens report is kept."""
+    lens = {name: scene.cameras[int(c)] for name, c in zip(scene.image_names, scene.camera_of_image)}
+    again = align_scene(
+        pair_results, images, replace(conf, lens=Lens.NONE, known_intrinsics=KnownIntrinsics.PRIOR), dense_views,
+        known_cameras=lens, progress=progress,
+    )  # fmt: skip
+    return replace(again, info={**again.info, "lens": {**scene.info["lens"], "realigned": True}})
 
 
 _LENS_MIN_GAIN = 0.03  # auto: the radial model must lower the mean reprojection error by 3 % ...
@@ -487,11 +508,21 @@ def _filtered_pairs(
     return out
 
 
+_NO_BASELINE = 0.05  # camera spread / anchor depth below this: a panorama, no triangulation (pipelines warn too)
+
+
 def _track_points(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -> Scene:
     """The anchor scene's poses and cameras with multi-view track points (``conf.track_points``).
 
     Falls back to the anchor points (with a warning) when no track can be triangulated.
     """
+    centres = scene.camera_centers()
+    spread = float(np.linalg.norm(centres - centres.mean(0), axis=1).max())
+    depth = float(np.median(np.linalg.norm(scene.points_xyz - centres.mean(0), axis=1))) if scene.num_points else 0.0
+    if spread < _NO_BASELINE * depth:
+        logger.warning("the cameras barely move (spread %.3g of the scene depth): points cannot be triangulated "
+                       "from the views; writing the pairwise anchor points", spread / depth)
+        return scene
     tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
     try:
         out = refine_scene(
