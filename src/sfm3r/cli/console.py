@@ -282,8 +282,6 @@ def summary_tables(result) -> list:
     if scene:
         error = scene["mean_reprojection_error_px"]
         out.add_row("registered images", f"{scene['registered']} of {scene['images']}")
-        if scene["unregistered"]:
-            out.add_row("not registered", ", ".join(scene["unregistered"]))
         out.add_row("cameras", str(scene["cameras"]))
         out.add_row("3D points", str(scene["points"]))
         out.add_row("mean track length", f"{scene['mean_track_length']:.2f} images")
@@ -308,3 +306,6 @@ def print_summary(result) -> None:
     console = Console()
     for table in summary_tables(result):
         console.print(table)
+    unregistered = (result.counts.get("scene") or {}).get("unregistered")
+    if unregistered:  # a line of its own: the one thing to act on
+        console.print(f"Not registered: {', '.join(unregistered)}", markup=False, highlight=False, style="bold yellow")
