@@ -30,8 +30,8 @@ from typing import IO
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.text import Text
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
@@ -287,8 +287,9 @@ def summary_tables(result) -> list:
         out.add_row("mean track length", f"{scene['mean_track_length']:.2f} images")
         out.add_row("mean reprojection error", "n/a" if math.isnan(error) else f"{error:.2f} px")
     run = result.run
-    for label, path in (("run folder", run.root), ("COLMAP model", run.sparse_dir), ("point cloud", run.ply_path),
-                        ("preview", run.preview_path), ("pairs", run.root / "pairs.txt"), ("log", run.log_path)):  # fmt: skip
+    paths = (("run folder", run.root), ("COLMAP model", run.sparse_dir), ("point cloud", run.ply_path),
+             ("preview", run.preview_path), ("pairs", run.root / "pairs.txt"), ("log", run.log_path))  # fmt: skip
+    for label, path in paths:
         if Path(path).exists():
             out.add_row(label, str(path))
     tables.append(out)
