@@ -24,7 +24,8 @@ COMMANDS = {
     "sfm3r --help": ["--help"],
     "sfm3r reconstruct --help": ["reconstruct", "--help"],
     "sfm3r pairs --help": ["pairs", "--help"],
-    "--scene-graph bogus (error)": ["reconstruct", str(REPO / "sample" / "images"), "/tmp/sfm3r-bench-never", "--scene-graph", "bogus"],
+    "--scene-graph bogus (error)": ["reconstruct", str(REPO / "sample" / "images"), "/tmp/sfm3r-bench-never",
+                                    "--scene-graph", "bogus"],
 }  # fmt: skip
 
 

@@ -333,7 +333,7 @@ def test_cache_path_that_is_a_file(tmp_path):
     assert_success(invoke("pairs", photos, tmp_path / "out", *FAST))
     shutil.rmtree(tmp_path / "out" / "cache")
     (tmp_path / "out" / "cache").write_text("")
-    assert_user_error(invoke("pairs", photos, tmp_path / "out", *FAST), "is a file", "cache")
+    assert_user_error(invoke("match", photos, tmp_path / "out", *FAST), "is a file", "cache")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_known_intrinsics_that_are_not_cameras(tmp_path):
     photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
     (tmp_path / "cameras.txt").write_text("1 PINHOLE 384\n")
     assert_user_error(
-        invoke("pairs", photos, tmp_path / "out", *FAST, "--known-intrinsics", tmp_path / "cameras.txt"), "cameras.txt"
+        invoke("match", photos, tmp_path / "out", *FAST, "--known-intrinsics", tmp_path / "cameras.txt"), "cameras.txt"
     )
 
 
@@ -394,9 +394,10 @@ def test_file_name_that_is_not_utf8(tmp_path):
 
 
 def _pairs_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A run up to the match stage: the first that needs the SIFT cache (pairs of a complete graph has none)."""
     photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
     out = tmp_path / "out"
-    assert_success(invoke("pairs", photos, out, *FAST))
+    assert_success(invoke("match", photos, out, *FAST))
     return photos, out
 
 
@@ -405,8 +406,8 @@ def test_cache_of_another_schema_version(tmp_path):
     (manifest,) = (out / "cache").glob("features-sift-*/manifest.json")
     content = json.loads(manifest.read_text())
     manifest.write_text(json.dumps(content | {"schema_version": 99}))
-    assert_user_error(invoke("pairs", photos, out, *FAST), "schema version 99", "--overwrite")
-    assert_success(invoke("pairs", photos, out, *FAST, "--overwrite"))
+    assert_user_error(invoke("match", photos, out, *FAST), "schema version 99", "--overwrite")
+    assert_success(invoke("match", photos, out, *FAST, "--overwrite"))
     assert run_json(out)["counts"]["features"]["computed"] == 2
 
 
@@ -414,16 +415,16 @@ def test_cache_manifest_that_is_garbage(tmp_path):
     photos, out = _pairs_run(tmp_path)
     (manifest,) = (out / "cache").glob("features-sift-*/manifest.json")
     manifest.write_bytes(b"\0\1garbage")
-    assert_user_error(invoke("pairs", photos, out, *FAST), "unreadable", "--overwrite")
+    assert_user_error(invoke("match", photos, out, *FAST), "unreadable", "--overwrite")
 
 
 def test_cache_of_another_config_is_kept_apart(tmp_path):
     """Other options write another namespace: nothing stale is reused, switching back is free."""
     photos, out = _pairs_run(tmp_path)
-    assert_success(invoke("pairs", photos, out, *FAST[:-2], "320", "-q"))
+    assert_success(invoke("match", photos, out, *FAST[:-2], "320", "-q"))
     assert run_json(out)["counts"]["features"]["computed"] == 2
     assert len(list((out / "cache").glob("features-sift-*"))) == 2
-    assert_success(invoke("pairs", photos, out, *FAST))
+    assert_success(invoke("match", photos, out, *FAST))
     assert run_json(out)["counts"]["features"] == {"total": 2, "cached": 2, "computed": 0}
 
 
@@ -446,5 +447,5 @@ def test_features_shard_replaced_by_garbage(tmp_path):
     photos, out = _pairs_run(tmp_path)
     (shard,) = (out / "cache").glob("features-sift-*/shards/*.h5")
     shard.write_bytes(struct.pack("<4I", 1, 2, 3, 4) * 100)
-    assert_success(invoke("pairs", photos, out, *FAST))
+    assert_success(invoke("match", photos, out, *FAST))
     assert run_json(out)["counts"]["features"]["computed"] == 2

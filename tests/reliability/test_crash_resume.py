@@ -216,7 +216,7 @@ def test_ctrl_c_says_how_to_resume_and_keeps_the_features(tmp_path, monkeypatch)
         result = invoke("match", photos, out, *FAST)
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert "rerun the same command to resume" in result.output
-    assert_success(invoke("pairs", photos, out, *FAST))
+    assert_success(invoke("match", photos, out, *FAST))
     assert run_json(out)["counts"]["features"] == {"total": 2, "cached": 2, "computed": 0}
 
 

@@ -76,11 +76,11 @@ def test_codebook_pickle_runs_no_code(tmp_path):
 
 def test_pickle_in_place_of_a_cache_shard_is_never_unpickled(tmp_path, photos):
     out = tmp_path / "out"
-    assert_success(invoke("pairs", photos, out, *FAST))
+    assert_success(invoke("match", photos, out, *FAST))
     (shard,) = (out / "cache").glob("features-sift-*/shards/*.h5")
     marker = tmp_path / "PWNED"
     shard.write_bytes(pickle.dumps(_RunsCode(marker)))
-    assert_success(invoke("pairs", photos, out, *FAST))
+    assert_success(invoke("match", photos, out, *FAST))
     assert run_json(out)["counts"]["features"]["computed"] == 2
     assert not marker.exists()
     assert list((out / "cache").glob("features-sift-*/corrupt/*.h5"))

@@ -30,8 +30,8 @@ from typing import IO
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.text import Text
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PLAIN_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
@@ -290,15 +290,14 @@ def summary_tables(result) -> list:
     if scene:
         error = scene["mean_reprojection_error_px"]
         out.add_row("registered images", f"{scene['registered']} of {scene['images']}")
-        if scene["unregistered"]:
-            out.add_row("not registered", ", ".join(scene["unregistered"]))
         out.add_row("cameras", str(scene["cameras"]))
         out.add_row("3D points", str(scene["points"]))
         out.add_row("mean track length", f"{scene['mean_track_length']:.2f} images")
         out.add_row("mean reprojection error", "n/a" if math.isnan(error) else f"{error:.2f} px")
     run = result.run
-    for label, path in (("run folder", run.root), ("COLMAP model", run.sparse_dir), ("point cloud", run.ply_path),
-                        ("preview", run.preview_path), ("pairs", run.root / "pairs.txt"), ("log", run.log_path)):  # fmt: skip
+    paths = (("run folder", run.root), ("COLMAP model", run.sparse_dir), ("point cloud", run.ply_path),
+             ("preview", run.preview_path), ("pairs", run.root / "pairs.txt"), ("log", run.log_path))  # fmt: skip
+    for label, path in paths:
         if Path(path).exists():
             out.add_row(label, str(path))
     tables.append(out)
@@ -316,3 +315,6 @@ def print_summary(result) -> None:
     console = Console()
     for table in summary_tables(result):
         console.print(table)
+    unregistered = (result.counts.get("scene") or {}).get("unregistered")
+    if unregistered:  # a line of its own: the one thing to act on
+        console.print(f"Not registered: {', '.join(unregistered)}", markup=False, highlight=False, style="bold yellow")
