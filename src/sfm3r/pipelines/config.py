@@ -21,13 +21,37 @@ from sfm3r.sfm.sift import SiftConf
 from sfm3r.sfm.two_view import TwoViewConf
 
 
-__all__ = ["Backend", "CameraMode", "CameraModel", "PRESETS", "ReconstructConf", "conf_to_dict", "preset_conf"]
+__all__ = [
+    "Backend", "CameraMode", "CameraModel", "PRESETS", "RayConf", "ReconstructConf", "Workers", "conf_to_dict",
+    "preset_conf",
+]  # fmt: skip
 
 
 class Backend(enum.StrEnum):
     AUTO = "auto"  # mast3r when a checkpoint is given, else classic
     CLASSIC = "classic"  # SIFT + two-view geometry (pycolmap), no network weights
     MAST3R = "mast3r"  # MASt3R network (needs --checkpoint)
+
+
+class Workers(enum.StrEnum):
+    LOCAL = "local"  # every stage in this process
+    RAY = "ray"  # per-image and per-pair stages on a Ray cluster (pipelines/distributed.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayConf:
+    """Where and how ``--workers ray`` runs (see docs/distributed.md)."""
+
+    address: str | None = None  # None: start a local cluster on this machine; "auto" or "HOST:PORT": connect
+    num_cpus: int | None = None  # local cluster only: CPUs it may use (None: all of this machine)
+    chunk_pairs: int = 0  # pairs (features: images) per task; 0: auto, about 4 chunks per worker, <= 64
+    max_retries: int = 3  # retries of a chunk whose worker died
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise InputError(f"the Ray cluster needs at least 1 CPU, got num_cpus={self.num_cpus}")
+        if self.chunk_pairs < 0 or self.max_retries < 0:
+            raise InputError("chunk_pairs and max_retries must be >= 0")
 
 
 class CameraModel(enum.StrEnum):
@@ -67,10 +91,13 @@ class ReconstructConf:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     write_text: bool = False  # also write the COLMAP model as .txt
     overwrite: bool = False  # delete an earlier run's outputs and cache in OUT first
+    workers: Workers = Workers.LOCAL  # where the per-image and per-pair stages run (not part of any cache key)
+    ray: RayConf = field(default_factory=RayConf)  # with workers = ray
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
         object.__setattr__(self, "camera_model", CameraModel(self.camera_model))
+        object.__setattr__(self, "workers", Workers(self.workers))
         if self.net_image_size not in (224, 512):
             raise InputError(f"net_image_size must be 224 or 512, got {self.net_image_size}")
         if self.batch_size < 1:
