@@ -103,6 +103,14 @@ def _pipeline_options(func):
                      help="Also write the COLMAP model as text (.txt) next to the binary files."),
         click.option("--overwrite", is_flag=True, default=None,
                      help="Delete OUT's earlier results and cache first (default: resume from them)."),
+        click.option("--workers", type=click.Choice(["local", "ray"]), default=None,
+                     help="Where features and pairs are computed: local (this process) or ray (a Ray cluster, "
+                          "needs `pip install sfm3r[ray]`; see docs/distributed.md) [default: local]."),
+        click.option("--ray-address", default=None,
+                     help="With --workers ray: auto or HOST:PORT of a running cluster (`ray start --head`) "
+                          "[default: start a local cluster on this machine]."),
+        click.option("--ray-num-cpus", type=click.IntRange(min=1), default=None,
+                     help="With --workers ray and no --ray-address: CPUs of the local cluster [default: all]."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars, warnings only."),
         click.option("--verbose", "-v", is_flag=True, help="Debug messages."),
     ]
@@ -121,6 +129,11 @@ def _conf_from_options(options: dict):
     shared = options.pop("shared_intrinsics")
     camera_mode = options.pop("camera_mode")
     fixed_pp = options.pop("fixed_principal_point")
+    ray_address, ray_num_cpus = options.pop("ray_address"), options.pop("ray_num_cpus")
+    if (ray_address is not None or ray_num_cpus is not None) and options.get("workers") != "ray":
+        raise click.UsageError("--ray-address and --ray-num-cpus need --workers ray")
+    if ray_address is not None and ray_num_cpus is not None:
+        raise click.UsageError("--ray-num-cpus sizes a local cluster; a cluster at --ray-address has its own CPUs")
     for key in ("quiet", "verbose"):
         options.pop(key)
     conf = preset_conf(preset, **options)
@@ -135,6 +148,10 @@ def _conf_from_options(options: dict):
         align = dataclasses.replace(align, camera_mode=CameraMode(camera_mode))
     if fixed_pp:
         align = dataclasses.replace(align, reprojection=dataclasses.replace(align.reprojection, optimise_pp=False))
+    if ray_address is not None or ray_num_cpus is not None:
+        from sfm3r.pipelines.config import RayConf
+
+        conf = dataclasses.replace(conf, ray=RayConf(address=ray_address, num_cpus=ray_num_cpus))
     return dataclasses.replace(conf, align=align)
 
 
