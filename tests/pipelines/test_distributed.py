@@ -93,6 +93,19 @@ def test_chunks_cover_every_pair_once_and_share_images():
     assert chunk_pairs([], 4) == []
 
 
+def test_a_worker_that_does_not_see_the_cache_folder_refuses_to_write_elsewhere(tmp_path):
+    """A node without the shared cache folder must not create a private one that the driver never reads."""
+    from sfm3r.errors import CacheError
+    from sfm3r.io import cache
+    from sfm3r.pipelines.distributed import StoreRef
+
+    store = cache.open_store(tmp_path / "cache", "pairs-classic", {"a": 1})
+    assert StoreRef.of(store).open().path == store.path  # the driver's namespace: found
+    with pytest.raises(CacheError, match="shared"):
+        StoreRef(tmp_path / "elsewhere", "pairs-classic", {"a": 1}).open()
+    assert not (tmp_path / "elsewhere").exists()
+
+
 # --------------------------------------------------------------------------------------------- same results
 
 

@@ -372,10 +372,11 @@ class RayRunner:
                 raise type(cause)(str(cause)) from None
             raise
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayActorError) as error:
+            reason = " ".join(str(error).split())[:300]  # an actor whose constructor failed says why here
             raise WorkerLost(
                 f"{stage}: a chunk of {count} units failed {self.conf.max_retries + 1} times because its Ray "
-                f"worker died ({type(error).__name__}); finished units are in the cache: rerun the same command "
-                "to resume"
+                f"worker died ({type(error).__name__}: {reason}); finished units are in the cache: fix the "
+                "cause and rerun the same command to resume"
             ) from None
         stats = self.stats
         stats["chunks"] += 1
