@@ -11,9 +11,13 @@ Rows:
             committed: by the worker (its own shard, only counts return) or by the driver (units returned
             through the object store, written by the driver)
 
-Each configuration runs in its own cluster (ray.init(num_cpus=W)), warmed up by one untimed run (worker
+The single-process baseline runs once with torch's default threads and --repeat times with one thread,
+as a Ray worker of one CPU computes (Ray sets OMP_NUM_THREADS=1); speed-ups are against the latter.
+Each Ray configuration runs in its own cluster (ray.init(num_cpus=W)), warmed up by one untimed run (worker
 processes import torch and sfm3r once); the timed runs recompute every pair (the pairs namespace is deleted
-before each). Wall times; the "task s" column is the sum of the tasks' own compute seconds.
+before each). Wall times; the "task s" column is the sum of the tasks' own compute seconds; "overhead/task"
+(1 worker) = (the stage's wall time - its tasks' seconds) / chunks: scheduling, transfers, and for MASt3R
+starting the actor (importing torch, loading the network).
 
 Usage: PYTHONPATH=src python benchmarks/distributed.py [--images DIR] [--num-images 8] [--repeat 2]
 Writes benchmarks/results/distributed.json. No GPU here: the ViT-L on GPUs row of the issue is not measured.
@@ -80,9 +84,18 @@ def bench_pairs(backend: str, images, pairs, cache_dir: Path, workers: list[int]
             return match_classic(images, pairs, features, sift, TwoViewConf(), cache_dir, runner=runner)
         return match_mast3r(images, pairs, ckpt, cache_dir, net_image_size=224, runner=runner)
 
+    import torch
+
     rows = []
-    times = _timed_stage(lambda: stage(), cache_dir, kinds, repeat)
-    rows.append({"config": "1 process", "wall_s": times, "pairs_per_s": len(pairs.pairs) / min(times)})
+    threads = torch.get_num_threads()
+    times = _timed_stage(lambda: stage(), cache_dir, kinds, 1)
+    rows.append({"config": f"1 process, {threads} thr", "wall_s": times, "pairs_per_s": len(pairs.pairs) / min(times)})
+    torch.set_num_threads(1)  # as in a Ray worker of 1 CPU (Ray sets OMP_NUM_THREADS=1)
+    try:
+        times = _timed_stage(lambda: stage(), cache_dir, kinds, repeat)
+    finally:
+        torch.set_num_threads(threads)
+    rows.append({"config": "1 process, 1 thr", "wall_s": times, "pairs_per_s": len(pairs.pairs) / min(times)})
     for w in workers:
         _ray_init(ray, w)
         try:
@@ -100,7 +113,8 @@ def bench_pairs(backend: str, images, pairs, cache_dir: Path, workers: list[int]
         best = int(np.argmin(times))
         row = {"config": f"ray, {w} worker{'s' * (w > 1)}", "wall_s": times,
                "pairs_per_s": len(pairs.pairs) / times[best], "chunks": stats[best]["chunks"],
-               "task_s": stats[best]["task_seconds"], "stage_wall_s": stats[best]["wall_seconds"]}  # fmt: skip
+               "task_s": stats[best]["task_seconds"], "stage_wall_s": stats[best]["wall_seconds"],
+               "encoded": stats[best]["encoded"]}  # fmt: skip
         rows.append(row)
     return rows
 
@@ -216,7 +230,7 @@ def _tiny_checkpoint(path: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=SHARED / "data" / "strecha_fountain_P11" / "images_1024")
-    parser.add_argument("--num-images", type=int, default=8, help="classic: first N photos, complete graph")
+    parser.add_argument("--num-images", type=int, default=6, help="classic: first N photos, complete graph")
     parser.add_argument("--mast3r-images", type=Path, default=ROOT / "sample" / "images")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["classic", "mast3r", "noop", "commit"])
@@ -252,15 +266,14 @@ def _print(result: dict) -> None:
         rows = result.get(backend)
         if not rows:
             continue
-        print(f"\n{backend}: pairs/s (best of the runs; wall s of each run)")
+        print(f"\n{backend}: pairs/s (best of the runs; wall s of each run; speed-up vs 1 process, 1 torch thread)")
         print(f"{'config':<16} {'pairs/s':>8} {'speed-up':>9} {'chunks':>7} {'task s':>7} {'overhead/task ms':>17}  runs")
-        base = rows[0]["pairs_per_s"]
-        local_wall = min(rows[0]["wall_s"])
+        base = rows[1]["pairs_per_s"]  # one process, one torch thread: what a 1-CPU worker runs
         for row in rows:
             chunks = row.get("chunks")
             overhead = ""
-            if chunks and row["config"].startswith("ray, 1"):
-                overhead = f"{1e3 * (min(row['wall_s']) - local_wall) / chunks:17.0f}"
+            if chunks and row["config"].startswith("ray, 1"):  # one worker: the stage's wall minus its tasks' time
+                overhead = f"{1e3 * (row['stage_wall_s'] - row['task_s']) / chunks:17.0f}"
             print(f"{row['config']:<16} {row['pairs_per_s']:8.2f} {row['pairs_per_s'] / base:9.2f} "
                   f"{chunks if chunks else '':>7} {row.get('task_s', 0):7.1f} {overhead:>17}  "
                   f"{', '.join(f'{t:.1f}' for t in row['wall_s'])}")  # fmt: skip
