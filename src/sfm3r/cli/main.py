@@ -129,7 +129,7 @@ def _conf_from_options(options: dict):
     shared = options.pop("shared_intrinsics")
     camera_mode = options.pop("camera_mode")
     fixed_pp = options.pop("fixed_principal_point")
-    ray_address, ray_num_cpus = options.pop("ray_address"), options.pop("ray_num_cpus")
+    ray_address, ray_num_cpus = options.pop("ray_address", None), options.pop("ray_num_cpus", None)
     if (ray_address is not None or ray_num_cpus is not None) and options.get("workers") != "ray":
         raise click.UsageError("--ray-address and --ray-num-cpus need --workers ray")
     if ray_address is not None and ray_num_cpus is not None:
