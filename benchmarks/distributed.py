@@ -103,7 +103,7 @@ def bench_pairs(backend: str, images, pairs, cache_dir: Path, workers: list[int]
                 _timed_stage(lambda: stage(runner), cache_dir, kinds, 1)  # warm-up: workers import the stack
                 stats = []
 
-                def run(runner=runner):
+                def run(runner=runner, stats=stats):
                     stage(runner)
                     stats.append(dict(runner.stats))
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from sfm3r.io import cache
 from sfm3r.io.images import preprocess_for_network, read_image
-from sfm3r.pipelines.classic import StageCounts, progress_ticker, canonical_pair
+from sfm3r.pipelines.classic import StageCounts, canonical_pair, progress_ticker
 from sfm3r.sfm.checkpoint import load_mast3r
 from sfm3r.sfm.mast3r_inference import PairInference
 from sfm3r.sfm.mast3r_pairs import Mast3rPairConf, mast3r_pair_result
