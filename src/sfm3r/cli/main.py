@@ -90,6 +90,11 @@ def _conf_from_options(options: dict):
     shared = options.pop("shared_intrinsics", None)
     camera_mode = options.pop("camera_mode", None)
     fixed_pp = options.pop("fixed_principal_point", None)
+    ray_address, ray_num_cpus = options.pop("ray_address", None), options.pop("ray_num_cpus", None)
+    if (ray_address is not None or ray_num_cpus is not None) and options.get("workers") != "ray":
+        raise click.UsageError("--ray-address and --ray-num-cpus need --workers ray")
+    if ray_address is not None and ray_num_cpus is not None:
+        raise click.UsageError("--ray-num-cpus sizes a local cluster; a cluster at --ray-address has its own CPUs")
     for key in ("quiet", "verbose"):
         options.pop(key, None)
     conf = preset_conf(preset, **options)
@@ -104,6 +109,10 @@ def _conf_from_options(options: dict):
         align = dataclasses.replace(align, camera_mode=CameraMode(camera_mode))
     if fixed_pp:
         align = dataclasses.replace(align, reprojection=dataclasses.replace(align.reprojection, optimise_pp=False))
+    if ray_address is not None or ray_num_cpus is not None:
+        from sfm3r.pipelines.config import RayConf
+
+        conf = dataclasses.replace(conf, ray=RayConf(address=ray_address, num_cpus=ray_num_cpus))
     return dataclasses.replace(conf, align=align)
 
 

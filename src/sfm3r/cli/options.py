@@ -136,6 +136,20 @@ _OPTIONS: dict[str, Callable] = {
         "--overwrite", is_flag=True, default=None,
         help="Delete OUT's earlier results and cache first (default: resume from them).",
     ),
+    "workers": click.option(
+        "--workers", type=click.Choice(["local", "ray"]), default=None,
+        help="Where features and pairs are computed: local (this process) or ray (a Ray cluster, needs "
+             "`pip install sfm3r[ray]`; see docs/distributed.md) [default: local].",
+    ),
+    "ray_address": click.option(
+        "--ray-address", default=None,
+        help="With --workers ray: auto or HOST:PORT of a running cluster (`ray start --head`) [default: start a "
+             "local cluster on this machine].",
+    ),
+    "ray_num_cpus": click.option(
+        "--ray-num-cpus", type=click.IntRange(min=1), default=None,
+        help="With --workers ray and no --ray-address: CPUs of the local cluster [default: all].",
+    ),
     "quiet": click.option("--quiet", "-q", is_flag=True, help="No progress bars, warnings only."),
     "verbose": click.option("--verbose", "-v", is_flag=True, help="Debug messages."),
 }  # fmt: skip
@@ -147,7 +161,7 @@ _PAIRS = ["preset", "checkpoint", "backend", "retrieval_checkpoint", "codebook",
           "max_image_size", "net_image_size", "device"]  # fmt: skip
 _MATCH = _PAIRS + ["batch_size", "amp", "known_intrinsics"]
 _ALIGN = _MATCH + ["camera_mode", "shared_intrinsics", "fixed_principal_point", "camera_model", "write_text"]
-_RUN = ["overwrite", "quiet", "verbose"]
+_RUN = ["workers", "ray_address", "ray_num_cpus", "overwrite", "quiet", "verbose"]
 STAGE_OPTIONS: dict[str, list[str]] = {
     "pairs": _PAIRS + _INPUTS + _RUN,
     "match": _MATCH + _INPUTS + _RUN,

@@ -58,12 +58,33 @@ def _feature_fields(features: SiftFeatures | cache.Features) -> dict:
     return {name: getattr(features, name) for name in names}
 
 
+def features_store_config(conf: SiftConf) -> dict:
+    """The config of the ``features-sift`` namespace (what the features depend on)."""
+    return {"sift": conf}
+
+
 def _features_store(cache_dir: Path, conf: SiftConf) -> cache.Store:
-    return cache.open_store(cache_dir, "features-sift", {"sift": conf})
+    return cache.open_store(cache_dir, "features-sift", features_store_config(conf))
+
+
+def progress_ticker(progress: Progress | None, stage: str, done: int, total: int) -> Callable[[int], None]:
+    """A callback adding n finished units to `stage`'s progress (units finished by any worker)."""
+    count = [done]
+
+    def tick(n: int) -> None:
+        count[0] += n
+        if progress:
+            progress(stage, count[0], total)
+
+    return tick
 
 
 def extract_features(
-    images: Sequence[ImageInfo], conf: SiftConf, cache_dir: Path, progress: Progress | None = None
+    images: Sequence[ImageInfo],
+    conf: SiftConf,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    runner=None,  # a distributed.RayRunner: extract on its cluster; None: in this process
 ) -> tuple[dict[str, SiftFeatures], StageCounts]:
     """SIFT features of every image, from the cache where present. Returns {name: features}, counts."""
     store = _features_store(cache_dir, conf)
@@ -72,8 +93,14 @@ def extract_features(
     done = len(images) - len(todo)
     if progress:
         progress("features", done, len(images))
+    if runner is not None and todo:  # extracted and committed by the cluster's workers
+        runner.classic_features(store, todo, conf, on_done=progress_ticker(progress, "features", done, len(images)))
+        store.refresh()
+        todo_here: Sequence[ImageInfo] = []
+    else:
+        todo_here = todo
     with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
-        for info in todo:
+        for info in todo_here:
             features = extract_sift(read_image(info.path), conf)
             cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             done += 1
@@ -444,6 +471,7 @@ def match_classic(
     device: str = "cpu",
     progress: Progress | None = None,
     self_calibrated: Mapping[str, float] | None = None,
+    runner=None,  # a distributed.RayRunner: compute the pairs on its cluster; None: in this process
 ) -> tuple[list[PairResult], StageCounts]:
     """Match, verify and triangulate every pair of the scene graph, from the cache where present.
 
@@ -464,11 +492,18 @@ def match_classic(
     if progress:
         progress("matching", done, len(keys))
     priors = {info.name: camera_prior(info.width, info.height, info.prior_focal_px) for info in images}
+    todo_here = todo
+    if runner is not None and todo:  # computed and committed by the cluster's workers (pipelines/distributed.py)
+        items = [(keys[k], *ordered[k]) for k in todo]
+        runner.classic_pairs(store, items, features_store_config(sift_conf), conf, device,
+                             on_done=progress_ticker(progress, "matching", done, len(keys)))  # fmt: skip
+        store.refresh()
+        todo_here = []
     with (
         store.writer(max_seconds=_COMMIT_SECONDS) as writer,
         PutativeMatches(cache_dir, sift_conf, conf, features, device, store_new=False) as matches_for,
     ):
-        for k in todo:
+        for k in todo_here:
             info_i, info_j = ordered[k]
             result = verify_matches(
                 info_i.name, info_j.name, features[info_i.name], features[info_j.name],

@@ -23,8 +23,9 @@ from sfm3r.sfm.two_view import TwoViewConf
 
 
 __all__ = [
-    "Backend", "CameraMode", "CameraModel", "PRESETS", "ReconstructConf", "WRITTEN_MODELS", "conf_to_dict", "preset_conf",
-]
+    "Backend", "CameraMode", "CameraModel", "PRESETS", "RayConf", "ReconstructConf", "WRITTEN_MODELS", "Workers",
+    "conf_to_dict", "preset_conf",
+]  # fmt: skip
 
 
 class Backend(enum.StrEnum):
@@ -37,6 +38,27 @@ class Backend(enum.StrEnum):
 _LENS = {CameraModel.PINHOLE: Lens.NONE, CameraModel.SIMPLE_PINHOLE: Lens.NONE,
          CameraModel.SIMPLE_RADIAL: Lens.SIMPLE_RADIAL, CameraModel.RADIAL: Lens.RADIAL,
          CameraModel.OPENCV: Lens.OPENCV, CameraModel.AUTO: Lens.AUTO}  # fmt: skip
+
+
+class Workers(enum.StrEnum):
+    LOCAL = "local"  # every stage in this process
+    RAY = "ray"  # per-image and per-pair stages on a Ray cluster (pipelines/distributed.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayConf:
+    """Where and how ``--workers ray`` runs (see docs/distributed.md)."""
+
+    address: str | None = None  # None: start a local cluster on this machine; "auto" or "HOST:PORT": connect
+    num_cpus: int | None = None  # local cluster only: CPUs it may use (None: all of this machine)
+    chunk_pairs: int = 0  # pairs (features: images) per task; 0: auto, about 4 chunks per worker, <= 64
+    max_retries: int = 3  # retries of a chunk whose worker died
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise InputError(f"the Ray cluster needs at least 1 CPU, got num_cpus={self.num_cpus}")
+        if self.chunk_pairs < 0 or self.max_retries < 0:
+            raise InputError("chunk_pairs and max_retries must be >= 0")
 
 
 # Up to this many images the default scene graph matches every pair (as `colmap exhaustive_matcher`);
@@ -71,6 +93,8 @@ class ReconstructConf:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     write_text: bool = False  # also write the COLMAP model as .txt
     overwrite: bool = False  # delete an earlier run's outputs and cache in OUT first
+    workers: Workers = Workers.LOCAL  # where the per-image and per-pair stages run (not part of any cache key)
+    ray: RayConf = field(default_factory=RayConf)  # with workers = ray
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
@@ -80,6 +104,7 @@ class ReconstructConf:
             raise InputError(
                 f"camera_model must be one of {', '.join(WRITTEN_MODELS)}; got {self.camera_model!r}"
             ) from None
+        object.__setattr__(self, "workers", Workers(self.workers))
         if self.net_image_size not in (224, 512):
             raise InputError(f"net_image_size must be 224 or 512, got {self.net_image_size}")
         if self.batch_size < 1:

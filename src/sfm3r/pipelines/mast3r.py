@@ -19,7 +19,7 @@ import numpy as np
 
 from sfm3r.io import cache
 from sfm3r.io.images import preprocess_for_network, read_image
-from sfm3r.pipelines.classic import StageCounts, canonical_pair
+from sfm3r.pipelines.classic import StageCounts, canonical_pair, progress_ticker
 from sfm3r.sfm.checkpoint import load_mast3r
 from sfm3r.sfm.mast3r_inference import PairInference
 from sfm3r.sfm.mast3r_pairs import Mast3rPairConf, mast3r_pair_result
@@ -59,6 +59,7 @@ def match_mast3r(
     device: str = "cpu",
     pair_conf: Mast3rPairConf = Mast3rPairConf(),
     progress: Progress | None = None,
+    runner=None,  # a distributed.RayRunner: compute the pairs on its cluster; None: in this process
 ) -> tuple[list[PairResult], Callable[[str], Iterator[DenseView]], StageCounts]:
     """PairResults of every pair (from the cache where present) and a DenseView source for the alignment."""
     by_name = {info.name: info for info in images}
@@ -72,41 +73,24 @@ def match_mast3r(
     done = len(keys) - len(todo)
     if progress:
         progress("matching", done, len(keys))
-    if todo:
-        needed = sorted({info.name for k in todo for info in ordered[k]})
-        net_inputs: dict[str, tuple] = {}
-        views: dict[str, NetView] = {}
-        for name in needed:
-            tensor, view = preprocess_for_network(read_image(by_name[name].path), size=net_image_size)
-            net_inputs[name] = (tensor, np.array([[view.net_height, view.net_width]], np.int32))
-            views[name] = view
+    items = [(keys[k], *ordered[k]) for k in todo]  # (key, image i, image j)
+    if todo and runner is not None:  # computed and committed by the cluster's workers (pipelines/distributed.py)
+        runner.mast3r_pairs(
+            pair_store, dense_store, items, checkpoint, net_image_size=net_image_size, batch_size=batch_size,
+            amp=amp, device=device, pair_conf=pair_conf, on_done=progress_ticker(progress, "matching", done, len(keys)),
+        )  # fmt: skip
+        pair_store.refresh()
+    elif todo:
         model = load_mast3r(checkpoint, device=device)
-        engine = PairInference(
-            model,
-            device,
-            batch_size=batch_size,
-            amp=resolve_amp(amp, device),
-            image_source=net_inputs.__getitem__,
-            view2_points=False,  # SfM reads only view 2's descriptors: skip its DPT
-        )
-        engine.encode(net_inputs)
-        todo_pairs = [(ordered[k][0].name, ordered[k][1].name) for k in todo]
-        key_of = {(ordered[k][0].name, ordered[k][1].name): keys[k] for k in todo}
         with pair_store.writer(max_seconds=_COMMIT_SECONDS) as pair_writer, dense_store.writer(
             max_seconds=_COMMIT_SECONDS
         ) as dense_writer:
-            for name_i, name_j, out_ij, out_ji in engine.run_pairs(todo_pairs):
-                result = mast3r_pair_result(
-                    name_i, name_j, out_ij, out_ji, views[name_i], views[name_j], pair_conf, device=device
-                )
-                key = key_of[(name_i, name_j)]
-                # Dense first: a pair counts as done only when both units are committed.
-                dense_writer.add(key, _dense_unit(result.dense_i, result.dense_j))
-                cache.write_pair_result(pair_writer, key, result.pair)
-                done += 1
-                if progress:
-                    progress("matching", done, len(keys))
-        logger.info("matching: encoder ran %d times for %d images", engine.num_encoded, len(needed))
+            encoded = compute_pairs(
+                model, items, pair_writer, dense_writer, net_image_size=net_image_size, batch_size=batch_size,
+                amp=amp, device=device, pair_conf=pair_conf, on_done=progress_ticker(progress, "matching", done, len(keys)),
+            )  # fmt: skip
+        needed = {info.name for item in items for info in item[1:]}
+        logger.info("matching: encoder ran %d times for %d images", encoded, len(needed))
     results = [
         cache.read_pair_result(pair_store, key, name_i=i.name, name_j=j.name)
         for key, (i, j) in zip(keys, ordered, strict=True)
@@ -114,6 +98,54 @@ def match_mast3r(
     pair_store.close()
     dense_source = _dense_source(cache_dir, config, ordered, keys)
     return results, dense_source, StageCounts(len(keys), len(keys) - len(todo), len(todo))
+
+
+def compute_pairs(
+    model,
+    items: Sequence[tuple[str, ImageInfo, ImageInfo]],  # (pair key, image i, image j) in canonical order
+    pair_writer: cache.Writer,
+    dense_writer: cache.Writer,
+    *,
+    net_image_size: int,
+    batch_size: int,
+    amp: str,
+    device: str,
+    pair_conf: Mast3rPairConf,
+    token_store=None,  # a PairInference token store kept across calls (a Ray actor's), or None
+    on_done: Callable[[int], None] | None = None,  # called with 1 after each pair is added to the writers
+) -> int:
+    """Infer, match and write the given pairs (each image encoded once); returns the encoder passes run.
+
+    The one computation of a MASt3R pair, shared by the single-process stage and the Ray actors, so both
+    write the same cache units.
+    """
+    needed = sorted({info.name: info for it in items for info in it[1:]}.items())
+    net_inputs: dict[str, tuple] = {}
+    views: dict[str, NetView] = {}
+    for name, info in needed:
+        tensor, view = preprocess_for_network(read_image(info.path), size=net_image_size)
+        net_inputs[name] = (tensor, np.array([[view.net_height, view.net_width]], np.int32))
+        views[name] = view
+    engine = PairInference(
+        model,
+        device,
+        batch_size=batch_size,
+        amp=resolve_amp(amp, device),
+        store=token_store,
+        image_source=net_inputs.__getitem__,
+        view2_points=False,  # SfM reads only view 2's descriptors: skip its DPT
+    )
+    engine.encode(net_inputs)
+    key_of = {(i.name, j.name): key for key, i, j in items}
+    for name_i, name_j, out_ij, out_ji in engine.run_pairs(list(key_of)):
+        result = mast3r_pair_result(name_i, name_j, out_ij, out_ji, views[name_i], views[name_j], pair_conf, device=device)
+        key = key_of[(name_i, name_j)]
+        # Dense first: a pair counts as done only when both units are committed.
+        dense_writer.add(key, _dense_unit(result.dense_i, result.dense_j))
+        cache.write_pair_result(pair_writer, key, result.pair)
+        if on_done:
+            on_done(1)
+    return engine.num_encoded
 
 
 def _dense_unit(dense_i: DenseView, dense_j: DenseView) -> cache.Unit:

@@ -32,7 +32,7 @@ from sfm3r.io.preview import write_preview
 from sfm3r.pipelines.alignment_stage import align_cached
 from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
-from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, conf_to_dict
+from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
 from sfm3r.pipelines.scene_stats import describe_scene
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
@@ -218,7 +218,28 @@ def reconstruct(
     progress: Progress | None = None,
     stop_after: Stage = Stage.EXPORT,
 ) -> ReconstructResult:
-    """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4)."""
+    """Run the pipeline on the images in `images_dir`, writing everything into `output_dir` (DESIGN.md §4).
+
+    With ``conf.workers == "ray"`` the per-image and per-pair stages run on a Ray cluster (pipelines/
+    distributed.py), writing the same cache; everything else, and the result, is the same.
+    """
+    if conf.workers != Workers.RAY:
+        return _reconstruct(images_dir, output_dir, conf, progress, stop_after, None)
+    from sfm3r.pipelines.distributed import RayRunner  # Ray loads only when asked for
+
+    check_separate_from_inputs(output_dir, images_dir, recursive=conf.recursive)
+    with RayRunner(conf.ray) as runner:
+        return _reconstruct(images_dir, output_dir, conf, progress, stop_after, runner)
+
+
+def _reconstruct(
+    images_dir: Path,
+    output_dir: Path,
+    conf: ReconstructConf,
+    progress: Progress | None,
+    stop_after: Stage,
+    runner,  # distributed.RayRunner or None
+) -> ReconstructResult:
     started = time.perf_counter()
     device = validate_options(images_dir, conf)  # every option and input file, before any work
     progress = _StageProgress(progress)
@@ -246,7 +267,7 @@ def reconstruct(
         """SIFT features of every image (classic backend, weight-free retrieval), extracted once."""
         if not features:
             with _timed(timings, "features", progress):
-                found, counts = extract_features(images, conf.sift, run.cache_dir, progress)
+                found, counts = extract_features(images, conf.sift, run.cache_dir, progress, runner=runner)
             features.update(found)
             result.counts["features"] = dataclasses.asdict(counts)
         return features
@@ -293,14 +314,14 @@ def reconstruct(
         if backend == Backend.CLASSIC:
             pair_results, match_counts = match_classic(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress,
-                self_calibrated=calibrated | known_focals,
+                self_calibrated=calibrated | known_focals, runner=runner,
             )  # fmt: skip
         else:
             from sfm3r.pipelines.mast3r import match_mast3r  # the network code loads only when used
 
             pair_results, dense_views, match_counts = match_mast3r(
                 images, pairs, conf.checkpoint, run.cache_dir, net_image_size=conf.net_image_size,
-                batch_size=conf.batch_size, amp=conf.amp, device=device, progress=progress,
+                batch_size=conf.batch_size, amp=conf.amp, device=device, progress=progress, runner=runner,
             )  # fmt: skip
     result.counts["matching"] = dataclasses.asdict(match_counts) | {
         "verified": int(sum(r.verified for r in pair_results))
