@@ -139,9 +139,9 @@ def test_images_that_match_nothing_are_reported(tmp_path):
 @pytest.fixture
 def nan_alignment(monkeypatch):
     """Make the alignment return a scene whose first camera position or first point is NaN."""
-    import sfm3r.pipelines.reconstruct as reconstruct_module
+    import sfm3r.pipelines.alignment_stage as alignment_stage  # the cached alignment stage calls align_scene
 
-    real = reconstruct_module.align_scene
+    real = alignment_stage.align_scene
     where = {}
 
     def poisoned(*args, **kwargs):
@@ -151,7 +151,7 @@ def nan_alignment(monkeypatch):
         values[0] = np.nan
         return dataclasses.replace(scene, **{field: values})
 
-    monkeypatch.setattr(reconstruct_module, "align_scene", poisoned)
+    monkeypatch.setattr(alignment_stage, "align_scene", poisoned)
     return where
 
 
