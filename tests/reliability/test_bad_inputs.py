@@ -330,7 +330,7 @@ def test_evaluate_json_path_that_cannot_be_written(tmp_path):
 def test_cache_path_that_is_a_file(tmp_path):
     """In a run folder (an unrelated folder is refused before: see test_written_files.py)."""
     photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
-    assert_success(invoke("pairs", photos, tmp_path / "out", *FAST))
+    assert_success(invoke("match", photos, tmp_path / "out", *FAST))
     shutil.rmtree(tmp_path / "out" / "cache")
     (tmp_path / "out" / "cache").write_text("")
     assert_user_error(invoke("match", photos, tmp_path / "out", *FAST), "is a file", "cache")

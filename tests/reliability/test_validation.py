@@ -65,12 +65,12 @@ def test_absurd_known_intrinsics_are_refused_naming_file_and_value(tmp_path, pho
 
 def test_binary_cameras_bin_is_accepted_and_checked(tmp_path, photos):
     good = _cameras_bin(tmp_path / "good", [300.0, 300.0, 192.0, 128.0])
-    assert_success(invoke("pairs", photos, tmp_path / "out", *FAST, "--known-intrinsics", good))
+    assert_success(invoke("match", photos, tmp_path / "out", *FAST, "--known-intrinsics", good))
     bad = _cameras_bin(tmp_path / "bad", [float("nan"), 300.0, 192.0, 128.0])
-    assert_user_error(invoke("pairs", photos, tmp_path / "out2", *FAST, "--known-intrinsics", bad), "cameras.bin", "nan")
+    assert_user_error(invoke("match", photos, tmp_path / "out2", *FAST, "--known-intrinsics", bad), "cameras.bin", "nan")
     (tmp_path / "garbage.bin").write_bytes(b"\x00\x01\x02garbage")
     assert_user_error(
-        invoke("pairs", photos, tmp_path / "out3", *FAST, "--known-intrinsics", tmp_path / "garbage.bin"),
+        invoke("match", photos, tmp_path / "out3", *FAST, "--known-intrinsics", tmp_path / "garbage.bin"),
         "garbage.bin",
     )
 
@@ -112,7 +112,7 @@ def test_absurd_exif_focal_is_ignored_with_a_warning(tmp_path, caplog):
 def test_text_model_refuses_names_with_spaces_before_matching(tmp_path):
     photos = photo_folder(tmp_path / "photos", ["0003.jpg", "0004.jpg"])
     (photos / "0003.jpg").rename(photos / "IMG 0003.jpg")
-    assert_user_error(invoke("match", photos, tmp_path / "out", *FAST, "--text"), "IMG 0003.jpg", "--text")
+    assert_user_error(invoke("align", photos, tmp_path / "out", *FAST, "--text"), "IMG 0003.jpg", "--text")
     assert not list((tmp_path / "out" / "cache").glob("pairs-*"))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import click
@@ -42,7 +43,10 @@ def install_signal_handlers() -> None:
 
 def _asks_for_help(ctx: click.Context) -> bool:
     """Whether the command line only asks for a help page (nothing will run)."""
-    return any(arg in ("-h", "--help") for arg in [*ctx.protected_args, *ctx.args])
+    with warnings.catch_warnings():  # click 8.2 deprecates protected_args (the sub-command and its arguments)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tokens = [*ctx.protected_args, *ctx.args]
+    return any(arg in ("-h", "--help") for arg in tokens)
 
 
 class Sfm3rGroup(click.Group):

@@ -46,7 +46,7 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str | None)
     head, _, index = value.partition(":")
     if value in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
         return value
-    raise click.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N")
+    raise click.BadParameter(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N")
 
 
 _OPTIONS: dict[str, Callable] = {
