@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make demo` (reconstruct the bundled sample) and `make test`.
-# Each creates or refreshes the virtual environment in .venv first (with the viewer extra, viser: ~5 s more,
-# so that the viewer's tests run too).
+# Each creates or refreshes the virtual environment in .venv first, with the optional extras `viewer` (viser,
+# ~5 s to install) and `ray` (~10 s, 250 MB), so that the viewer's and Ray's tests run too.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
