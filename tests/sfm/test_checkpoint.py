@@ -184,12 +184,6 @@ def _tiny_string_without(key: str) -> str:
     return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
-def _load_without(tmp_path, key: str):
-    path = tmp_path / f"no_{key}.pth"
-    torch.save({"model": tiny_state_dict(), "args": argparse.Namespace(model=_tiny_string_without(key))}, path)
-    return path
-
-
 def _land_outputs(model):
     with torch.inference_mode():
         return model(view("land_a"), view("land_b"))
@@ -197,7 +191,9 @@ def _land_outputs(model):
 
 def test_omitted_desc_conf_mode_falls_back_to_conf_mode(tmp_path):
     require_fixtures()
-    path = _load_without(tmp_path, "desc_conf_mode")
+    path = tmp_path / "no_desc_conf_mode.pth"  # the string as a checkpoint stores it (args.model)
+    model_str = _tiny_string_without("desc_conf_mode")
+    torch.save({"model": tiny_state_dict(), "args": argparse.Namespace(model=model_str)}, path)
     assert read_checkpoint(path).config.desc_conf_mode is None
     res1, _ = _land_outputs(load_mast3r(path))
     ref = np.load(TINY / "pair_land.npz")
@@ -208,39 +204,35 @@ def test_omitted_desc_conf_mode_falls_back_to_conf_mode(tmp_path):
 
 
 @pytest.mark.parametrize("key, official", [("enc_num_heads", 12), ("dec_num_heads", 16)])
-def test_omitted_head_counts_take_the_official_defaults(tmp_path, key, official):
+def test_omitted_head_counts_take_the_official_defaults(official_pth, key, official):
     """Same keys and shapes (so strict loading accepts them), other numbers: the default must be official."""
-    require_fixtures()
-    path = _load_without(tmp_path, key)
-    assert getattr(read_checkpoint(path).config, key) == official
-    res1, _ = _land_outputs(load_mast3r(path))
+    model_str = _tiny_string_without(key)
+    assert getattr(read_checkpoint(official_pth, model_str=model_str).config, key) == official
+    res1, _ = _land_outputs(load_mast3r(official_pth, model_str=model_str))
     ref = np.load(TINY / "pair_land.npz")["view1_pts3d"]
     assert not np.allclose(res1["pts3d"].numpy(), ref, rtol=1e-3)
 
 
 @pytest.mark.parametrize("key", ["two_confs", "enc_embed_dim", "enc_depth", "dec_embed_dim"])
-def test_omitted_shape_arguments_take_official_defaults_that_strict_loading_refuses(tmp_path, key):
-    require_fixtures()
-    path = _load_without(tmp_path, key)
+def test_omitted_shape_arguments_take_official_defaults_that_strict_loading_refuses(official_pth, key):
+    model_str = _tiny_string_without(key)
     want = {"two_confs": False, "enc_embed_dim": 768, "enc_depth": 12, "dec_embed_dim": 512}[key]
-    assert getattr(read_checkpoint(path).config, key) == want
+    assert getattr(read_checkpoint(official_pth, model_str=model_str).config, key) == want
     with pytest.raises(CheckpointError, match="does not fit"):
-        load_mast3r(path)
+        load_mast3r(official_pth, model_str=model_str)
 
 
 @pytest.mark.parametrize("key, official", [("pos_embed", "'cosine'"), ("head_type", "'linear'"),
                                            ("output_mode", "'pts3d'"), ("dec_depth", "8")])
-def test_omitted_arguments_with_unsupported_official_defaults_are_named(tmp_path, key, official):
-    require_fixtures()
+def test_omitted_arguments_with_unsupported_official_defaults_are_named(official_pth, key, official):
     with pytest.raises(CheckpointError, match=f"{key}.*{official}|{key}={official}") as info:
-        read_checkpoint(_load_without(tmp_path, key))
+        read_checkpoint(official_pth, model_str=_tiny_string_without(key))
     assert "omits" in str(info.value)
 
 
 @pytest.mark.parametrize("key", ["depth_mode", "conf_mode", "img_size", "landscape_only", "patch_embed_cls"])
-def test_omitted_arguments_whose_official_default_is_the_fixtures_change_nothing(tmp_path, key):
-    require_fixtures()
-    path = _load_without(tmp_path, key)
+def test_omitted_arguments_whose_official_default_is_the_fixtures_change_nothing(official_pth, key):
+    model_str = _tiny_string_without(key)
     if key == "img_size":
-        assert read_checkpoint(path).config.img_size == (224, 224)
-    _golden_land_matches(load_mast3r(path))
+        assert read_checkpoint(official_pth, model_str=model_str).config.img_size == (224, 224)
+    _golden_land_matches(load_mast3r(official_pth, model_str=model_str))
