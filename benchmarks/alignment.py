@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sfm"))  # alignment_synthetic
 from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs  # noqa: E402
 
-from sfm3r.sfm.alignment import AlignConf, Refinement, align_scene
+from sfm3r.sfm.align.alignment import AlignConf, Refinement, align_scene
 from sfm3r.sfm.evaluation import evaluate_poses
 
 from scaling import RssSampler  # benchmarks/scaling.py (this script's folder is on sys.path)

@@ -1,6 +1,6 @@
 """Global alignment on real photo sets with ground truth, classic SIFT backend, exhaustive pairs.
 
-For each set: SIFT (sfm.sift) -> exhaustive match_pairs (sfm.two_view) -> align_scene with each refinement
+For each set: SIFT (sfm.classic.sift) -> exhaustive match_pairs (sfm.classic.two_view) -> align_scene with each refinement
 option -> evaluate_poses against the GT (RRA/RTA@5, AUC@3/5/10, mAA@30, ATE, focal error). With --colmap
 also runs pycolmap incremental mapping on the same images (SIFT + exhaustive matching + mapper) as the
 reference. Prints a table and writes benchmarks/results/alignment_real.json.
@@ -27,7 +27,7 @@ import pycolmap
 import torch
 from PIL import Image
 
-from sfm3r.sfm.alignment import AlignConf, Refinement, align_scene
+from sfm3r.sfm.align.alignment import AlignConf, Refinement, align_scene
 from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import Camera, ImageInfo
 
@@ -75,8 +75,8 @@ def images_of(folder: Path, names) -> list[ImageInfo]:
 
 
 def classic_pairs(images: list[ImageInfo], cache: Path | None, key: str):
-    from sfm3r.sfm.sift import SiftConf, extract_sift  # noqa: PLC0415 (classic branch)
-    from sfm3r.sfm.two_view import TwoViewConf, camera_prior, match_pairs  # noqa: PLC0415
+    from sfm3r.sfm.classic.sift import SiftConf, extract_sift  # noqa: PLC0415 (classic branch)
+    from sfm3r.sfm.classic.two_view import TwoViewConf, camera_prior, match_pairs  # noqa: PLC0415
 
     path = cache / f"{key}.pkl" if cache else None
     if path and path.exists():

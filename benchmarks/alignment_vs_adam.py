@@ -46,13 +46,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sfm"))  # alignment_synthetic
 from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs  # noqa: E402
 
-from sfm3r.sfm.alignment import AlignConf, _initial_intrinsics  # the same initial intrinsics as align_scene
-from sfm3r.sfm.canonical import CanonicalData, build_canonical
-from sfm3r.sfm.coarse_alignment import anchor_rays, coarse_align
-from sfm3r.sfm.edge_verification import verify_edges
+from sfm3r.sfm.align.alignment import AlignConf, _initial_intrinsics  # the same initial intrinsics as align_scene
+from sfm3r.sfm.align.canonical import CanonicalData, build_canonical
+from sfm3r.sfm.align.coarse_alignment import anchor_rays, coarse_align
+from sfm3r.sfm.align.edge_verification import verify_edges
 from sfm3r.sfm.evaluation import evaluate_poses
-from sfm3r.sfm.pose_init import initial_poses
-from sfm3r.sfm.reprojection_refinement import refine_reprojection
+from sfm3r.sfm.align.pose_init import initial_poses
+from sfm3r.sfm.align.reprojection_refinement import refine_reprojection
 from sfm3r.types import Camera
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"

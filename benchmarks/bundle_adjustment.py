@@ -32,9 +32,9 @@ def run_one(n: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "sfm"))
     from ba_synthetic import make_scene, perturb, rotation_angle_deg
 
-    from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
+    from sfm3r.sfm.align.bundle_adjustment import BundleAdjustmentConf, refine_scene
     from sfm3r.sfm.geometry.similarity import apply_similarity as apply_sim3, fit_similarity as umeyama_sim3
-    from sfm3r.sfm.tracks import build_tracks
+    from sfm3r.sfm.align.tracks import build_tracks
 
     t0 = time.perf_counter()
     sc = make_scene(n, layout="ring", num_points=POINTS_PER_IMAGE_FACTOR * n, outlier_frac=0.1, neighbours=6, seed=0)
@@ -48,7 +48,7 @@ def run_one(n: int) -> dict:
     tracks = build_tracks(sc.pairs, sc.names)
     t_tracks = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scene = refine_scene(tracks, sc.names, cams, np.arange(n), rots, trans, RefineConf())
+    scene = refine_scene(tracks, sc.names, cams, np.arange(n), rots, trans, BundleAdjustmentConf())
     t_refine = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

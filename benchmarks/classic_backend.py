@@ -34,8 +34,8 @@ import pycolmap
 import torch
 from PIL import Image
 
-from sfm3r.sfm.sift import SiftConf, extract_sift
-from sfm3r.sfm.two_view import TwoViewConf, camera_prior, match_descriptors, verify_matches
+from sfm3r.sfm.classic.sift import SiftConf, extract_sift
+from sfm3r.sfm.classic.two_view import TwoViewConf, camera_prior, match_descriptors, verify_matches
 from sfm3r.types import Camera
 
 REPO = Path(__file__).resolve().parents[1]

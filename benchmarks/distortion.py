@@ -49,7 +49,7 @@ def render_distorted(src: Path, gt_dir: Path, out: Path, k: float):
     import dataclasses
 
     from sfm3r.io.colmap import read_colmap_model
-    from sfm3r.sfm.distortion import to_pycolmap
+    from sfm3r.sfm.geometry.distortion import to_pycolmap
 
     gt = read_colmap_model(gt_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -72,8 +72,8 @@ def bench_pairs(backend: str, images, pairs, cache_dir: Path, workers: list[int]
     from sfm3r.pipelines.config import RayConf
     from sfm3r.pipelines.distributed import RayRunner
     from sfm3r.pipelines.mast3r import match_mast3r
-    from sfm3r.sfm.sift import PRESETS as SIFT_PRESETS
-    from sfm3r.sfm.two_view import TwoViewConf
+    from sfm3r.sfm.classic.sift import PRESETS as SIFT_PRESETS
+    from sfm3r.sfm.classic.two_view import TwoViewConf
 
     sift = dataclasses.replace(SIFT_PRESETS["fast"], max_image_size=768)
     features = extract_features(images, sift, cache_dir)[0] if backend == "classic" else None
@@ -218,7 +218,7 @@ def _complete(images):
 def _tiny_checkpoint(path: Path) -> Path:
     import torch
 
-    from sfm3r.sfm.mast3r_network import Mast3rNetwork
+    from sfm3r.sfm.mast3r.network import Mast3rNetwork
 
     model_str = json.loads((SHARED / "fixtures" / "mast3r_tiny" / "config.json").read_text())["model_str"]
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 Per pair: MASt3R-SfM's ``extract_correspondences`` (four reciprocal-walk sets over the descriptor maps of
 both decoder passes, joint merge, sqrt(q_i q_j) confidences) at 512x384 with D = 24.
 
-- ``sfm3r``: :func:`sfm3r.sfm.matching.symmetric_correspondences` (device-resident walk, memoised row
+- ``sfm3r``: :func:`sfm3r.sfm.mast3r.matching.symmetric_correspondences` (device-resident walk, memoised row
   argmax, tiled batched search).
 - ``official-structure``: written here to reproduce the *cost structure* of the official code (not its
   text): one walk set at a time, walk state in NumPy, a host round trip per hop (indices to NumPy and
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sfm3r.sfm.matching import symmetric_correspondences
+from sfm3r.sfm.mast3r.matching import symmetric_correspondences
 
 RESULTS = Path(__file__).resolve().parent / "results" / "matcher.json"
 

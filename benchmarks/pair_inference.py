@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfm3r.sfm.mast3r_inference import PairInference
-from sfm3r.sfm.mast3r_network import MAST3R_VITL_512_MODEL_STR, Mast3rConfig, Mast3rNetwork
+from sfm3r.sfm.mast3r.inference import PairInference
+from sfm3r.sfm.mast3r.network import MAST3R_VITL_512_MODEL_STR, Mast3rConfig, Mast3rNetwork
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SKIPPED_VIEW2 = ("pts3d_in_other_view", "conf")  # view-2 outputs that view2_points=False leaves out

@@ -39,7 +39,8 @@ import numpy as np
 import pycolmap
 from PIL import Image
 
-from sfm3r.sfm import retrieval, scene_graph
+from sfm3r.sfm.graph import retrieval
+from sfm3r.sfm.graph import scene_graph
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not DATA.is_dir():

@@ -2,7 +2,7 @@
 
 A synthetic scene of N cameras on a ring (``tests/sfm/alignment_synthetic.py``) goes through:
 
-1. ``retrieval``: ASMK similarity (``sfm.retrieval.sift_retrieval``, codebook trained on the set) of
+1. ``retrieval``: ASMK similarity (``sfm.graph.retrieval.sift_retrieval``, codebook trained on the set) of
    synthetic RootSIFT-like descriptors: every scene point has a random descriptor; an image sees the
    descriptors of (up to ``--features``) of its visible points plus noise, so images that share points
    share visual words, as with real SIFT;
@@ -95,15 +95,14 @@ def synthetic_descriptors(scene, max_features: int, seed: int = 0) -> list:
 
 
 def worker(n: int, threads: int, max_features: int, max_matches: int) -> dict:
-    import numpy as np
     import torch
 
     from sfm3r.io.colmap import write_colmap_model
-    from sfm3r.sfm.alignment import AlignConf, align_scene
+    from sfm3r.sfm.align.alignment import AlignConf, align_scene
     from alignment_synthetic import make_pair_results, make_scene
     from sfm3r.sfm.evaluation import evaluate_poses
-    from sfm3r.sfm.retrieval import sift_retrieval
-    from sfm3r.sfm.scene_graph import build_scene_graph
+    from sfm3r.sfm.graph.retrieval import sift_retrieval
+    from sfm3r.sfm.graph.scene_graph import build_scene_graph
 
     torch.set_num_threads(threads)
     scene = make_scene(n, num_points=max(3000, 20 * n), radius=6.0, seed=0)

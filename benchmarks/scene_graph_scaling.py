@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sfm3r.sfm import retrieval, scene_graph
+from sfm3r.sfm.graph import retrieval
+from sfm3r.sfm.graph import scene_graph
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLACE_SIZE, POOL, DIM = 10, 400, 128

@@ -71,7 +71,7 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
 def _worker_colmap(images: Path, work: Path, threads: int) -> dict:
     import pycolmap
 
-    from sfm3r.sfm.sift import SiftConf
+    from sfm3r.sfm.classic.sift import SiftConf
 
     sift = SiftConf()
     pycolmap.set_random_seed(0)

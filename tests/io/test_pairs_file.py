@@ -9,7 +9,7 @@ import pytest
 
 from sfm3r.errors import InputError
 from sfm3r.io.pairs_file import read_pairs_file, write_pairs_file
-from sfm3r.sfm.scene_graph import make_pairs
+from sfm3r.sfm.graph.scene_graph import make_pairs
 
 NAMES = ["a.jpg", "sub/b.jpg", "c.png", "d.jpg"]
 

@@ -15,7 +15,7 @@ from sfm3r.io.colmap import read_colmap_model, write_colmap_model
 from sfm3r.io.export import export_gaussian_splatting_folder
 from sfm3r.io.images import read_image, read_image_info
 from sfm3r.io.undistort import undistort_scene, undistorted_camera
-from sfm3r.sfm.distortion import distort_pixels, to_pycolmap, undistort_pixels
+from sfm3r.sfm.geometry.distortion import distort_pixels, to_pycolmap, undistort_pixels
 from sfm3r.pipelines.export import export_model
 from sfm3r.types import Camera, Scene
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sfm3r.pipelines.alignment_stage import align_cached, alignment_key
-from sfm3r.sfm.alignment import AlignConf, Refinement
+from sfm3r.sfm.align.alignment import AlignConf, Refinement
 from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -136,7 +136,7 @@ def test_ray_rerun_resumes_from_the_cache(ray_cluster, photos, tmp_path):
 def tiny_checkpoint(tmp_path_factory) -> Path:
     from mast3r_tiny_model import require_fixtures, tiny_model_string
 
-    from sfm3r.sfm.mast3r_network import Mast3rNetwork
+    from sfm3r.sfm.mast3r.network import Mast3rNetwork
 
     require_fixtures()
     torch.manual_seed(0)

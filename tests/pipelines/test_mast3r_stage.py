@@ -16,7 +16,7 @@ from sfm3r.cli.main import cli
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sfm"))
 from mast3r_tiny_model import require_fixtures, tiny_model_string  # noqa: E402
 
-from sfm3r.sfm.mast3r_network import Mast3rNetwork  # noqa: E402
+from sfm3r.sfm.mast3r.network import Mast3rNetwork  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample" / "images"
 
@@ -56,7 +56,7 @@ def test_retrieval_graph_from_the_mast3r_retrieval_head(tiny_checkpoint, tmp_pat
 
     import numpy as np
 
-    from sfm3r.sfm.mast3r_retrieval import RetrievalConfig, RetrievalHead
+    from sfm3r.sfm.mast3r.retrieval import RetrievalConfig, RetrievalHead
 
     args = argparse.Namespace(pretrained="tiny.pth", prewhiten=1, hdims="", residual=False, postwhiten=None,
                               featweights="l2norm", nfeat=5, imsize=512, nclusters=8)  # fmt: skip

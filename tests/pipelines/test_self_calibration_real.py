@@ -8,8 +8,8 @@ import pytest
 
 from sfm3r.io.images import load_image_infos
 from sfm3r.pipelines.classic import extract_features, self_calibrate_focals
-from sfm3r.sfm.sift import SiftConf
-from sfm3r.sfm.two_view import TwoViewConf
+from sfm3r.sfm.classic.sift import SiftConf
+from sfm3r.sfm.classic.two_view import TwoViewConf
 from sfm3r.types import Pairs
 
 from conftest import DATA

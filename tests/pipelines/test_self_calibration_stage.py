@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sfm3r.pipelines.classic import match_classic, self_calibrate_focals
-from sfm3r.sfm.sift import SiftConf, SiftFeatures
-from sfm3r.sfm.two_view import TwoViewConf
+from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures
+from sfm3r.sfm.classic.two_view import TwoViewConf
 from sfm3r.types import ImageInfo, Pairs
 
 W, H, FOCAL = 640, 480, 1520.0

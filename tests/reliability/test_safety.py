@@ -64,7 +64,7 @@ def test_bad_checkpoints_are_one_line_errors_and_run_no_code(tmp_path, photos):
 
 
 def test_codebook_pickle_runs_no_code(tmp_path):
-    from sfm3r.sfm.mast3r_retrieval import read_codebook
+    from sfm3r.sfm.mast3r.retrieval import read_codebook
 
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil_codebook.pkl"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfm3r.sfm.mast3r_network import Mast3rNetwork
+from sfm3r.sfm.mast3r.network import Mast3rNetwork
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("SFM3R_SHARED", REPO_ROOT.parent / "shared")).resolve()

@@ -1,5 +1,5 @@
 """Mirrors of the official single-direction matching calls (``fast_reciprocal_NNs``,
-``extract_correspondences_nonsym``) on top of :mod:`sfm3r.sfm.matching`'s walk engine.
+``extract_correspondences_nonsym``) on top of :mod:`sfm3r.sfm.mast3r.matching`'s walk engine.
 
 Test code: the pipeline only uses ``symmetric_correspondences``; these mirrors exist to check the engine
 against the official fixtures (``shared/fixtures/fast_nn``), bit for bit.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from sfm3r.sfm.matching import (
+from sfm3r.sfm.mast3r.matching import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_MAX_ITER,
     Dist,

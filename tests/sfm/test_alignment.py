@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sfm3r.errors import InputError, ReconstructionError
-from sfm3r.sfm.alignment import AlignConf, KnownIntrinsics, OutputPoints, Refinement, align_scene, get_conf
-from sfm3r.sfm.camera_groups import CameraMode
+from sfm3r.sfm.align.alignment import AlignConf, KnownIntrinsics, OutputPoints, Refinement, align_scene, get_conf
+from sfm3r.sfm.align.camera_groups import CameraMode
 from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
 from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import Camera
@@ -146,7 +146,7 @@ def test_cuda_gives_the_cpu_result(ring):
 
 
 def test_mean_reprojection_errors_of_a_known_projection():
-    from sfm3r.sfm.alignment import mean_reprojection_errors
+    from sfm3r.sfm.align.alignment import mean_reprojection_errors
 
     K = np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]])
     points = np.array([[0.0, 0, 2], [0.2, 0, 2]])
@@ -173,7 +173,7 @@ def test_known_cameras_with_distortion_are_kept_and_their_observations_are_photo
     the output cameras and writes the observations in the photos' (distorted) pixels."""
     from dataclasses import replace
 
-    from sfm3r.sfm.distortion import distort_pixels
+    from sfm3r.sfm.geometry.distortion import distort_pixels
 
     scene, pairs = ring
     lens = {n: replace(scene.cameras[k], model="SIMPLE_RADIAL", distortion=(-0.12,))
@@ -183,7 +183,7 @@ def test_known_cameras_with_distortion_are_kept_and_their_observations_are_photo
     out = align_scene(seen, scene.images, AlignConf(), known_cameras=lens)
     _check_accuracy(out, scene)
     assert {c.model for c in out.cameras} == {"SIMPLE_RADIAL"} and all(c.distortion == (-0.12,) for c in out.cameras)
-    from sfm3r.sfm.distortion import to_pycolmap
+    from sfm3r.sfm.geometry.distortion import to_pycolmap
 
     errors = []
     for p, i, xy in zip(out.obs_point[:500], out.obs_image[:500], out.obs_xy[:500]):
@@ -197,8 +197,8 @@ def test_known_cameras_with_distortion_are_kept_and_their_observations_are_photo
 def test_lens_auto_estimates_radial_distortion_only_where_the_data_has_it(ring):
     from dataclasses import replace
 
-    from sfm3r.sfm.alignment import Lens
-    from sfm3r.sfm.distortion import distort_pixels
+    from sfm3r.sfm.align.alignment import Lens
+    from sfm3r.sfm.geometry.distortion import distort_pixels
 
     scene, pairs = ring
     lens = {n: replace(scene.cameras[k], model="SIMPLE_RADIAL", distortion=(-0.1,))

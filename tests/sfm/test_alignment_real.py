@@ -14,14 +14,14 @@ import pycolmap
 import pytest
 from PIL import Image
 
-from sfm3r.sfm.alignment import AlignConf, align_scene
+from sfm3r.sfm.align.alignment import AlignConf, align_scene
 from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import ImageInfo
 
 from conftest import DATA
 
-sift = pytest.importorskip("sfm3r.sfm.sift", reason="classic backend (branch classic) not merged")
-two_view = pytest.importorskip("sfm3r.sfm.two_view", reason="classic backend (branch classic) not merged")
+sift = pytest.importorskip("sfm3r.sfm.classic.sift", reason="classic backend (branch classic) not merged")
+two_view = pytest.importorskip("sfm3r.sfm.classic.two_view", reason="classic backend (branch classic) not merged")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,9 +7,9 @@ import pytest
 from ba_synthetic import make_scene, perturb, rotation_angle_deg
 
 from sfm3r.errors import InputError, ReconstructionError
-from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
+from sfm3r.sfm.align.bundle_adjustment import BundleAdjustmentConf, refine_scene
 from sfm3r.sfm.geometry.similarity import apply_similarity as apply_sim3, fit_similarity as umeyama_sim3
-from sfm3r.sfm.tracks import build_tracks
+from sfm3r.sfm.align.tracks import build_tracks
 from sfm3r.types import Camera
 
 
@@ -56,7 +56,7 @@ def test_recovers_ground_truth_from_perturbed_poses_and_focal(noisy_scene):
 
 def test_scene_tables_are_consistent(noisy_scene):
     sc, tracks, cams, rots, trans = noisy_scene
-    conf = RefineConf(max_reproj_error=2.0)
+    conf = BundleAdjustmentConf(max_reproj_error=2.0)
     scene = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, conf)
     err, depth = _reproject(scene)
     assert np.all(depth > 0) and np.all(err <= 2.0 + 1e-6)
@@ -78,13 +78,13 @@ def test_scene_tables_are_consistent(noisy_scene):
 
 def test_intrinsics_options(noisy_scene):
     sc, tracks, cams, rots, trans = noisy_scene
-    fixed = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, RefineConf(refine_focal=False))
+    fixed = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, BundleAdjustmentConf(refine_focal=False))
     assert [c.fx for c in fixed.cameras] == [c.fx for c in cams]
     # principal point stays fixed by default
     default = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans)
     assert [(c.cx, c.cy) for c in default.cameras] == [(c.cx, c.cy) for c in cams]
     # shared intrinsics: one camera for all images of the same size
-    shared = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, RefineConf(shared_intrinsics=True))
+    shared = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, BundleAdjustmentConf(shared_intrinsics=True))
     assert len(shared.cameras) == 1 and np.all(shared.camera_of_image == 0)
     assert shared.cameras[0].fx == shared.cameras[0].fy
 
@@ -118,7 +118,7 @@ def test_bad_inputs_raise(noisy_scene):
     with pytest.raises(InputError, match="camera_of_image"):
         refine_scene(tracks, sc.names, cams, np.arange(12) + 1, rots, trans)
     with pytest.raises(InputError, match="rounds"):
-        refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, RefineConf(rounds=0))
+        refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, BundleAdjustmentConf(rounds=0))
     bad = rots.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
@@ -136,14 +136,14 @@ def test_vectorised_triangulation_matches_pycolmap_reference():
     """The fast path (_triangulate, all tracks at once) against pycolmap's per-track LO-RANSAC."""
     import pycolmap
 
-    from sfm3r.sfm.bundle_adjustment import _triangulate
+    from sfm3r.sfm.align.bundle_adjustment import _triangulate
 
     sc = make_scene(8, num_points=60, outlier_frac=0.2, seed=7)
     tracks = build_tracks(sc.pairs, sc.names)
     K = np.array([[c.fx, c.fy, c.cx, c.cy] for c in sc.cameras])
     thr = np.full(tracks.num_observations, 4.0)
     tri = _triangulate(tracks.obs_track, tracks.obs_image, tracks.obs_xy, tracks.num_tracks, K, sc.rotations,
-                       sc.translations, thr, RefineConf(), np.random.default_rng(0))
+                       sc.translations, thr, BundleAdjustmentConf(), np.random.default_rng(0))
     opts = pycolmap.EstimateTriangulationOptions()
     opts.residual_type = pycolmap.TriangulationResidualType.REPROJECTION_ERROR
     opts.ransac.max_error = 4.0

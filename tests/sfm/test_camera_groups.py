@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sfm3r.errors import InputError
-from sfm3r.sfm.alignment import AlignConf, Refinement, align_scene
+from sfm3r.sfm.align.alignment import AlignConf, Refinement, align_scene
 from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
-from sfm3r.sfm.camera_groups import CameraMode, camera_groups
+from sfm3r.sfm.align.camera_groups import CameraMode, camera_groups
 from sfm3r.types import Camera, ImageInfo
 
 

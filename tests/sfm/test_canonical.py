@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from alignment_synthetic import make_pair_results, make_scene, neighbour_pairs
-from sfm3r.sfm.canonical import build_canonical, weiszfeld_focal
-from sfm3r.sfm.edge_verification import VerifyConf, verify_edges
+from sfm3r.sfm.align.canonical import build_canonical, weiszfeld_focal
+from sfm3r.sfm.align.edge_verification import VerifyConf, verify_edges
 from sfm3r.types import DenseView
 
 

@@ -12,7 +12,7 @@ import torch
 from mast3r_tiny_model import TINY, assert_close, require_fixtures, tiny_model, tiny_model_string, tiny_state_dict, view
 
 from sfm3r.errors import CheckpointError
-from sfm3r.sfm.checkpoint import (
+from sfm3r.sfm.mast3r.checkpoint import (
     add_alias_keys,
     load_mast3r,
     load_weights,
@@ -20,7 +20,7 @@ from sfm3r.sfm.checkpoint import (
     read_torch_pickle,
     save_safetensors,
 )
-from sfm3r.sfm.mast3r_network import Mast3rNetwork
+from sfm3r.sfm.mast3r.network import Mast3rNetwork
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_alias_keys_are_completed_in_both_directions():
 
 def _tiny_string_without(key: str) -> str:
     """The tiny fixture's model string with the keyword `key` removed."""
-    from sfm3r.sfm.mast3r_network import parse_constructor_string
+    from sfm3r.sfm.mast3r.network import parse_constructor_string
 
     name, kwargs = parse_constructor_string(tiny_model_string())
     assert key in kwargs

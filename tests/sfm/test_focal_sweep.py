@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from sfm3r.sfm import focal_sweep
+from sfm3r.sfm.classic import focal_sweep
 from sfm3r.types import ImageInfo
 
 W, H = 640, 480

@@ -7,9 +7,9 @@ import pytest
 import torch
 from mast3r_tiny_model import TINY, assert_close, tiny_inputs, tiny_model, view
 
-from sfm3r.sfm.mast3r_inference import LRUTokenStore, PairInference
-from sfm3r.sfm.mast3r_network import Mast3rConfig, Mast3rNetwork
-from sfm3r.sfm.mast3r_pairs import mast3r_pair_result
+from sfm3r.sfm.mast3r.inference import LRUTokenStore, PairInference
+from sfm3r.sfm.mast3r.network import Mast3rConfig, Mast3rNetwork
+from sfm3r.sfm.mast3r.pairs import mast3r_pair_result
 from sfm3r.types import NetView
 
 # land_* are 48x64 (land_e 32x64), port_* 64x48: equal-shape, mixed-shape and swapped-orientation pairs

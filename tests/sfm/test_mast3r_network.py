@@ -19,7 +19,7 @@ from mast3r_tiny_model import (
     view,
 )
 
-from sfm3r.sfm.mast3r_network import (
+from sfm3r.sfm.mast3r.network import (
     MAST3R_VITL_512_MODEL_STR,
     Mast3rConfig,
     Mast3rNetwork,

@@ -1,4 +1,4 @@
-"""MASt3R pair -> PairResult + DenseViews (sfm3r.sfm.mast3r_pairs), on a synthetic two-camera scene.
+"""MASt3R pair -> PairResult + DenseViews (sfm3r.sfm.mast3r.pairs), on a synthetic two-camera scene.
 
 The scene: a fronto-parallel plane at depth Z seen by camera i (40x48 network pixels) and camera j
 (48x64), where j is i rolled by 180° about the optical axis and shifted sideways, so every pixel of
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfm3r.sfm.mast3r_pairs import Mast3rPairConf, mast3r_pair_result
+from sfm3r.sfm.mast3r.pairs import Mast3rPairConf, mast3r_pair_result
 from sfm3r.types import NetView
 
 F, Z, D = 40.0, 4.0, 24

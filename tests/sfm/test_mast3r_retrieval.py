@@ -13,8 +13,8 @@ import torch
 from mast3r_tiny_model import FIXTURES, REFERENCE, assert_close, fixture_recipe, require_fixtures, tiny_inputs, tiny_model
 
 from sfm3r.errors import CheckpointError
-from sfm3r.sfm.checkpoint import load_weights
-from sfm3r.sfm.mast3r_retrieval import (
+from sfm3r.sfm.mast3r.checkpoint import load_weights
+from sfm3r.sfm.mast3r.retrieval import (
     RetrievalConfig,
     RetrievalHead,
     RetrievalModel,
@@ -99,7 +99,7 @@ def test_official_style_retrieval_checkpoint_loads_and_bad_keys_are_listed(tmp_p
 
 
 def test_nfeat_fraction_and_config_errors():
-    from sfm3r.sfm.mast3r_retrieval import select_local
+    from sfm3r.sfm.mast3r.retrieval import select_local
 
     feat, attn = torch.randn(1, 10, 4), torch.rand(1, 10)
     f, a, i = select_local(feat, attn, -0.5)

@@ -1,4 +1,4 @@
-"""Fast reciprocal matching (sfm3r.sfm.matching): golden fixtures, a plain reference, edge cases."""
+"""Fast reciprocal matching (sfm3r.sfm.mast3r.matching): golden fixtures, a plain reference, edge cases."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import FIXTURES
 
 from matching_official_api import fast_reciprocal_nns, fast_reciprocal_nns_idx, nonsym_correspondences
 
-from sfm3r.sfm.matching import PairDescriptors, symmetric_correspondences, symmetric_correspondences_batch
+from sfm3r.sfm.mast3r.matching import PairDescriptors, symmetric_correspondences, symmetric_correspondences_batch
 
 FAST_NN = FIXTURES / "fast_nn"
 

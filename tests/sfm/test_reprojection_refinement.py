@@ -15,9 +15,9 @@ import roma
 import torch
 
 from alignment_synthetic import make_scene, project
-from sfm3r.sfm.canonical import CanonicalData
-from sfm3r.sfm.block_lm import image_graph_fill
-from sfm3r.sfm.reprojection_refinement import ReprojectionConf, ReprojectionProblem, refine_reprojection
+from sfm3r.sfm.align.canonical import CanonicalData
+from sfm3r.sfm.align.block_lm import image_graph_fill
+from sfm3r.sfm.align.reprojection_refinement import ReprojectionConf, ReprojectionProblem, refine_reprojection
 
 
 def _tiny_problem(seed: int = 0):
@@ -160,7 +160,7 @@ def test_refinement_reduces_the_error_and_maps_inliers_back_to_the_matches():
 def test_block_lm_dense_and_sparse_solves_agree():
     import scipy.sparse as sp
 
-    from sfm3r.sfm.block_lm import solve_damped
+    from sfm3r.sfm.align.block_lm import solve_damped
 
     rng = np.random.default_rng(3)
     A = rng.normal(size=(40, 30))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sfm3r.errors import InputError
-from sfm3r.sfm import retrieval as R
+from sfm3r.sfm.graph import retrieval as R
 
 
 def clustered_features(places: int = 4, per_place: int = 3, n: int = 80, dim: int = 64, seed: int = 0):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sfm3r.errors import InputError
-from sfm3r.sfm import scene_graph as sg
+from sfm3r.sfm.graph import scene_graph as sg
 
 
 def names_of(n: int) -> list[str]:
@@ -167,7 +167,7 @@ def test_connectivity_fix_bridges_block_diagonal_similarity(caplog):
     names = names_of(15)
     raw = sg.make_pairs(names, "retrieval-0-3", sim)
     assert not is_connected(raw)
-    with caplog.at_level(logging.WARNING, logger="sfm3r.sfm.scene_graph"):
+    with caplog.at_level(logging.WARNING, logger="sfm3r.sfm.graph.scene_graph"):
         pairs, report = sg.build_scene_graph(names, "retrieval-0-3", sim)
     assert is_connected(pairs)
     assert report.components_before == 3

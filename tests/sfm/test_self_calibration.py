@@ -7,7 +7,7 @@ import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
-from sfm3r.sfm.self_calibration import SelfCalibConf, bougnoux_focals, essential_costs, estimate_focal
+from sfm3r.sfm.classic.self_calibration import SelfCalibConf, bougnoux_focals, essential_costs, estimate_focal
 
 W, H = 640, 480
 

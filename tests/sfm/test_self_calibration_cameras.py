@@ -9,7 +9,7 @@ import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
-from sfm3r.sfm.self_calibration import estimate_camera_focals, pair_essential_costs
+from sfm3r.sfm.classic.self_calibration import estimate_camera_focals, pair_essential_costs
 
 SIZES = np.array([[640, 480], [800, 600], [480, 640], [1024, 768], [900, 600]], np.float64)
 FOCALS = np.array([600.0, 900.0, 1400.0, 1100.0, 750.0])

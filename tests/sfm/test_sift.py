@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import DATA
 
-from sfm3r.sfm.sift import PRESETS, SiftConf, SiftFeatures, extract_sift
+from sfm3r.sfm.classic.sift import PRESETS, SiftConf, SiftFeatures, extract_sift
 
 FOUNTAIN = DATA / "strecha_fountain_P11" / "images_1024"
 

@@ -7,7 +7,7 @@ import pytest
 from ba_synthetic import make_scene
 
 from sfm3r.errors import InputError
-from sfm3r.sfm.tracks import Tracks, build_tracks
+from sfm3r.sfm.align.tracks import Tracks, build_tracks
 from sfm3r.types import PairResult
 
 NAMES = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]

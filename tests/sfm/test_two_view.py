@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import DATA
 
-from sfm3r.sfm.sift import SiftConf, SiftFeatures, extract_sift
-from sfm3r.sfm.two_view import (
+from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extract_sift
+from sfm3r.sfm.classic.two_view import (
     BACKEND,
     DEFAULT_FOCAL_FACTOR,
     MatcherType,

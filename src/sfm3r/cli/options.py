@@ -14,7 +14,7 @@ import click
 
 PRESET_NAMES = ("fast", "default", "accurate")  # pipelines.config.PRESETS
 BACKENDS = ("auto", "classic", "mast3r")  # pipelines.config.Backend
-CAMERA_MODES = ("auto", "single", "per-image")  # sfm.camera_groups.CameraMode
+CAMERA_MODES = ("auto", "single", "per-image")  # sfm.align.camera_groups.CameraMode
 CAMERA_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "AUTO")  # sfm.geometry.camera_model
 
 EXISTING_DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
@@ -30,7 +30,7 @@ def _check_scene_graph(ctx: click.Context, param: click.Parameter, value: str | 
     if value.strip().lower() == "auto":
         return "auto"
     from sfm3r.errors import InputError
-    from sfm3r.sfm.scene_graph import parse_graph  # numpy + networkx, no torch
+    from sfm3r.sfm.graph.scene_graph import parse_graph  # numpy + networkx, no torch
 
     try:
         parse_graph(value)

@@ -21,7 +21,6 @@ scalar properties (e.g. files with normals or extra fields); it returns x, y, z 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

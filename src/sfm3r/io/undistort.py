@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import pycolmap
 
-from sfm3r.sfm.distortion import to_pycolmap, undistort_pixels
+from sfm3r.sfm.geometry.distortion import to_pycolmap, undistort_pixels
 from sfm3r.types import Camera, Scene
 
 __all__ = ["undistorted_camera", "undistort_rgb", "undistort_scene"]

@@ -2,7 +2,7 @@
 Scene from OUT/cache instead of aligning again.
 
 Namespace ``scene-alignment`` (config: the AlignConf); one unit per distinct input, key = sha256 of every
-input of :func:`~sfm3r.sfm.alignment.align_scene`: each pair result's arrays and flags (in order), each
+input of :func:`~sfm3r.sfm.align.alignment.align_scene`: each pair result's arrays and flags (in order), each
 image's name, content hash, size and focal prior, and the known cameras. The alignment is deterministic
 given those, so the cached Scene is the one it would compute. MASt3R runs with dense views stream those
 into the alignment; they are not hashed here, so such runs are not cached (always computed).
@@ -18,8 +18,8 @@ import numpy as np
 
 from sfm3r.io import cache
 from sfm3r.pipelines.classic import StageCounts
-from sfm3r.sfm.alignment import AlignConf, align_scene
-from sfm3r.sfm.canonical import DenseViewSource
+from sfm3r.sfm.align.alignment import AlignConf, align_scene
+from sfm3r.sfm.align.canonical import DenseViewSource
 from sfm3r.types import Camera, ImageInfo, PairResult, Scene
 
 logger = logging.getLogger(__name__)

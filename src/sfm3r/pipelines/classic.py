@@ -1,7 +1,7 @@
 """The classic pairwise backend as pipeline stages: SIFT features per image, then matched and verified pairs.
 
 Before the matching, :func:`self_calibrate_focals` estimates one focal per image size for the images
-with neither an EXIF focal nor known intrinsics (sfm/self_calibration.py, from fundamental matrices of
+with neither an EXIF focal nor known intrinsics (sfm/classic/self_calibration.py, from fundamental matrices of
 up to ``max_pairs`` scene-graph pairs), then one focal per image for those left over (alone in their
 size, e.g. internet photos, or of a size whose estimate was refused) from the pairs across sizes. The
 estimate becomes those images' ``ImageInfo.prior_focal_px`` (reconstruct.py swaps the ImageInfos), so the
@@ -30,10 +30,10 @@ import pycolmap
 
 from sfm3r.io import cache
 from sfm3r.io.images import read_image
-from sfm3r.sfm.focal_sweep import multi_view_focal_sweep
-from sfm3r.sfm.self_calibration import SelfCalibConf, estimate_camera_focals, estimate_focal
-from sfm3r.sfm.sift import SiftConf, SiftFeatures, extract_sift
-from sfm3r.sfm.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, match_descriptors, verify_matches
+from sfm3r.sfm.classic.focal_sweep import multi_view_focal_sweep
+from sfm3r.sfm.classic.self_calibration import SelfCalibConf, estimate_camera_focals, estimate_focal
+from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extract_sift
+from sfm3r.sfm.classic.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, match_descriptors, verify_matches
 from sfm3r.types import ImageInfo, PairResult, Pairs
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def extract_features(
     return result, StageCounts(len(images), len(images) - len(todo), len(todo))
 
 
-def canonical_pair(info_a: ImageInfo, info_b: ImageInfo) -> tuple[ImageInfo, ImageInfo]:
+def cache_order_pair(info_a: ImageInfo, info_b: ImageInfo) -> tuple[ImageInfo, ImageInfo]:
     """The orientation in which a pair is computed and cached: the image whose sha256 sorts first is i."""
     return (info_a, info_b) if info_a.sha256 <= info_b.sha256 else (info_b, info_a)
 
@@ -120,7 +120,7 @@ class PutativeMatches:
     """Putative (descriptor) matches of image pairs, computed once per run folder: the self-calibration
     matches its pairs here and stores them (namespace ``matches-sift``, key: the canonical pair key,
     unit ``matches`` (M, 2) int32), so that :func:`match_classic` verifies those pairs without matching
-    them again. Call with a canonical pair (:func:`canonical_pair`) -> (M, 2) int64 matches.
+    them again. Call with a canonical pair (:func:`cache_order_pair`) -> (M, 2) int64 matches.
     """
 
     def __init__(
@@ -198,7 +198,7 @@ def self_calibrate_focals(
     First every image size with several such images gets one focal from the pairs within it (up to
     ``max_pairs``). The images left over (alone in their size, or a size whose estimate was refused, e.g.
     internet photos) then get one focal each from the pairs between any images (up to
-    ``max_pairs_per_image`` per image, sfm/self_calibration.py::estimate_camera_focals), with the focals of
+    ``max_pairs_per_image`` per image, sfm/classic/self_calibration.py::estimate_camera_focals), with the focals of
     EXIF, known and group-calibrated images held fixed.
 
     Returns the images (those calibrated with ``prior_focal_px`` set, the others unchanged, same order)
@@ -254,7 +254,7 @@ def _self_calibrate(
     for (width, height), group in groups.items():
         members = {info.name for info in group}
         chosen = [pairs.pairs[k] for k in order if pairs.pairs[k][0] in members and pairs.pairs[k][1] in members]
-        ordered = [canonical_pair(by_name[a], by_name[b]) for a, b in chosen[:max_pairs]]
+        ordered = [cache_order_pair(by_name[a], by_name[b]) for a, b in chosen[:max_pairs]]
         size = f"{width}x{height}"
         default = DEFAULT_FOCAL_FACTOR * max(width, height)
         if not ordered:
@@ -402,7 +402,7 @@ def _calibrate_per_image(
             continue
         needs = [n for n in {a, b} if n in unknown and count[n] < max_pairs_per_image]
         if needs:
-            chosen.append(canonical_pair(by_name[a], by_name[b]))
+            chosen.append(cache_order_pair(by_name[a], by_name[b]))
             for n in {a, b} & unknown:
                 count[n] += 1
     if not chosen:
@@ -484,7 +484,7 @@ def match_classic(
     if self_calibrated:  # absent otherwise: the namespaces of EXIF-only runs stay as they were
         namespace["self_calibrated_focal"] = dict(sorted(self_calibrated.items()))
     store = cache.open_store(cache_dir, "pairs-classic", namespace)
-    ordered = [canonical_pair(by_name[a], by_name[b]) for a, b in pairs.pairs]
+    ordered = [cache_order_pair(by_name[a], by_name[b]) for a, b in pairs.pairs]
     keys = [cache.pair_key(i.sha256, j.sha256) for i, j in ordered]
     todo = [k for k, key in enumerate(keys) if not store.has(key)]
     logger.info("matching: %d pairs, %d cached, %d to compute", len(keys), len(keys) - len(todo), len(todo))

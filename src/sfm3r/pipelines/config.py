@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from sfm3r.errors import InputError
-from sfm3r.sfm import alignment as alignment_module
-from sfm3r.sfm import sift as sift_module
-from sfm3r.sfm.alignment import AlignConf, Lens
-from sfm3r.sfm.camera_groups import CameraMode
+from sfm3r.sfm.align import alignment as alignment_module
+from sfm3r.sfm.classic import sift as sift_module
+from sfm3r.sfm.align.alignment import AlignConf, Lens
+from sfm3r.sfm.align.camera_groups import CameraMode
 from sfm3r.sfm.geometry.camera_model import WRITTEN_MODELS, CameraModel
-from sfm3r.sfm.sift import SiftConf
-from sfm3r.sfm.two_view import TwoViewConf
+from sfm3r.sfm.classic.sift import SiftConf
+from sfm3r.sfm.classic.two_view import TwoViewConf
 
 
 __all__ = [

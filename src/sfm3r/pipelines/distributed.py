@@ -134,7 +134,7 @@ def features_chunk(ref: StoreRef, infos: Sequence[ImageInfo], sift_conf) -> dict
     """Extract and commit the SIFT features of ``infos`` not yet in the cache (as classic.extract_features)."""
     from sfm3r.io.images import read_image
     from sfm3r.pipelines.classic import _feature_fields
-    from sfm3r.sfm.sift import extract_sift
+    from sfm3r.sfm.classic.sift import extract_sift
 
     started = time.perf_counter()
     store = ref.open()
@@ -156,8 +156,8 @@ def classic_chunk(
 ) -> dict[str, int]:
     """Match, verify and commit the pairs of ``items`` not yet in the cache (as classic.match_classic)."""
     from sfm3r.pipelines.classic import _feature_fields
-    from sfm3r.sfm.sift import SiftFeatures
-    from sfm3r.sfm.two_view import camera_prior, match_pair
+    from sfm3r.sfm.classic.sift import SiftFeatures
+    from sfm3r.sfm.classic.two_view import camera_prior, match_pair
 
     started = time.perf_counter()
     store = ref.open()
@@ -186,8 +186,8 @@ class Mast3rWorker:
     """A Ray actor's state: the network, loaded once, and a token store kept across its chunks."""
 
     def __init__(self, checkpoint: str, device: str, token_images: int = 256) -> None:
-        from sfm3r.sfm.checkpoint import load_mast3r
-        from sfm3r.sfm.mast3r_inference import LRUTokenStore
+        from sfm3r.sfm.mast3r.checkpoint import load_mast3r
+        from sfm3r.sfm.mast3r.inference import LRUTokenStore
 
         self.device = "cuda" if device.startswith("cuda") else device  # the actor's own GPU is cuda:0
         self.model = load_mast3r(Path(checkpoint), device=self.device)

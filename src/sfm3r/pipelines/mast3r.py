@@ -19,10 +19,10 @@ import numpy as np
 
 from sfm3r.io import cache
 from sfm3r.io.images import preprocess_for_network, read_image
-from sfm3r.pipelines.classic import StageCounts, canonical_pair, progress_ticker
-from sfm3r.sfm.checkpoint import load_mast3r
-from sfm3r.sfm.mast3r_inference import PairInference
-from sfm3r.sfm.mast3r_pairs import Mast3rPairConf, mast3r_pair_result
+from sfm3r.pipelines.classic import StageCounts, cache_order_pair, progress_ticker
+from sfm3r.sfm.mast3r.checkpoint import load_mast3r
+from sfm3r.sfm.mast3r.inference import PairInference
+from sfm3r.sfm.mast3r.pairs import Mast3rPairConf, mast3r_pair_result
 from sfm3r.types import DenseView, ImageInfo, NetView, PairResult, Pairs
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def match_mast3r(
     config = {"checkpoint_sha256": file_sha256(checkpoint), "net_image_size": net_image_size, "pairs": pair_conf}
     pair_store = cache.open_store(cache_dir, "pairs-mast3r", config)
     dense_store = cache.open_store(cache_dir, "dense-mast3r", config)
-    ordered = [canonical_pair(by_name[a], by_name[b]) for a, b in pairs.pairs]
+    ordered = [cache_order_pair(by_name[a], by_name[b]) for a, b in pairs.pairs]
     keys = [cache.pair_key(i.sha256, j.sha256) for i, j in ordered]
     todo = [k for k, key in enumerate(keys) if not (pair_store.has(key) and dense_store.has(key))]
     logger.info("matching: %d pairs, %d cached, %d to compute", len(keys), len(keys) - len(todo), len(todo))
@@ -201,9 +201,9 @@ def mast3r_similarity(
     The head runs on the MASt3R encoder of `checkpoint`; the codebook defaults to the file the official
     release puts beside the retrieval model (``*_retrieval_codebook.pkl``).
     """
-    from sfm3r.sfm.checkpoint import checkpoint_args, read_torch_pickle
-    from sfm3r.sfm.mast3r_retrieval import codebook_path, load_retrieval, read_codebook
-    from sfm3r.sfm.retrieval import asmk_similarity
+    from sfm3r.sfm.mast3r.checkpoint import checkpoint_args, read_torch_pickle
+    from sfm3r.sfm.mast3r.retrieval import codebook_path, load_retrieval, read_codebook
+    from sfm3r.sfm.graph.retrieval import asmk_similarity
 
     codebook = Path(codebook) if codebook is not None else codebook_path(retrieval_checkpoint)
     config = {

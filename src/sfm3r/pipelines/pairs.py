@@ -17,9 +17,9 @@ import numpy as np
 from sfm3r.io import cache
 from sfm3r.io.pairs_file import read_pairs_file
 from sfm3r.pipelines.config import COMPLETE_GRAPH_MAX_IMAGES, DEFAULT_RETRIEVAL_GRAPH, ReconstructConf
-from sfm3r.sfm.retrieval import sift_retrieval
-from sfm3r.sfm.scene_graph import GraphReport, build_scene_graph, ensure_connected
-from sfm3r.sfm.sift import SiftFeatures
+from sfm3r.sfm.graph.retrieval import sift_retrieval
+from sfm3r.sfm.graph.scene_graph import GraphReport, build_scene_graph, ensure_connected
+from sfm3r.sfm.classic.sift import SiftFeatures
 from sfm3r.types import ImageInfo, Pairs
 
 logger = logging.getLogger(__name__)

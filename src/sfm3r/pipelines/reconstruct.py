@@ -38,7 +38,7 @@ from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
-from sfm3r.sfm.alignment import alignment_steps
+from sfm3r.sfm.align.alignment import alignment_steps
 from sfm3r.types import ImageInfo, Scene
 
 logger = logging.getLogger(__name__)

@@ -67,7 +67,7 @@ def validate_options(images_dir: Path, conf: ReconstructConf) -> str:
         InputError, CheckpointError: the first problem found, as one line naming the option, file and value.
     """
     from sfm3r.pipelines.known_cameras import check_known_intrinsics
-    from sfm3r.sfm.scene_graph import parse_graph
+    from sfm3r.sfm.graph.scene_graph import parse_graph
 
     device = check_device(conf.device)
     backend = conf.resolved_backend
@@ -85,7 +85,7 @@ def validate_options(images_dir: Path, conf: ReconstructConf) -> str:
         if path is not None:
             _check_readable(Path(path), what)
     if conf.checkpoint is not None and backend == Backend.MAST3R:
-        from sfm3r.sfm.checkpoint import check_checkpoint
+        from sfm3r.sfm.mast3r.checkpoint import check_checkpoint
 
         check_checkpoint(conf.checkpoint)
     return device

@@ -10,7 +10,7 @@ from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR, WRITTEN_MODELS
 
 def test_one_enum_everywhere_and_parsing_ignores_case():
     from sfm3r.pipelines import config
-    from sfm3r.sfm import bundle_adjustment
+    from sfm3r.sfm.align import bundle_adjustment
 
     assert config.CameraModel is bundle_adjustment.CameraModel is CameraModel
     assert CameraModel("simple_pinhole") is CameraModel.SIMPLE_PINHOLE and CameraModel("PINHOLE") is CameraModel.PINHOLE
@@ -21,7 +21,7 @@ def test_one_enum_everywhere_and_parsing_ignores_case():
 
 def test_the_reconstruction_takes_every_model_and_maps_it_to_a_lens():
     from sfm3r.pipelines.config import ReconstructConf
-    from sfm3r.sfm.alignment import Lens
+    from sfm3r.sfm.align.alignment import Lens
 
     assert ReconstructConf(camera_model="simple_pinhole").camera_model is CameraModel.SIMPLE_PINHOLE
     assert set(WRITTEN_MODELS) == set(CameraModel)
@@ -33,7 +33,9 @@ def test_the_reconstruction_takes_every_model_and_maps_it_to_a_lens():
 
 
 def test_the_default_focal_factor_is_defined_once():
-    from sfm3r.sfm import alignment, self_calibration, two_view
+    from sfm3r.sfm.align import alignment
+    from sfm3r.sfm.classic import self_calibration
+    from sfm3r.sfm.classic import two_view
 
     assert DEFAULT_FOCAL_FACTOR == 1.2
     assert two_view.DEFAULT_FOCAL_FACTOR is self_calibration.DEFAULT_FACTOR is DEFAULT_FOCAL_FACTOR

@@ -34,8 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from ..errors import InputError
-from ..types import PairResult
+from sfm3r.errors import InputError
+from sfm3r.types import PairResult
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,6 @@ def _merge_groups(wa, wb, wc, out, node_image) -> np.ndarray:
 def _greedy_merge(la, lb, w, merged, bad, gmat) -> np.ndarray:
     """Greedy conflict-free union of groups along links (heaviest first); groups of conflict-free merged
     components keep their merged label. Returns (G,) final label per group."""
-    num_g = merged.size
     final = merged.copy()
     parent = {}
     images = {}

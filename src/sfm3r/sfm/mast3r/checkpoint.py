@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from sfm3r.errors import CheckpointError
-from sfm3r.sfm.mast3r_network import Mast3rConfig, Mast3rNetwork
+from sfm3r.sfm.mast3r.network import Mast3rConfig, Mast3rNetwork
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from sfm3r.sfm.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
-from sfm3r.sfm.canonical import CanonicalData
+from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
+from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
 from sfm3r.sfm.geometry.projection import perspective_divide
 
@@ -60,7 +60,7 @@ _WIDTH = 16  # items per padded segment of one image pair in the batched product
 
 @dataclass(frozen=True, kw_only=True)
 class ReprojectionConf:
-    """Options of the 2D refinement (a) on anchor depths; the bundle adjustment (b) has its own RefineConf."""
+    """Options of the 2D refinement (a) on anchor depths; the bundle adjustment (b) has its own BundleAdjustmentConf."""
 
     max_iters: int = 30
     robust_scale_px: float = 1.0  # Cauchy scale of the reprojection error (final); 1 px measured best on Strecha
@@ -194,7 +194,7 @@ class ReprojectionProblem:
         self.fidx = fidx = np.asarray(fidx, np.int64)
         self.nf = nf = int(fidx.max()) + 1
         ma, mb = canon.match_a[keep], canon.match_b[keep]
-        self.K = K = ma.size
+        self.K = ma.size
         obs_anchor, src_anchor = np.concatenate([ma, mb]), np.concatenate([mb, ma])
         o_img, s_img = canon.anchor_image[obs_anchor], canon.anchor_image[src_anchor]
         # internal order: by ordered (observer, source) pair, padded to segments of _WIDTH (padding: weight 0)

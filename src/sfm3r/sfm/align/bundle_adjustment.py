@@ -42,14 +42,14 @@ from enum import StrEnum
 import numpy as np
 import pycolmap
 
-from ..errors import InputError, ReconstructionError
-from ..types import Camera, Scene
-from .geometry.camera_model import CameraModel
-from .tracks import Tracks
+from sfm3r.errors import InputError, ReconstructionError
+from sfm3r.types import Camera, Scene
+from sfm3r.sfm.geometry.camera_model import CameraModel
+from sfm3r.sfm.align.tracks import Tracks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LossType", "CameraModel", "RefineConf", "refine_scene"]
+__all__ = ["LossType", "CameraModel", "BundleAdjustmentConf", "refine_scene"]
 
 _SQUARE_PIXEL_TOL = 0.01  # fx, fy within 1 % -> one focal (SIMPLE_PINHOLE) in "auto" mode
 _GREY = 128
@@ -69,7 +69,7 @@ _ONE_FOCAL = ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
 
 
 @dataclass(frozen=True, kw_only=True)
-class RefineConf:
+class BundleAdjustmentConf:
     max_reproj_error: float = 4.0  # px: final observation filter, and the floor of every round's threshold
     initial_max_error_frac: float = 0.05  # round-0 inlier threshold, fraction of the image's larger side
     outlier_sigmas: float = 3.0  # later rounds: threshold = this many robust sigmas of the residuals
@@ -99,7 +99,7 @@ def refine_scene(
     camera_of_image: np.ndarray,  # (N,) int index into cameras
     rotations: np.ndarray,  # (N, 3, 3) float64 cam_from_world
     translations: np.ndarray,  # (N, 3) float64 cam_from_world
-    conf: RefineConf = RefineConf(),
+    conf: BundleAdjustmentConf = BundleAdjustmentConf(),
 ) -> Scene:
     """Triangulate ``tracks`` and bundle-adjust poses, points and intrinsics (see module docstring).
 

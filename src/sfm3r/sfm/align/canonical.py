@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sfm3r.sfm.edge_verification import VerifiedEdge
+from sfm3r.sfm.align.edge_verification import VerifiedEdge
 from sfm3r.sfm.geometry.projection import perspective_divide
 from sfm3r.types import DenseView, ImageInfo, PairResult
 

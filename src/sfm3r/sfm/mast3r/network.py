@@ -16,7 +16,7 @@ Attribute names reproduce the official state-dict keys (``enc_blocks.3.attn.qkv.
 official state dict loads with ``load_state_dict(strict=True)``. Two quirks of the official layout are
 reproduced on purpose: the unused ``mask_token`` parameter (a CroCo pre-training leftover), and the DPT
 convolutions ``scratch.layer{i}_rn`` that are also registered as ``scratch.layer_rn.{i-1}`` (one tensor,
-two keys). See :func:`sfm3r.sfm.checkpoint.add_alias_keys` for state dicts that carry only one name.
+two keys). See :func:`sfm3r.sfm.mast3r.checkpoint.add_alias_keys` for state dicts that carry only one name.
 
 Portrait and landscape images run in their own orientation (the official inference model,
 ``PatchEmbedDust3R`` with ``landscape_only=False``): every output map has the input's (H, W). The two
@@ -570,7 +570,7 @@ def _dense_conf(x: torch.Tensor, mode: tuple) -> torch.Tensor:
 class Mast3rNetwork(nn.Module):
     """AsymmetricMASt3R: shared ViT encoder, two cross-attending decoders, one catmlp+dpt head per view.
 
-    The forward can also be run in pieces, which :mod:`sfm3r.sfm.mast3r_inference` uses to encode each
+    The forward can also be run in pieces, which :mod:`sfm3r.sfm.mast3r.inference` uses to encode each
     image once: :meth:`encode` -> :meth:`decode` -> :meth:`heads`.
     """
 

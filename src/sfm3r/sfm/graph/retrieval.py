@@ -12,7 +12,7 @@ MASt3R-SfM to choose image pairs (SFM_ALGORITHM.md §2.1, MAST3R_NETWORK.md §5.
 4. ``sim[q, d] = Σ_words s^α / sqrt(#words of d) / sqrt(#words of q)`` (no IDF).
 
 The same image set is database and query, so ``sim[q, d]`` is *not* symmetric (different multiple
-assignment); :func:`sfm3r.sfm.scene_graph.make_pairs` symmetrises it. The scores equal those of the
+assignment); :func:`sfm3r.sfm.graph.scene_graph.make_pairs` symmetrises it. The scores equal those of the
 ``asmk`` package with MASt3R's parameters (tested against it), but the all-to-all scoring here is
 vectorised per visual word (XOR + popcount of all query × database signatures of that word) instead
 of looping in Python per query, and word assignment batches many images per faiss call

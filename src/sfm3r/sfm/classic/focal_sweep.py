@@ -1,6 +1,6 @@
 """Focal of one image size by aligning its pairs from several focal hypotheses (the multi-view sweep).
 
-Pairwise self-calibration (sfm/self_calibration.py) cannot tell the focal under critical motion, e.g. a
+Pairwise self-calibration (sfm/classic/self_calibration.py) cannot tell the focal under critical motion, e.g. a
 ring of cameras aimed at one object: its cost curve is flat. The alignment can, because it refines the
 focal against every image at once. So the pairs are verified and aligned from a few focal hypotheses,
 and the refined focal of the hypothesis with the most images placed, then the lowest mean reprojection
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sfm3r.errors import Sfm3rError
-from sfm3r.sfm.alignment import AlignConf, align_scene
-from sfm3r.sfm.sift import SiftFeatures
-from sfm3r.sfm.two_view import TwoViewConf, camera_prior, verify_matches
+from sfm3r.sfm.align.alignment import AlignConf, align_scene
+from sfm3r.sfm.classic.sift import SiftFeatures
+from sfm3r.sfm.classic.two_view import TwoViewConf, camera_prior, verify_matches
 from sfm3r.types import ImageInfo
 
 logger = logging.getLogger(__name__)

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from sfm3r.errors import CheckpointError
-from sfm3r.sfm.checkpoint import checkpoint_args, load_weights, read_torch_pickle
-from sfm3r.sfm.mast3r_network import Mast3rNetwork
+from sfm3r.sfm.mast3r.checkpoint import checkpoint_args, load_weights, read_torch_pickle
+from sfm3r.sfm.mast3r.network import Mast3rNetwork
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ For an unordered pair (i, j) the network runs its decoder twice (MASt3R-SfM §1 
   (``pts3d_in_other_view`` = X_ji, ``conf`` = C_ji, ``desc`` = d_ji, ``desc_conf`` = q_ji);
 - pass j->i: the same with the roles swapped (X_jj, ..., and X_ij in camera j).
 
-Matches come from :func:`sfm3r.sfm.matching.symmetric_correspondences` on the four descriptor maps
+Matches come from :func:`sfm3r.sfm.mast3r.matching.symmetric_correspondences` on the four descriptor maps
 (as the official SfM does). Each match carries its 3D point in both cameras: ``pts_i = X_ii`` at the
 pixel of i (pass i->j) and ``pts_j = X_jj`` at the pixel of j (pass j->i); the two passes have their own
 scale, so ``pts_j ≈ s (R pts_i + t)`` for the relative pose (R, t) and a scale s.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from sfm3r.sfm.geometry.ransac import sim3_ransac
-from sfm3r.sfm.matching import DEFAULT_BLOCK_SIZE, symmetric_correspondences
+from sfm3r.sfm.mast3r.matching import DEFAULT_BLOCK_SIZE, symmetric_correspondences
 from sfm3r.types import DenseView, NetView, PairResult
 
 logger = logging.getLogger(__name__)

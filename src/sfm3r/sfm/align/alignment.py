@@ -7,9 +7,9 @@ Stages (each its own module):
 3. ``pose_init``: per-edge similarities chained along a maximum spanning tree, optional rotation averaging;
 4. ``coarse_alignment``: 3D matching objective (poses + per-image scales), robust LM;
 5. ``reprojection_refinement``: 2D reprojection objective on anchor depths, focals and poses, robust LM;
-6. the output points: multi-view tracks (sfm.tracks) triangulated on the final poses with a points-only
+6. the output points: multi-view tracks (sfm.align.tracks) triangulated on the final poses with a points-only
    pycolmap BA (``points="tracks"``, default), or the pairwise anchors (``points="anchors"``); or a full
-   tracks + bundle adjustment refinement (``refine="ba"``, sfm.bundle_adjustment);
+   tracks + bundle adjustment refinement (``refine="ba"``, sfm.align.bundle_adjustment);
 7. optional lens distortion (``lens``): a final BA of poses, points, intrinsics and distortion on the tracks,
    then, when a lens is kept, the whole alignment again on keypoints undistorted with it (``_estimate_lens``).
    Known cameras with distortion are handled the same way: keypoints undistorted first, observations
@@ -24,7 +24,7 @@ centred principal point (b) is marginally more accurate. Note: on a shared 2-cor
 Intrinsics: known cameras (fixed, or as a starting point with ``known_intrinsics="prior"``) > EXIF prior >
 the backend's focal (Weiszfeld fit of its pointmaps) > ``default_focal_factor``·max(W, H). Principal
 points stay at the image centre unless known. ``camera_mode`` says which images share one camera
-(``sfm.camera_groups``: by default those of one size and focal prior).
+(``sfm.align.camera_groups``: by default those of one size and focal prior).
 """
 
 from __future__ import annotations
@@ -38,18 +38,18 @@ from enum import StrEnum
 import numpy as np
 
 from sfm3r.errors import InputError, ReconstructionError
-from sfm3r.sfm.bundle_adjustment import CameraModel as BACameraModel
-from sfm3r.sfm.bundle_adjustment import RefineConf, refine_scene
-from sfm3r.sfm.camera_groups import CameraMode, camera_groups
-from sfm3r.sfm.canonical import CanonicalData, DenseViewSource, build_canonical
-from sfm3r.sfm.coarse_alignment import CoarseConf, anchor_rays, coarse_align
-from sfm3r.sfm.distortion import distort_pixels, undistort_pixels
-from sfm3r.sfm.edge_verification import VerifiedEdge, VerifyConf, verify_edges
+from sfm3r.sfm.align.bundle_adjustment import CameraModel as BACameraModel
+from sfm3r.sfm.align.bundle_adjustment import BundleAdjustmentConf, refine_scene
+from sfm3r.sfm.align.camera_groups import CameraMode, camera_groups
+from sfm3r.sfm.align.canonical import CanonicalData, DenseViewSource, build_canonical
+from sfm3r.sfm.align.coarse_alignment import CoarseConf, anchor_rays, coarse_align
+from sfm3r.sfm.geometry.distortion import distort_pixels, undistort_pixels
+from sfm3r.sfm.align.edge_verification import VerifiedEdge, VerifyConf, verify_edges
 from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
 from sfm3r.sfm.geometry.projection import project_pinhole
-from sfm3r.sfm.pose_init import initial_poses
-from sfm3r.sfm.reprojection_refinement import ReprojectionConf, refine_reprojection
-from sfm3r.sfm.tracks import build_tracks
+from sfm3r.sfm.align.pose_init import initial_poses
+from sfm3r.sfm.align.reprojection_refinement import ReprojectionConf, refine_reprojection
+from sfm3r.sfm.align.tracks import build_tracks
 from sfm3r.types import Camera, ImageInfo, PairResult, Scene
 
 logger = logging.getLogger(__name__)
@@ -88,22 +88,22 @@ class AlignConf:
     coarse_enabled: bool = True
     refine: Refinement = Refinement.REPROJECTION  # measured best on real data (benchmarks/alignment_real.py)
     reprojection: ReprojectionConf = field(default_factory=ReprojectionConf)
-    ba: RefineConf = field(default_factory=RefineConf)
+    ba: BundleAdjustmentConf = field(default_factory=BundleAdjustmentConf)
     points: OutputPoints = OutputPoints.TRACKS  # what the model's points are (see _track_points)
     # Track points after (a): poses and cameras of the refinement stay as they are (a full BA after (a)
     # measured worse on the temple ring, module docstring); the matches' tracks are triangulated from
     # all their views and refined by a points-only BA. Round 0 starts at 1 % of the image size since
     # the poses are final.
-    track_points: RefineConf = field(default_factory=lambda: RefineConf(
+    track_points: BundleAdjustmentConf = field(default_factory=lambda: BundleAdjustmentConf(
         refine_focal=False, refine_poses=False, camera_model=BACameraModel.PINHOLE, initial_max_error_frac=0.01,
     ))
     lens: Lens = Lens.NONE  # lens distortion estimated after the track points (_estimate_lens)
     # The final BA of a lens model: poses, points, focal, principal point and distortion on the tracks.
-    lens_ba: RefineConf = field(default_factory=lambda: RefineConf(
+    lens_ba: BundleAdjustmentConf = field(default_factory=lambda: BundleAdjustmentConf(
         refine_principal_point=True, initial_max_error_frac=0.01,
     ))
     lens_realign: bool = True  # with a lens chosen, align again on undistorted keypoints (_realign_with_lens)
-    camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.camera_groups)
+    camera_mode: CameraMode = CameraMode.AUTO  # which images share a camera (sfm.align.camera_groups)
     known_intrinsics: KnownIntrinsics = KnownIntrinsics.FIXED
     default_focal_factor: float = DEFAULT_FOCAL_FACTOR  # focal = factor·max(W, H) when nothing better is known
     focal_sanity: tuple[float, float] = (0.25, 6.0)  # backend focal estimates outside ·max(W,H) are ignored
@@ -226,7 +226,6 @@ def _scene_from_anchors(
     a, b = canon.match_a[keep], canon.match_b[keep]
     pts = 0.5 * (X[a] + X[b])
     P = pts.shape[0]
-    N = len(images)
     _, first = np.unique(groups, return_index=True)  # first image of each group (groups are 0..G-1)
     cams = tuple(
         fixed_cameras.get(images[k].name)
@@ -546,7 +545,7 @@ def _track_points(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) ->
 
 
 def _refine_with_ba(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf, fixed_focal: np.ndarray) -> Scene:
-    """(b): tracks + triangulation + pycolmap BA (sfm.tracks, sfm.bundle_adjustment)."""
+    """(b): tracks + triangulation + pycolmap BA (sfm.align.tracks, sfm.align.bundle_adjustment)."""
     tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
     ba_conf = replace(
         conf.ba,

@@ -1,6 +1,6 @@
 """Classic two-view stage: SIFT matching, geometric verification, pairwise triangulation -> PairResult.
 
-For one image pair (i, j) with :class:`~sfm3r.sfm.sift.SiftFeatures` and prior pinhole cameras:
+For one image pair (i, j) with :class:`~sfm3r.sfm.classic.sift.SiftFeatures` and prior pinhole cameras:
 
 1. **Matching** (:func:`match_descriptors`): descriptors L2-normalised; distance = angle between them
    (radians, as COLMAP); a match is kept if it is the mutual nearest neighbour (``cross_check``), passes the
@@ -46,7 +46,7 @@ import numpy as np
 import pycolmap
 import torch
 
-from sfm3r.sfm.sift import SiftFeatures
+from sfm3r.sfm.classic.sift import SiftFeatures
 from sfm3r.types import Camera, PairResult
 
 logger = logging.getLogger(__name__)

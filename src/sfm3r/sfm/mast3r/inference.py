@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from sfm3r.sfm.mast3r_network import Mast3rNetwork
+from sfm3r.sfm.mast3r.network import Mast3rNetwork
 
 logger = logging.getLogger(__name__)
 

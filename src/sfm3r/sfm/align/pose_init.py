@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from sfm3r.sfm.canonical import CanonicalData
-from sfm3r.sfm.edge_verification import VerifiedEdge
+from sfm3r.sfm.align.canonical import CanonicalData
+from sfm3r.sfm.align.edge_verification import VerifiedEdge
 
 logger = logging.getLogger(__name__)
 

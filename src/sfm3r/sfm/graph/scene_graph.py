@@ -8,7 +8,7 @@ Graph strings (``make_pairs``), N images in input order:
 - ``logwin-W[-noncyclic]``: image i with i+1, i+2, i+4, …, i+2^(W−1) (offsets ≥ N dropped); cyclic
   by default. ``logwin`` alone means W = 3.
 - ``oneref-R``: a star around image R (0-based); ``oneref`` means R = 0.
-- ``retrieval-NA-K``: needs the (N, N) similarity (``sfm.retrieval``): NA key images chosen by
+- ``retrieval-NA-K``: needs the (N, N) similarity (``sfm.graph.retrieval``): NA key images chosen by
   farthest-point sampling on ``1 − sim``, all pairs among the keys, every other image linked to its
   most similar key, and every image linked to its K most similar *other* images. ``retrieval`` alone
   means NA = 20, K = 10 (MASt3R-SfM's demo defaults). NA is clipped to N and K to N − 1.

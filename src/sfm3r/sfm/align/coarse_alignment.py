@@ -19,8 +19,8 @@ import numpy as np
 import roma
 import torch
 
-from sfm3r.sfm.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
-from sfm3r.sfm.canonical import CanonicalData
+from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
+from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
 
 logger = logging.getLogger(__name__)

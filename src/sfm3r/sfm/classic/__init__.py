@@ -1,0 +1,1 @@
+"""The classic backend: SIFT features, two-view geometry (pycolmap), focal self-calibration."""

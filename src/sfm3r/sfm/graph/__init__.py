@@ -1,0 +1,1 @@
+"""Which pairs to match: image retrieval (ASMK) and scene graphs."""
