@@ -81,7 +81,13 @@ def _log(out: Path) -> str:
 
 
 # Commit every pair instead of every 2 s: tiny images match in ~1 s, and a kill may now land in a commit.
-_EVERY_UNIT = "import sfm3r.pipelines.classic as c; c._COMMIT_SECONDS = 1e-9; "
+# Commit every unit at once, and keep each pair in the matching stage for 0.2 s: since the matching only
+# verifies the self-calibration's putative matches, the whole stage can otherwise end before a polling test,
+# starved on a loaded machine, reaches its kill point.
+_EVERY_UNIT = (
+    "import time, sfm3r.pipelines.classic as c, sfm3r.io.cache as k; c._COMMIT_SECONDS = 1e-9; "
+    "_w = k.write_pair_result; k.write_pair_result = lambda *a, **kw: (_w(*a, **kw), time.sleep(0.2))[0]; "
+)
 
 
 def _start(photos: Path, out: Path, args: tuple[str, ...], every_unit: bool = False) -> subprocess.Popen:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,4 +45,17 @@ def view(model: Path, images_dir: Path | None, port: int, host: str) -> None:
     except KeyboardInterrupt:
         click.echo("Viewer stopped.")
     finally:
-        server.stop()
+        _stop(server)
+
+
+_STOP_SECONDS = 10.0  # viser's shutdown joins its event-loop threads; a viewer has nothing to save
+
+
+def _stop(server) -> None:
+    """Stop the server; if its shutdown hangs (seen once under heavy load), leave without it."""
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(_STOP_SECONDS)
+    if stopper.is_alive():
+        sys.stdout.flush()
+        os._exit(0)
