@@ -47,6 +47,8 @@ import pycolmap
 import torch
 
 from sfm3r.sfm.classic.sift import SiftFeatures
+from sfm3r.sfm.geometry.projection import perspective_divide
+from sfm3r.sfm.geometry.triangulation import triangulate_dlt
 from sfm3r.types import Camera, PairResult
 
 logger = logging.getLogger(__name__)
@@ -230,27 +232,15 @@ def triangulate_pair(
     uj = (np.asarray(xy_j, np.float64) - (cam_j.cx, cam_j.cy)) / (cam_j.fx, cam_j.fy)
     proj_i = np.hstack([np.eye(3), np.zeros((3, 1))])
     proj_j = np.hstack([rotation, translation[:, None]])
-    a = np.stack(
-        [
-            ui[:, :1] * proj_i[2] - proj_i[0],
-            ui[:, 1:] * proj_i[2] - proj_i[1],
-            uj[:, :1] * proj_j[2] - proj_j[0],
-            uj[:, 1:] * proj_j[2] - proj_j[1],
-        ],
-        axis=1,
-    )  # (M, 4, 4)
-    a /= np.maximum(np.linalg.norm(a, axis=2, keepdims=True), 1e-12)
-    hom = np.linalg.svd(a)[2][:, -1]  # (M, 4) null vector
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pts_i = hom[:, :3] / hom[:, 3:]
+    pts_i = triangulate_dlt(ui, uj, proj_i, proj_j)  # (M, 3)
     pts_j = pts_i @ rotation.T + translation
     centre_j = -rotation.T @ translation  # camera j's centre in camera i's frame
     ray_i, ray_j = pts_i, pts_i - centre_j
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.einsum("md,md->m", ray_i, ray_j) / (np.linalg.norm(ray_i, axis=1) * np.linalg.norm(ray_j, axis=1))
         angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-        err_i = np.linalg.norm(pts_i[:, :2] / pts_i[:, 2:] - ui, axis=1) * np.sqrt(cam_i.fx * cam_i.fy)
-        err_j = np.linalg.norm(pts_j[:, :2] / pts_j[:, 2:] - uj, axis=1) * np.sqrt(cam_j.fx * cam_j.fy)
+        err_i = np.linalg.norm(perspective_divide(pts_i)[0] - ui, axis=1) * np.sqrt(cam_i.fx * cam_i.fy)
+        err_j = np.linalg.norm(perspective_divide(pts_j)[0] - uj, axis=1) * np.sqrt(cam_j.fx * cam_j.fy)
     return {
         "pts_i": pts_i,
         "pts_j": pts_j,
