@@ -45,6 +45,7 @@ import pycolmap
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.types import Camera, Scene
 from sfm3r.sfm.geometry.camera_model import CameraModel
+from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.sfm.geometry.triangulation import ray_least_squares, two_ray_midpoint
 from sfm3r.sfm.align.tracks import Tracks
 
@@ -279,9 +280,10 @@ def _project(xyz, K, rot, trans, obs_image):
     R = rot[obs_image]
     pc = np.einsum("kij,kj->ki", R, xyz) + trans[obs_image]
     z = pc[:, 2]
-    zs = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    pc_safe = pc.copy()
+    pc_safe[:, 2] = np.where(np.abs(z) > 1e-12, z, 1e-12)  # |z| <= 1e-12 -> 1e-12 (finite pixels)
     k = K[obs_image]
-    uv = np.stack([k[:, 0] * pc[:, 0] / zs + k[:, 2], k[:, 1] * pc[:, 1] / zs + k[:, 3]], axis=1)
+    uv, _ = project_pinhole(pc_safe, k[:, 0], k[:, 1], k[:, 2], k[:, 3])
     return uv, z
 
 
