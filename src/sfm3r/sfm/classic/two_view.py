@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +61,6 @@ __all__ = [
     "camera_prior",
     "match_descriptors",
     "match_pair",
-    "match_pairs",
     "triangulate_pair",
     "verify_matches",
 ]
@@ -397,40 +395,3 @@ def _failed(name_i: str, name_j: str, num_inliers: int) -> PairResult:
         verified=False,
         num_inliers=num_inliers,
     )
-
-
-# ------------------------------------------------------------------------------------------- many pairs
-def match_pairs(
-    pairs: Iterable[tuple[str, str]],
-    features: Mapping[str, SiftFeatures],
-    priors: Mapping[str, Camera],
-    conf: TwoViewConf = TwoViewConf(),
-    *,
-    device: str | torch.device = "cpu",
-    progress: Callable[[int, int], None] | None = None,  # called with (pairs done, total) after each pair
-) -> Iterator[PairResult]:
-    """One PairResult per pair, in order, computed lazily (failed pairs included, ``verified=False``).
-
-    Missing features or priors raise KeyError here, before any pair is computed.
-    """
-    pairs = list(pairs)
-    missing = sorted({n for p in pairs for n in p if n not in features or n not in priors})
-    if missing:
-        raise KeyError(f"no features or camera prior for {missing[:5]} ({len(missing)} images in all)")
-    return _iter_pairs(pairs, features, priors, conf, device, progress)
-
-
-def _iter_pairs(
-    pairs: list[tuple[str, str]],
-    features: Mapping[str, SiftFeatures],
-    priors: Mapping[str, Camera],
-    conf: TwoViewConf,
-    device: str | torch.device,
-    progress: Callable[[int, int], None] | None,
-) -> Iterator[PairResult]:
-    for k, (name_i, name_j) in enumerate(pairs):
-        yield match_pair(
-            name_i, name_j, features[name_i], features[name_j], priors[name_i], priors[name_j], conf, device=device
-        )
-        if progress is not None:
-            progress(k + 1, len(pairs))
