@@ -1,6 +1,6 @@
 """Global alignment on real photo sets with ground truth, classic SIFT backend, exhaustive pairs.
 
-For each set: SIFT (sfm.classic.sift) -> exhaustive match_pairs (sfm.classic.two_view) -> align_scene with each refinement
+For each set: SIFT (sfm.classic.sift) -> exhaustive match_pairs (tests/sfm/two_view_helpers.py) -> align_scene with each refinement
 option -> evaluate_poses against the GT (RRA/RTA@5, AUC@3/5/10, mAA@30, ATE, focal error). With --colmap
 also runs pycolmap incremental mapping on the same images (SIFT + exhaustive matching + mapper) as the
 reference. Prints a table and writes benchmarks/results/alignment_real.json.
@@ -34,6 +34,7 @@ from sfm3r.types import Camera, ImageInfo
 import os  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO / "tests" / "sfm"))  # two_view_helpers (match_pairs)
 DATA = Path(os.environ.get("SFM3R_SHARED", next(
     (p for p in (_REPO.parent / "shared", _REPO.parents[1] / "shared") if p.is_dir()), _REPO.parent / "shared"
 ))) / "data"
@@ -76,7 +77,8 @@ def images_of(folder: Path, names) -> list[ImageInfo]:
 
 def classic_pairs(images: list[ImageInfo], cache: Path | None, key: str):
     from sfm3r.sfm.classic.sift import SiftConf, extract_sift  # noqa: PLC0415 (classic branch)
-    from sfm3r.sfm.classic.two_view import TwoViewConf, camera_prior, match_pairs  # noqa: PLC0415
+    from sfm3r.sfm.classic.two_view import TwoViewConf, camera_prior  # noqa: PLC0415
+    from two_view_helpers import match_pairs  # noqa: PLC0415 (tests/sfm, on sys.path)
 
     path = cache / f"{key}.pkl" if cache else None
     if path and path.exists():

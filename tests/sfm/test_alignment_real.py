@@ -19,6 +19,7 @@ from sfm3r.sfm.evaluation import evaluate_poses
 from sfm3r.types import ImageInfo
 
 from conftest import DATA
+from two_view_helpers import match_pairs
 
 sift = pytest.importorskip("sfm3r.sfm.classic.sift", reason="classic backend (branch classic) not merged")
 two_view = pytest.importorskip("sfm3r.sfm.classic.two_view", reason="classic backend (branch classic) not merged")
@@ -50,7 +51,7 @@ def _run(dataset: str, images_dir: str, gt_dir: str, first: int = 0):
         infos.append(ImageInfo(n, path, "0" * 64, rgb.shape[1], rgb.shape[0]))
         feats[n] = sift.extract_sift(rgb, sift.SiftConf(), device="cpu")
         priors[n] = two_view.camera_prior(rgb.shape[1], rgb.shape[0])
-    pairs = list(two_view.match_pairs(itertools.combinations(names, 2), feats, priors))
+    pairs = list(match_pairs(itertools.combinations(names, 2), feats, priors))
     scene = align_scene(pairs, infos, AlignConf())
     return scene, evaluate_poses(scene, _Poses(rec, names))
 

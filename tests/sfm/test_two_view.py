@@ -19,10 +19,10 @@ from sfm3r.sfm.classic.two_view import (
     camera_prior,
     match_descriptors,
     match_pair,
-    match_pairs,
     triangulate_pair,
 )
 from sfm3r.types import Camera, PairResult
+from two_view_helpers import match_pairs
 
 FOUNTAIN = DATA / "strecha_fountain_P11"
 TEMPLE = DATA / "middlebury_templeRing"

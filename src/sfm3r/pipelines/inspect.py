@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.types import Scene
 
 
@@ -64,8 +65,8 @@ def observation_errors(scene: Scene) -> np.ndarray:
     x = np.einsum("kij,kj->ki", R, scene.points_xyz[scene.obs_point]) + t  # (K, 3) camera frame
     cams = scene.camera_of_image[scene.obs_image]
     K = np.array([[c.fx, c.fy, c.cx, c.cy] for c in scene.cameras])[cams]  # (K, 4)
-    z = np.where(np.abs(x[:, 2]) < 1e-12, 1e-12, x[:, 2])
-    uv = np.stack([K[:, 0] * x[:, 0] / z + K[:, 2], K[:, 1] * x[:, 1] / z + K[:, 3]], axis=1)
+    x[:, 2] = np.where(np.abs(x[:, 2]) < 1e-12, 1e-12, x[:, 2])  # finite pixels at depth 0
+    uv, _ = project_pinhole(x, K[:, 0], K[:, 1], K[:, 2], K[:, 3])
     return np.linalg.norm(uv - scene.obs_xy, axis=1)
 
 

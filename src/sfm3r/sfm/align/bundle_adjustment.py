@@ -45,6 +45,8 @@ import pycolmap
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.types import Camera, Scene
 from sfm3r.sfm.geometry.camera_model import CameraModel
+from sfm3r.sfm.geometry.projection import project_pinhole
+from sfm3r.sfm.geometry.triangulation import ray_least_squares, two_ray_midpoint
 from sfm3r.sfm.align.tracks import Tracks
 
 logger = logging.getLogger(__name__)
@@ -278,9 +280,10 @@ def _project(xyz, K, rot, trans, obs_image):
     R = rot[obs_image]
     pc = np.einsum("kij,kj->ki", R, xyz) + trans[obs_image]
     z = pc[:, 2]
-    zs = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    pc_safe = pc.copy()
+    pc_safe[:, 2] = np.where(np.abs(z) > 1e-12, z, 1e-12)  # |z| <= 1e-12 -> 1e-12 (finite pixels)
     k = K[obs_image]
-    uv = np.stack([k[:, 0] * pc[:, 0] / zs + k[:, 2], k[:, 1] * pc[:, 1] / zs + k[:, 3]], axis=1)
+    uv, _ = project_pinhole(pc_safe, k[:, 0], k[:, 1], k[:, 2], k[:, 3])
     return uv, z
 
 
@@ -300,34 +303,6 @@ def _rays(obs_xy, K, rot, trans, obs_image):
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     centers = -np.einsum("kji,kj->ki", R, trans[obs_image])
     return centers, d
-
-
-def _two_ray_midpoint(c1, d1, c2, d2):
-    """(H, 3) midpoint of the shortest segment between rays (c1, d1) and (c2, d2) (unit d)."""
-    w = c1 - c2
-    b = np.sum(d1 * d2, axis=1)
-    d = np.sum(d1 * w, axis=1)
-    e = np.sum(d2 * w, axis=1)
-    den = 1.0 - b * b
-    den = np.where(den > 1e-12, den, 1e-12)
-    s = (b * e - d) / den
-    t = (e - b * d) / den
-    return 0.5 * (c1 + s[:, None] * d1 + c2 + t[:, None] * d2)
-
-
-def _ray_least_squares(centers, dirs, weights, obs_track, num_tracks):
-    """(T, 3) points minimising sum_k w_k |(I - d dᵀ)(X - c)|² per track; NaN for singular tracks."""
-    proj = np.eye(3)[None] - dirs[:, :, None] * dirs[:, None, :]  # (K, 3, 3)
-    wp = proj.reshape(-1, 9) * weights[:, None]
-    A = np.stack([np.bincount(obs_track, wp[:, c], minlength=num_tracks) for c in range(9)], 1)
-    A = A.astype(float).reshape(-1, 3, 3)
-    wb = np.einsum("kij,kj->ki", proj, centers) * weights[:, None]
-    b = np.stack([np.bincount(obs_track, wb[:, c], minlength=num_tracks) for c in range(3)], 1).astype(float)
-    det = np.linalg.det(A)
-    ok = np.abs(det) > 1e-300
-    X = np.full((num_tracks, 3), np.nan)
-    X[ok] = np.linalg.solve(A[ok], b[ok][..., None])[..., 0]
-    return X
 
 
 def _tri_angles(xyz_obs, centers, obs_track, num_tracks, mask):
@@ -363,7 +338,7 @@ def _triangulate(obs_track, obs_image, obs_xy, num_tracks, K, rot, trans, thr, c
             a, b = np.zeros_like(L), L - 1
         ia, ib = s + a, s + b
         Xh = np.full((num_tracks, 3), np.nan)
-        Xh[tri_tracks] = _two_ray_midpoint(centers[ia], dirs[ia], centers[ib], dirs[ib])
+        Xh[tri_tracks] = two_ray_midpoint(centers[ia], dirs[ia], centers[ib], dirs[ib])
         err = _reproj_errors(Xh[obs_track], obs_xy, K, rot, trans, obs_image)
         cost = np.bincount(obs_track, np.minimum(err * err, thr2), minlength=num_tracks)
         better = cost < best_cost
@@ -377,7 +352,7 @@ def _triangulate(obs_track, obs_image, obs_xy, num_tracks, K, rot, trans, thr, c
         _, depth = _project(X[obs_track], K, rot, trans, obs_image)
         w = np.where(inl, 1.0 / np.maximum(depth, 1e-12) ** 2, 0.0)
         n_inl = np.bincount(obs_track, inl, minlength=num_tracks)
-        Xn = _ray_least_squares(centers, dirs, w, obs_track, num_tracks)
+        Xn = ray_least_squares(centers, dirs, w, obs_track, num_tracks)
         upd = (n_inl >= 2) & np.all(np.isfinite(Xn), axis=1)
         X = np.where(upd[:, None], Xn, X)
     err = _reproj_errors(X[obs_track], obs_xy, K, rot, trans, obs_image)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +46,8 @@ import pycolmap
 import torch
 
 from sfm3r.sfm.classic.sift import SiftFeatures
+from sfm3r.sfm.geometry.projection import perspective_divide
+from sfm3r.sfm.geometry.triangulation import triangulate_dlt
 from sfm3r.types import Camera, PairResult
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ __all__ = [
     "camera_prior",
     "match_descriptors",
     "match_pair",
-    "match_pairs",
     "triangulate_pair",
     "verify_matches",
 ]
@@ -230,27 +230,15 @@ def triangulate_pair(
     uj = (np.asarray(xy_j, np.float64) - (cam_j.cx, cam_j.cy)) / (cam_j.fx, cam_j.fy)
     proj_i = np.hstack([np.eye(3), np.zeros((3, 1))])
     proj_j = np.hstack([rotation, translation[:, None]])
-    a = np.stack(
-        [
-            ui[:, :1] * proj_i[2] - proj_i[0],
-            ui[:, 1:] * proj_i[2] - proj_i[1],
-            uj[:, :1] * proj_j[2] - proj_j[0],
-            uj[:, 1:] * proj_j[2] - proj_j[1],
-        ],
-        axis=1,
-    )  # (M, 4, 4)
-    a /= np.maximum(np.linalg.norm(a, axis=2, keepdims=True), 1e-12)
-    hom = np.linalg.svd(a)[2][:, -1]  # (M, 4) null vector
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pts_i = hom[:, :3] / hom[:, 3:]
+    pts_i = triangulate_dlt(ui, uj, proj_i, proj_j)  # (M, 3)
     pts_j = pts_i @ rotation.T + translation
     centre_j = -rotation.T @ translation  # camera j's centre in camera i's frame
     ray_i, ray_j = pts_i, pts_i - centre_j
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.einsum("md,md->m", ray_i, ray_j) / (np.linalg.norm(ray_i, axis=1) * np.linalg.norm(ray_j, axis=1))
         angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-        err_i = np.linalg.norm(pts_i[:, :2] / pts_i[:, 2:] - ui, axis=1) * np.sqrt(cam_i.fx * cam_i.fy)
-        err_j = np.linalg.norm(pts_j[:, :2] / pts_j[:, 2:] - uj, axis=1) * np.sqrt(cam_j.fx * cam_j.fy)
+        err_i = np.linalg.norm(perspective_divide(pts_i)[0] - ui, axis=1) * np.sqrt(cam_i.fx * cam_i.fy)
+        err_j = np.linalg.norm(perspective_divide(pts_j)[0] - uj, axis=1) * np.sqrt(cam_j.fx * cam_j.fy)
     return {
         "pts_i": pts_i,
         "pts_j": pts_j,
@@ -407,40 +395,3 @@ def _failed(name_i: str, name_j: str, num_inliers: int) -> PairResult:
         verified=False,
         num_inliers=num_inliers,
     )
-
-
-# ------------------------------------------------------------------------------------------- many pairs
-def match_pairs(
-    pairs: Iterable[tuple[str, str]],
-    features: Mapping[str, SiftFeatures],
-    priors: Mapping[str, Camera],
-    conf: TwoViewConf = TwoViewConf(),
-    *,
-    device: str | torch.device = "cpu",
-    progress: Callable[[int, int], None] | None = None,  # called with (pairs done, total) after each pair
-) -> Iterator[PairResult]:
-    """One PairResult per pair, in order, computed lazily (failed pairs included, ``verified=False``).
-
-    Missing features or priors raise KeyError here, before any pair is computed.
-    """
-    pairs = list(pairs)
-    missing = sorted({n for p in pairs for n in p if n not in features or n not in priors})
-    if missing:
-        raise KeyError(f"no features or camera prior for {missing[:5]} ({len(missing)} images in all)")
-    return _iter_pairs(pairs, features, priors, conf, device, progress)
-
-
-def _iter_pairs(
-    pairs: list[tuple[str, str]],
-    features: Mapping[str, SiftFeatures],
-    priors: Mapping[str, Camera],
-    conf: TwoViewConf,
-    device: str | torch.device,
-    progress: Callable[[int, int], None] | None,
-) -> Iterator[PairResult]:
-    for k, (name_i, name_j) in enumerate(pairs):
-        yield match_pair(
-            name_i, name_j, features[name_i], features[name_j], priors[name_i], priors[name_j], conf, device=device
-        )
-        if progress is not None:
-            progress(k + 1, len(pairs))
