@@ -147,3 +147,16 @@ def test_too_few_pairs_fall_back():
     est = estimate_focal([_random_pair(rng, 1500.0)[2]], W, H, conf=SelfCalibConf(min_pairs=3))
     assert est.focal_px is None and "usable pairs" in est.reason
     assert estimate_focal(np.zeros((0, 3, 3)), W, H).focal_px is None
+
+
+def test_per_image_pairs_give_each_unknown_image_its_best_pairs_only():
+    from sfm3r.sfm.classic.self_calibration import choose_per_image_pairs
+
+    ranked = [("a", "b"), ("a", "c"), ("a", "x"), ("b", "c"), ("a", "k"), ("c", "k"), ("b", "k")]
+    # x is neither unknown nor fixed: its pair never counts; k is fixed (known focal)
+    chosen = choose_per_image_pairs(ranked, unknown={"a", "b", "c"}, fixed={"k"}, max_pairs_per_image=2)
+    # a is full after (a, b), (a, c); (b, c) still serves b and c; (a, k) serves only a, which is full;
+    # c is full after (a, c), (b, c); b is full after (a, b), (b, c)
+    assert chosen == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert choose_per_image_pairs(ranked, unknown={"k"}, fixed=set(), max_pairs_per_image=3) == []
+    assert choose_per_image_pairs(ranked, unknown={"c"}, fixed={"a", "b", "k"}, max_pairs_per_image=1) == [("a", "c")]

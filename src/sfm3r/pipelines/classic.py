@@ -31,7 +31,12 @@ import pycolmap
 from sfm3r.io import cache
 from sfm3r.io.images import read_image
 from sfm3r.sfm.classic.focal_sweep import multi_view_focal_sweep
-from sfm3r.sfm.classic.self_calibration import SelfCalibConf, estimate_camera_focals, estimate_focal
+from sfm3r.sfm.classic.self_calibration import (
+    SelfCalibConf,
+    choose_per_image_pairs,
+    estimate_camera_focals,
+    estimate_focal,
+)
 from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extract_sift
 from sfm3r.sfm.classic.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, match_descriptors, verify_matches
 from sfm3r.types import ImageInfo, PairResult, Pairs
@@ -394,17 +399,11 @@ def _calibrate_per_image(
             fixed[info.name] = float((skip[info.name].fx + skip[info.name].fy) / 2)
         elif info.prior_focal_px and info.name not in unknown:
             fixed[info.name] = float(info.prior_focal_px)
-    count = dict.fromkeys(unknown, 0)
-    chosen = []
-    for k in order:
-        a, b = pairs.pairs[k]
-        if not {a, b} <= unknown | set(fixed):
-            continue
-        needs = [n for n in {a, b} if n in unknown and count[n] < max_pairs_per_image]
-        if needs:
-            chosen.append(cache_order_pair(by_name[a], by_name[b]))
-            for n in {a, b} & unknown:
-                count[n] += 1
+    ranked = [tuple(pairs.pairs[k]) for k in order]
+    chosen = [
+        cache_order_pair(by_name[a], by_name[b])
+        for a, b in choose_per_image_pairs(ranked, unknown, fixed, max_pairs_per_image)
+    ]
     if not chosen:
         for info in leftover:
             logger.warning("self-calibration: no pair for %s; keeping the default prior focal", info.name)

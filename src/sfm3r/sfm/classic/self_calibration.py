@@ -42,7 +42,7 @@ Sacre-Coeur (10 photos, 10 cameras, focals 800-2840 px) 9 of 10 focals are found
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR as DEFAULT_FACTOR  # noqa: E402 (Bougnoux fails)
 
 __all__ = [
+    "choose_per_image_pairs",
     "CameraFocals",
     "FocalEstimate",
     "SelfCalibConf",
@@ -409,3 +410,27 @@ def estimate_camera_focals(
             reasons[c] = "ok"
             estimate[c] = focal[c]
     return CameraFocals(estimate, focal, flatness, contrast, num_pairs, tuple(reasons), sweeps)
+
+
+def choose_per_image_pairs(
+    ranked_pairs: Sequence[tuple[str, str]],  # image-name pairs, best score first
+    unknown: Collection[str],  # images whose focal is estimated
+    fixed: Collection[str],  # images whose focal is known (held fixed)
+    max_pairs_per_image: int,
+) -> list[tuple[str, str]]:
+    """The pairs for a joint per-image focal estimate (:func:`estimate_camera_focals`), best first.
+
+    A pair qualifies when both images are unknown or fixed, and is kept while one of its unknown images has
+    fewer than `max_pairs_per_image` pairs: every unknown image gets its best pairs, none gets all of them.
+    """
+    usable = set(unknown) | set(fixed)
+    count = dict.fromkeys(unknown, 0)
+    chosen = []
+    for a, b in ranked_pairs:
+        if not {a, b} <= usable:
+            continue
+        if any(n in count and count[n] < max_pairs_per_image for n in (a, b)):
+            chosen.append((a, b))
+            for n in {a, b} & count.keys():
+                count[n] += 1
+    return chosen
