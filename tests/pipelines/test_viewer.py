@@ -122,6 +122,9 @@ def test_view_command_prints_the_url_and_stops_on_ctrl_c(run_folder):
     proc = subprocess.Popen(
         [sys.executable, "-c", "from sfm3r.cli.main import main; main()", "view", str(run_folder), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONPATH=str(src)),
+        # a shell's background job (e.g. `make test &`) ignores SIGINT and its children inherit that: give the
+        # viewer the terminal's Ctrl-C back, as a user's shell does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines = []
     deadline = time.monotonic() + 120
