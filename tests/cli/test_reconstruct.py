@@ -40,6 +40,22 @@ def full_run(photos, tmp_path_factory) -> Path:
     return out
 
 
+def test_evaluate_writes_its_json_into_the_run_folder_as_an_sfm3r_file(full_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    result = _invoke("evaluate", out, SAMPLE / "gt")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "evaluation.json").read_text())["num_images"] == 6
+    assert "evaluation.json" in json.loads((out / "sfm3r-manifest.json").read_text())["files"]
+    # a file of the user's with that name is not replaced
+    other = tmp_path / "other"
+    shutil.copytree(full_run, other)
+    (other / "evaluation.json").write_text("mine")
+    result = CliRunner().invoke(cli, ["evaluate", str(other), str(SAMPLE / "gt")])
+    assert result.exit_code == 2 and "not written by sfm3r" in result.output
+    assert (other / "evaluation.json").read_text() == "mine"
+
+
 def test_reconstruct_registers_every_image_accurately(full_run):
     result = _invoke("evaluate", full_run, SAMPLE / "gt", "--json", full_run / "metrics.json")
     assert result.exit_code == 0, result.output

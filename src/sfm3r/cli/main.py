@@ -194,6 +194,17 @@ def export(model: Path, images: Path, out: Path, write_text: bool, recursive: bo
     click.echo(f"Wrote {written}")
 
 
+def _claim_in_run_folder(run_folder: Path, path: Path) -> None:
+    """List `path` in the run folder's written-files manifest before writing it (refused if a file of the
+    user's is there): the run folder keeps knowing what sfm3r wrote (`--overwrite` deletes it too)."""
+    from sfm3r.pipelines.output_manifest import MANIFEST_NAME, OutputManifest
+
+    if (run_folder / MANIFEST_NAME).is_file():
+        manifest = OutputManifest(run_folder)
+        manifest.load()
+        manifest.claim([path])
+
+
 @cli.command()
 @click.argument("estimate", type=EXISTING_DIR)
 @click.argument("ground_truth", type=EXISTING_DIR)
@@ -210,6 +221,7 @@ def evaluate(estimate: Path, ground_truth: Path, json_path: Path | None) -> None
 
     if json_path is None and (estimate / "run.json").is_file() and (estimate / "sparse" / "0").is_dir():
         json_path = estimate / "evaluation.json"
+        _claim_in_run_folder(estimate, json_path)
     metrics = evaluate_models(estimate, ground_truth, json_path)
     print_metrics(metric_rows(metrics))
     if json_path is not None:
