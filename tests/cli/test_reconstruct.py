@@ -149,10 +149,11 @@ def test_lens_model_run_writes_undistorted_3dgs_folder_and_keeps_the_distorted_m
     trainers, distorted/sparse/0 the SIMPLE_RADIAL model of the photos (graphdeco convert.py's layout)."""
     out = tmp_path / "out"
     shutil.copytree(full_run / "cache", out / "cache")  # features and matches from the default run
+    shutil.copy(full_run / "sfm3r-manifest.json", out)  # with the run folder's manifest, which owns the cache
     result = _invoke("reconstruct", photos, out, "--quiet", "--camera-model", "SIMPLE_RADIAL")
     assert result.exit_code == 0, result.output
     run = json.loads((out / "run.json").read_text())
-    assert run["counts"]["lens"]["chosen"] == "simple_radial"
+    assert run["counts"]["lens"]["chosen"].upper() == "SIMPLE_RADIAL"
     distorted = pycolmap.Reconstruction(str(out / "distorted" / "sparse" / "0"))
     assert {c.model.name for c in distorted.cameras.values()} == {"SIMPLE_RADIAL"}
     assert all(c.params[3] != 0 for c in distorted.cameras.values())
