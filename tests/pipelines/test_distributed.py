@@ -4,7 +4,6 @@ driver resumes from the cache. Skipped when Ray is not installed (`pip install s
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
@@ -17,7 +16,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from sfm3r.pipelines.config import RayConf, preset_conf
 from sfm3r.pipelines.distributed import chunk_pairs
@@ -134,16 +132,9 @@ def test_ray_rerun_resumes_from_the_cache(ray_cluster, photos, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from mast3r_tiny_model import require_fixtures, tiny_model_string
+    from mast3r_tiny_model import save_random_tiny_checkpoint
 
-    from sfm3r.sfm.mast3r.network import Mast3rNetwork
-
-    require_fixtures()
-    torch.manual_seed(0)
-    model = Mast3rNetwork.from_model_string(tiny_model_string())
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"model": model.state_dict(), "args": argparse.Namespace(model=tiny_model_string())}, path)
-    return path
+    return save_random_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 @pytest.mark.slow  # ~100 s on the shared 2-core box: both actors import torch and load the network

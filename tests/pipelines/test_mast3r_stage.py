@@ -14,21 +14,14 @@ from click.testing import CliRunner
 from sfm3r.cli.main import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sfm"))
-from mast3r_tiny_model import require_fixtures, tiny_model_string  # noqa: E402
-
-from sfm3r.sfm.mast3r.network import Mast3rNetwork  # noqa: E402
+from mast3r_tiny_model import save_random_tiny_checkpoint  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample" / "images"
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    require_fixtures()
-    torch.manual_seed(0)
-    model = Mast3rNetwork.from_model_string(tiny_model_string())
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"model": model.state_dict(), "args": argparse.Namespace(model=tiny_model_string())}, path)
-    return path
+    return save_random_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 def test_mast3r_matching_is_cached_and_resumed(tiny_checkpoint, tmp_path):

@@ -69,6 +69,18 @@ def tiny_model() -> Mast3rNetwork:
 
 
 @functools.cache
+def save_random_tiny_checkpoint(path: Path) -> Path:
+    """A .pth checkpoint of the tiny architecture with random weights (seed 0), as the official code saves
+    them ({"model": state dict, "args": Namespace(model=...)}): for pipeline tests that need a file."""
+    import argparse
+
+    require_fixtures()
+    torch.manual_seed(0)
+    model = Mast3rNetwork.from_model_string(tiny_model_string())
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(model=tiny_model_string())}, path)
+    return path
+
+
 def tiny_inputs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """image name -> (img (1, 3, H, W) float32, true_shape (1, 2) int32)."""
     npz = np.load(TINY / "inputs.npz")
