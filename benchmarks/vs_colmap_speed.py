@@ -60,7 +60,7 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
     stages = {
         "features": t.get("images", 0.0) + t.get("features", 0.0) + t.get("pairs", 0.0),
         "self_calibration": t.get("self_calibration", 0.0),
-        "matching": t.get("matching", 0.0),
+        "matching": t.get("putative_matching", 0.0) + t.get("matching", 0.0),
         "alignment": t.get("alignment", 0.0) + t.get("colors", 0.0),
         "export": t.get("export", 0.0),
         "total": wall,

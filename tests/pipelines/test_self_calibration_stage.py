@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sfm3r.pipelines.classic import match_classic, self_calibrate_focals
+from sfm3r.pipelines.classic import match_classic, match_putative, self_calibrate_focals
 from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures
 from sfm3r.sfm.classic.two_view import TwoViewConf
 from sfm3r.types import ImageInfo, Pairs
@@ -165,3 +165,21 @@ def test_images_alone_in_their_size_get_their_own_focal_from_pairs_with_any_imag
     cached = dict(features, **{names[0]: None})  # would fail if the stage recomputed the matches
     _, again = self_calibrate_focals(images, pairs, cached, SiftConf(), TwoViewConf(), tmp_path)
     assert again == calibrated
+
+
+def test_putative_matching_stores_every_pair_once_for_the_later_stages(tmp_path, caplog):
+    features = _scene()
+    names = sorted(features)
+    images = [_info(n) for n in names]
+    all_pairs = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
+    pairs = Pairs(names=tuple(names), pairs=all_pairs, scores=np.full(len(all_pairs), np.nan, np.float32),
+                  sources=("complete",) * len(all_pairs))  # fmt: skip
+    counts = match_putative(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    assert (counts.total, counts.cached, counts.computed) == (len(all_pairs), 0, len(all_pairs))
+    assert match_putative(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path).computed == 0
+    updated, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    with caplog.at_level("INFO"):
+        results, _ = match_classic(updated, pairs, features, SiftConf(), TwoViewConf(), tmp_path,
+                                   self_calibrated=calibrated)  # fmt: skip
+    assert all(r.verified for r in results)
+    assert f"matching: 0 pairs matched, {len(all_pairs)} matched already by the self-calibration" in caplog.text

@@ -197,8 +197,11 @@ def test_matching_is_mutual_and_symmetric(fountain):
 
 def test_matching_handles_empty_and_single_descriptor_sets():
     d = np.random.default_rng(0).integers(0, 255, (10, 128)).astype(np.uint8)
-    assert match_descriptors(d, d[:0]).shape == (0, 2)
-    assert match_descriptors(d[:1], d[:1]).tolist() == [[0, 0]]  # no second neighbour: no ratio test
+    for matcher in MatcherType:
+        assert match_descriptors(d, d[:0], TwoViewConf(matcher=matcher)).shape == (0, 2)
+        assert match_descriptors(d[:0], d, TwoViewConf(matcher=matcher)).shape == (0, 2)
+    # no second neighbour: the exact matcher skips the ratio test (COLMAP's index matcher needs two neighbours)
+    assert match_descriptors(d[:1], d[:1], TwoViewConf(matcher=MatcherType.TORCH)).tolist() == [[0, 0]]
     with pytest.raises(ValueError, match="descriptors"):
         match_descriptors(d, d[:, :64])
 

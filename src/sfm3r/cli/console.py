@@ -269,6 +269,9 @@ def summary_tables(result) -> list:
         "images": f"{len(result.images)} images",
         "features": _features_note(counts.get("features")),
         "pairs": (lambda p: f"{p['pairs']} pairs ({p['graph']})" if p else "")(counts.get("pairs")),
+        "putative_matching": (lambda m: f"{m['total']} pairs ({m['cached']} cached)" if m else "")(
+            counts.get("putative_matching")
+        ),
         "self_calibration": f"{len(counts.get('self_calibrated_focal') or {})} focal(s) estimated"
         if "self_calibrated_focal" in counts else "",
         "matching": (lambda m: f"{m['verified']} verified of {m['total']} ({m['cached']} cached)" if m else "")(

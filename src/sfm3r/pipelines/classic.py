@@ -29,7 +29,8 @@ import numpy as np
 import pycolmap
 
 from sfm3r.io import cache
-from sfm3r.io.images import read_image
+from sfm3r.pipelines.process_pool import map_in_processes
+from sfm3r.pipelines.sift_files import sift_of_file
 from sfm3r.sfm.classic.focal_sweep import multi_view_focal_sweep
 from sfm3r.sfm.classic.self_calibration import (
     SelfCalibConf,
@@ -37,8 +38,15 @@ from sfm3r.sfm.classic.self_calibration import (
     estimate_camera_focals,
     estimate_focal,
 )
-from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extract_sift
-from sfm3r.sfm.classic.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, match_descriptors, verify_matches
+from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures
+from sfm3r.sfm.classic.two_view import (
+    DEFAULT_FOCAL_FACTOR,
+    TwoViewConf,
+    camera_prior,
+    match_descriptor_pairs,
+    match_descriptors,
+    verify_matches,
+)
 from sfm3r.types import ImageInfo, PairResult, Pairs
 
 logger = logging.getLogger(__name__)
@@ -105,8 +113,8 @@ def extract_features(
     else:
         todo_here = todo
     with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
-        for info in todo_here:
-            features = extract_sift(read_image(info.path), conf)
+        jobs = [(info.path, conf) for info in todo_here]
+        for info, features in zip(todo_here, map_in_processes(sift_of_file, jobs), strict=True):
             cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             done += 1
             if progress:
@@ -155,6 +163,30 @@ class PutativeMatches:
             self._writer.__exit__(*exc)
         self.store.close()
 
+    def prefetch(self, ordered: Sequence[tuple[ImageInfo, ImageInfo]], progress: Progress | None = None) -> None:
+        """Match every canonical pair of `ordered` that is not stored yet, in one batch (COLMAP's matcher
+        indexes each image once and uses every core); later calls for these pairs are lookups."""
+        todo: dict[str, tuple[ImageInfo, ImageInfo]] = {}
+        for info_i, info_j in ordered:
+            key = cache.pair_key(info_i.sha256, info_j.sha256)
+            if key not in self._new and key not in todo and not self.store.has(key):
+                todo[key] = (info_i, info_j)
+        if not todo:
+            return
+        names = {info.name for pair in todo.values() for info in pair}
+        total = len(todo)
+        tick = (lambda done: progress("putative matching", done, total)) if progress else None
+        found = match_descriptor_pairs(
+            {name: self.features[name].descriptors for name in names},
+            [(info_i.name, info_j.name) for info_i, info_j in todo.values()], self.conf, device=self.device,
+            on_done=tick,
+        )  # fmt: skip
+        for key, matches in zip(todo, found, strict=True):
+            self.computed += 1
+            self._new[key] = matches
+            if self._writer is not None:
+                self._writer.add(key, cache.Unit("matches", {"matches": matches.astype(np.int32)}))
+
     def __call__(self, info_i: ImageInfo, info_j: ImageInfo) -> np.ndarray:
         key = cache.pair_key(info_i.sha256, info_j.sha256)
         if key in self._new:
@@ -169,6 +201,27 @@ class PutativeMatches:
             self._writer.add(key, cache.Unit("matches", {"matches": matches.astype(np.int32)}))
             self._new[key] = matches
         return matches
+
+
+def match_putative(
+    images: Sequence[ImageInfo],
+    pairs: Pairs,
+    features: Mapping[str, SiftFeatures],
+    sift_conf: SiftConf,
+    conf: TwoViewConf,
+    cache_dir: Path,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> StageCounts:
+    """Putative (descriptor) matches of every scene-graph pair, in one batch, stored for the self-calibration
+    and the verification (namespace ``matches-sift``); pairs stored already are not matched again."""
+    by_name = {info.name: info for info in images}
+    ordered = [cache_order_pair(by_name[a], by_name[b]) for a, b in pairs.pairs]
+    with PutativeMatches(cache_dir, sift_conf, conf, features, device) as matches_for:
+        matches_for.prefetch(ordered, progress)
+        computed = matches_for.computed
+    logger.info("putative matching: %d pairs, %d matched now", len(ordered), computed)
+    return StageCounts(len(ordered), len(ordered) - computed, computed)
 
 
 SELF_CALIB_MAX_PAIRS = 30  # scene-graph pairs (highest scores first) whose F feed the self-calibration
@@ -502,6 +555,7 @@ def match_classic(
         store.writer(max_seconds=_COMMIT_SECONDS) as writer,
         PutativeMatches(cache_dir, sift_conf, conf, features, device, store_new=False) as matches_for,
     ):
+        matches_for.prefetch([ordered[k] for k in todo_here])  # what match_putative did not store
         for k in todo_here:
             info_i, info_j = ordered[k]
             result = verify_matches(

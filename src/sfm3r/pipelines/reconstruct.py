@@ -30,7 +30,7 @@ from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
 from sfm3r.io.preview import write_preview
 from sfm3r.pipelines.alignment_stage import align_cached
-from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
+from sfm3r.pipelines.classic import extract_features, match_classic, match_putative, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
 from sfm3r.pipelines.scene_stats import describe_scene
@@ -298,6 +298,12 @@ def _reconstruct(
         sift_features()
 
     dense_views = None
+    if backend == Backend.CLASSIC and runner is None:  # on a cluster, each worker matches its own pairs
+        with _timed(timings, "putative_matching", progress):
+            putative_counts = match_putative(
+                images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress
+            )
+        result.counts["putative_matching"] = dataclasses.asdict(putative_counts)
     if backend == Backend.CLASSIC:  # the MASt3R backend estimates focals itself
         with _timed(timings, "self_calibration", progress):
             calib_counts: dict[str, int] = {}
@@ -394,7 +400,7 @@ def _preview_is_current(run: RunFolder, align_key: str | None, conf: Reconstruct
         return False
 
 
-_CACHED_STAGES = ("features", "self_calibration", "matching", "alignment")
+_CACHED_STAGES = ("features", "putative_matching", "self_calibration", "matching", "alignment")
 
 
 def _unit_totals(counts: dict[str, Any]) -> dict[str, int]:
