@@ -53,4 +53,27 @@ def test_without_agreement_every_hypothesis_is_tried(monkeypatch):
               (1500, 2000, 1560.0, 0.116), (2000, 1e9, 1988.0, 0.144)]  # fmt: skip
     started = _fake_alignment(monkeypatch, basins)
     out = focal_sweep.multi_view_focal_sweep(PAIRS, PUTATIVE, FEATURES, W, H, conf=None)
-    assert out.focal_px == 1560.0 and len(started) == 5 and started == sorted(started)
+    assert out.focal_px == 1560.0
+    assert started[0] == 768.0  # no guess: nearest COLMAP's default 1.2 x 640 first
+    assert sorted(started) == [512.0, 768.0, 1152.0, 1728.0, 2560.0]  # no two agree: every start is aligned
+
+
+def test_a_guess_outside_the_swept_range_is_no_hint(monkeypatch):
+    started = _fake_alignment(monkeypatch, BASINS)
+    out = focal_sweep.multi_view_focal_sweep(PAIRS, PUTATIVE, FEATURES, W, H, conf=None, guess_px=296.0)
+    assert started[0] == 768.0 and out.focal_px == 1510.0  # (templeRing's flat curve has its minimum at 296 px)
+
+
+def test_starts_that_leave_an_image_out_may_still_agree(monkeypatch):
+    """Two starts placing the most images so far (not necessarily all) that agree end the sweep."""
+    started = _fake_alignment(monkeypatch, BASINS)
+    real = focal_sweep.align_scene
+
+    def one_image_short(results, images, conf):
+        scene = real(results, images, conf)
+        scene.num_images = len(images) - 1
+        return scene
+
+    monkeypatch.setattr(focal_sweep, "align_scene", one_image_short)
+    out = focal_sweep.multi_view_focal_sweep(PAIRS, PUTATIVE, FEATURES, W, H, conf=None, guess_px=1500.0)
+    assert started == [1728.0, 1152.0] and out.focal_px == 1510.0

@@ -7,9 +7,15 @@ and the refined focal of the hypothesis with the most images placed, then the lo
 error, wins.
 
 The hypotheses are tried nearest first to the pairwise curve's (flat, but still informative) minimum,
-and the sweep stops early once two hypotheses placing every image converge to the same refined focal
-(within ``agree``): both started in the basin of the one minimum the alignment finds there, and the
-ones further out, which only add the wide (0.8 max(W, H)) and tele (4 max(W, H)) ends, are not run.
+or to COLMAP's default focal (1.2 max(W, H)) when that minimum lies outside the swept range (templeRing:
+296 px, at the wide edge of a flat curve), and the sweep stops early once two
+hypotheses placing the most images so far converge to the same refined focal (within ``agree``): both
+started in the basin of the one minimum the alignment finds there, and the ones further out, which only
+add the wide (0.8 max(W, H)) and tele (4 max(W, H)) ends, are not run. (Until December 2026 the rule
+asked for every image to be placed, which a sweep over 30 of a ring's pairs rarely does: templeRing ran
+all five alignments, 512 / 768 / 1152 / 1728 / 2560 px -> 1367 / 1511 / 1511 / 1511 / 1511 px, 26 of 27
+images each; now it stops after 768 and 1152.) Each hypothesis is aligned without the multi-view track
+points (``SWEEP_ALIGN_CONF``): only the refined focal and the anchors' reprojection error are used.
 Measured on templeRing (16 images, 42 pairs, GT focal 1520 px): starts 700 / 1000 / 1400-2000 / 2800 px
 end at 1099 / 1386 / 1505-1512 / 1988 px with mean errors 0.132 / 0.118 / 0.116 / 0.144 px.
 """
@@ -25,17 +31,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from sfm3r.errors import Sfm3rError
-from sfm3r.sfm.align.alignment import AlignConf, align_scene
+from sfm3r.sfm.align.alignment import AlignConf, OutputPoints, align_scene
 from sfm3r.sfm.classic.sift import SiftFeatures
-from sfm3r.sfm.classic.two_view import TwoViewConf, camera_prior, verify_matches
+from sfm3r.sfm.classic.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, verify_matches
 from sfm3r.types import ImageInfo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SWEEP_FACTORS", "SweepResult", "multi_view_focal_sweep"]
+__all__ = ["SWEEP_ALIGN_CONF", "SWEEP_FACTORS", "SweepResult", "multi_view_focal_sweep"]
 
 # Focal hypotheses, as factors of max(W, H): 0.8 (wide) ... 4.0 (tele).
 SWEEP_FACTORS = (0.8, 1.2, 1.8, 2.7, 4.0)
+# The alignment of each hypothesis: the default one without track points (not used by the sweep).
+SWEEP_ALIGN_CONF = AlignConf(points=OutputPoints.ANCHORS)
 
 
 @dataclass(frozen=True)
@@ -56,16 +64,18 @@ def multi_view_focal_sweep(
     guess_px: float | None = None,  # the pairwise cost curve's minimum: hypotheses nearest it go first
     factors: Sequence[float] = SWEEP_FACTORS,
     agree: float = 0.01,  # two refined focals this close (relative) end the sweep
-    align_conf: AlignConf = AlignConf(),
+    align_conf: AlignConf = SWEEP_ALIGN_CONF,
 ) -> SweepResult:
     """Focal (pixels) of the images of size ``width`` x ``height`` in the pairs ``ordered`` (see module doc)."""
     size = max(width, height)
     starts = [f * size for f in factors]
-    if guess_px:
-        starts.sort(key=lambda f: abs(math.log(f / guess_px)))
+    inside = guess_px and min(starts) <= guess_px <= max(starts)  # outside: the flat curve's edge, no hint
+    first = guess_px if inside else DEFAULT_FOCAL_FACTOR * size
+    starts.sort(key=lambda f: abs(math.log(f / first)))
     infos = {info.name: info for pair in ordered for info in pair}
     best: tuple[int, float, float] | None = None  # (-registered, mean error, refined focal)
-    complete: list[float] = []  # refined focals of the hypotheses that placed every image
+    most_placed = 0
+    complete: list[float] = []  # refined focals of the hypotheses that placed `most_placed` images
     tried, refined_all = [], []
     for focal in starts:
         prior = camera_prior(width, height, focal)
@@ -90,7 +100,9 @@ def multi_view_focal_sweep(
                      focal, refined, scene.num_images, candidate[1])  # fmt: skip
         if best is None or candidate[:2] < best[:2]:
             best = candidate
-        if scene.num_images == len(infos):
+        if scene.num_images > most_placed:
+            most_placed, complete = scene.num_images, []
+        if scene.num_images == most_placed:
             if any(abs(math.log(refined / other)) < agree for other in complete):
                 logger.debug("focal sweep: two starts converge to %.0f px; stopping after %d of %d",
                              refined, len(tried), len(starts))  # fmt: skip

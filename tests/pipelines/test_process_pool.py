@@ -1,0 +1,53 @@
+"""Worker processes for per-image work (pipelines/process_pool.py): order, errors, and no re-run of __main__."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sfm3r.errors import ImageReadError
+from sfm3r.pipelines.process_pool import map_in_processes
+from sfm3r.pipelines.sift_files import sift_of_file
+from sfm3r.sfm.classic.sift import SiftConf, extract_sift
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample" / "images"
+
+
+def test_results_come_back_in_order_from_two_workers():
+    items = [float(k * k) for k in range(12)]
+    assert list(map_in_processes(math.sqrt, items, workers=2)) == [float(k) for k in range(12)]
+
+
+def test_sift_in_workers_equals_sift_here_and_errors_reach_the_caller(tmp_path):
+    conf = SiftConf(max_image_size=320, max_num_features=512)
+    paths = sorted(SAMPLE.glob("*.jpg"))[:3]
+    found = list(map_in_processes(sift_of_file, [(p, conf) for p in paths], workers=2))
+    for path, features in zip(paths, found, strict=True):
+        here = extract_sift(np.asarray(Image.open(path).convert("RGB")), conf)
+        assert np.array_equal(features.keypoints, here.keypoints)
+        assert np.array_equal(features.descriptors, here.descriptors)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        list(map_in_processes(sift_of_file, [(paths[0], conf), (broken, conf), (paths[1], conf)], workers=2))
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(tmp_path):
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent("""
+        import math
+        from sfm3r.pipelines.process_pool import map_in_processes
+        print("script body ran")
+        print(list(map_in_processes(math.sqrt, [1.0, 4.0, 9.0, 16.0], workers=2)))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": ":".join(p for p in sys.path if p), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["script body ran", "[1.0, 2.0, 3.0, 4.0]"]
