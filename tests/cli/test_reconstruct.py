@@ -163,6 +163,8 @@ def test_rerun_of_a_finished_run_imports_no_torch_and_computes_nothing(photos, f
     build = installed_torch_build()
     if build is None or build.has_gpu_backend:  # --device auto then asks torch whether a GPU is there
         args += ["--device", "cpu"]
+    kept = sorted((out / "images").iterdir()) + [out / "preview.png"]
+    mtimes = {path.name: path.stat().st_mtime_ns for path in kept}  # copytree kept the first run's
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(sfm3r.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", _RERUN_DRIVER, *args], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -171,7 +173,15 @@ def test_rerun_of_a_finished_run_imports_no_torch_and_computes_nothing(photos, f
     counts = json.loads((out / "run.json").read_text())["counts"]
     assert counts["units"]["computed"] == 0 and counts["units"]["reused"] > 0
     assert counts["alignment"] == json.loads((full_run / "run.json").read_text())["counts"]["alignment"] | {"computed": 0, "cached": 1}
-    assert "cache units: 0 computed" in (out / "log.txt").read_text()  # the first run's line says N computed
+    log = (out / "log.txt").read_text()
+    assert "cache units: 0 computed" in log  # the first run's line says N computed
+    # The export kept the cropped images it wrote (not re-encoded), and the preview: same files, same mtimes.
+    assert f"{len(NAMES)} kept as an earlier export wrote them" in log
+    assert {path.name: path.stat().st_mtime_ns for path in kept} == mtimes
+    manifest = json.loads((out / "sfm3r-manifest.json").read_text())
+    assert sorted(manifest["made_from"]) == sorted(f"images/{name}" for name in NAMES)
+    for key, record in manifest["made_from"].items():
+        assert key in manifest["files"] and record["size"] == (out / key).stat().st_size
 
 
 def test_info_summarises_the_model(full_run):

@@ -363,7 +363,12 @@ def _reconstruct(
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
-            exported = export_gaussian_splatting_scene(scene, images, run.root, text=conf.write_text, claim=run.claim)
+            try:  # images an earlier export wrote identically are kept (io.export, "Reruns")
+                exported = export_gaussian_splatting_scene(
+                    scene, images, run.root, text=conf.write_text, claim=run.claim, written=run.made_from
+                )  # fmt: skip
+            finally:
+                run.save_manifest()  # the records of the images written, also when a later one failed
             distorted_dir = run.root / "distorted" / "sparse" / "0"
             if any(camera.has_distortion for camera in scene.cameras):
                 # the model of the original photos; sparse/0 holds the undistorted one (graphdeco's layout)
