@@ -3,7 +3,10 @@
 Five images share one camera, so its principal point is refined and the 3DGS folder crops them to centre it."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import sfm3r
 from sfm3r.cli.main import cli
 from sfm3r.io.colmap import read_colmap_model
+from sfm3r.pipelines.torch_build import installed_torch_build
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample"
 NAMES = ["0003.jpg", "0004.jpg", "0005.jpg", "0006.jpg", "0007.jpg"]
@@ -135,6 +140,48 @@ def test_rerun_of_a_finished_run_recomputes_nothing(photos, full_run):
     after = read_colmap_model(full_run / "sparse" / "0")
     np.testing.assert_array_equal(after.rotations, before.rotations)
     np.testing.assert_array_equal(after.points_xyz, before.points_xyz)
+
+
+# Runs the CLI in a fresh interpreter, then says which heavy modules the run imported.
+_RERUN_DRIVER = """
+import json, sys
+from sfm3r.cli.main import main
+sys.argv = ["sfm3r", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+heavy = ("torch", "roma", "faiss", "asmk", "matplotlib")
+print(json.dumps({"exit": code, "loaded": [name for name in heavy if name in sys.modules]}))
+"""
+
+
+def test_rerun_of_a_finished_run_imports_no_torch_and_computes_nothing(photos, full_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    args = ["reconstruct", str(photos), str(out), "--quiet"]
+    build = installed_torch_build()
+    if build is None or build.has_gpu_backend:  # --device auto then asks torch whether a GPU is there
+        args += ["--device", "cpu"]
+    kept = sorted((out / "images").iterdir()) + [out / "preview.png"]
+    mtimes = {path.name: path.stat().st_mtime_ns for path in kept}  # copytree kept the first run's
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(sfm3r.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _RERUN_DRIVER, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"exit": 0, "loaded": []}, done.stderr
+    counts = json.loads((out / "run.json").read_text())["counts"]
+    assert counts["units"]["computed"] == 0 and counts["units"]["reused"] > 0
+    assert counts["alignment"] == json.loads((full_run / "run.json").read_text())["counts"]["alignment"] | {"computed": 0, "cached": 1}
+    log = (out / "log.txt").read_text()
+    assert "cache units: 0 computed" in log  # the first run's line says N computed
+    # The export kept the cropped images it wrote (not re-encoded), and the preview: same files, same mtimes.
+    assert f"{len(NAMES)} kept as an earlier export wrote them" in log
+    assert {path.name: path.stat().st_mtime_ns for path in kept} == mtimes
+    manifest = json.loads((out / "sfm3r-manifest.json").read_text())
+    assert sorted(manifest["made_from"]) == sorted(f"images/{name}" for name in NAMES)
+    for key, record in manifest["made_from"].items():
+        assert key in manifest["files"] and record["size"] == (out / key).stat().st_size
 
 
 def test_info_summarises_the_model(full_run):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
-
 import logging
 
 import numpy as np
@@ -14,6 +14,7 @@ from io_test_scenes import look_at
 from PIL import Image
 
 from sfm3r.cli.main import cli
+from sfm3r.io import export as export_module
 from sfm3r.io.colmap import read_colmap_model, write_colmap_model
 from sfm3r.io.export import Crop, centring_crop, crop_camera, export_gaussian_splatting_folder
 from sfm3r.io.images import read_image, read_image_info
@@ -208,3 +209,52 @@ def test_cli_export_crops_by_default_and_keeps_images_whole_with_no_crop(tmp_pat
         assert (tmp_path / "whole" / "images" / info.name.replace("/", "__")).read_bytes() == info.path.read_bytes()
     written = read_colmap_model(tmp_path / "whole" / "sparse" / "0")
     assert set(written.cameras) == {OFF, CENTRED} and len(written.obs_xy) == len(scene.obs_xy)
+
+
+def _mtimes(folder) -> dict[str, int]:
+    return {path.name: path.stat().st_mtime_ns for path in sorted((folder / "images").iterdir())}
+
+
+def test_a_second_export_keeps_the_images_it_wrote_identically_and_rewrites_a_changed_crop(tmp_path, monkeypatch):
+    scene = _scene()
+    infos = _write_photos(tmp_path / "photos", scene)
+    out, written = tmp_path / "out", {}
+    export_gaussian_splatting_folder(scene, infos, out, written=written)
+    assert sorted(written) == sorted(f"images/{name}" for name in EXPORTED.values())
+    for key, record in written.items():
+        assert record["size"] == (out / key).stat().st_size and record["mtime_ns"] == (out / key).stat().st_mtime_ns
+    first, contents = _mtimes(out), {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+
+    made = []
+    real_export_image = export_module._export_image
+    monkeypatch.setattr(export_module, "_export_image", lambda info, *args: made.append(info.name) or real_export_image(info, *args))
+    export_gaussian_splatting_folder(scene, infos, out, written=written)  # the same scene again: nothing made
+    assert made == [] and _mtimes(out) == first
+
+    # The off-centre camera's principal point moves by 2 px: its three images get another crop; the two
+    # images of the centred camera stay as they are.
+    moved = dataclasses.replace(OFF, cx=OFF.cx - 2.0)
+    export_gaussian_splatting_folder(_scene(cameras=(moved, CENTRED)), infos, out, written=written)
+    assert sorted(made) == ["off_0.jpg", "off_1.jpg", "sub/off_2.png"]
+    with Image.open(out / "images" / "off_0.jpg") as image:
+        assert image.size == (181, 141)
+    assert {name: _mtimes(out)[name] for name in ("centred_0.jpg", "centred_1.png")} == {
+        name: first[name] for name in ("centred_0.jpg", "centred_1.png")
+    }
+
+    # A file changed after the export (another tool wrote it), or a record that is not ours: written again.
+    made.clear()
+    (out / "images" / "centred_0.jpg").write_bytes(b"not the image")
+    written["images/centred_1.png"] = {"recipe": "x", "size": "?", "mtime_ns": 0}
+    export_gaussian_splatting_folder(_scene(cameras=(moved, CENTRED)), infos, out, written=written)
+    assert sorted(made) == ["centred_0.jpg", "centred_1.png"]
+    assert (out / "images" / "centred_0.jpg").read_bytes() == contents["centred_0.jpg"]
+
+
+def test_export_without_a_record_writes_every_image(cropped, monkeypatch):
+    scene, infos, out = cropped
+    made = []
+    real_export_image = export_module._export_image
+    monkeypatch.setattr(export_module, "_export_image", lambda info, *args: made.append(info.name) or real_export_image(info, *args))
+    export_gaussian_splatting_folder(scene, infos, out)
+    assert sorted(made) == sorted(NAMES)

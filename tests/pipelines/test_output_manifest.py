@@ -115,3 +115,28 @@ def test_deleting_one_owned_folder_keeps_the_users_files_and_the_rest(tmp_path):
     assert not (out / "images" / "a.jpg").exists() and not (out / "distorted").exists()
     assert (out / "points.ply").exists()
     assert json.loads(manifest.path.read_text())["files"] == ["points.ply"]
+
+
+def test_made_from_records_are_kept_for_listed_files_only(tmp_path):
+    out = tmp_path / "out"
+    manifest = open_output(out)
+    manifest.claim([out / "images" / "a.jpg", out / "images" / "b.jpg"])
+    record = {"recipe": "ab" * 32, "size": 4, "mtime_ns": 1}
+    manifest.made_from.update({"images/a.jpg": record, "images/b.jpg": record, "images/never-claimed.jpg": record})
+    manifest.save()
+    again = open_output(out)
+    assert again.made_from == {"images/a.jpg": record, "images/b.jpg": record}
+    (out / "images").mkdir()
+    (out / "images" / "b.jpg").write_bytes(b"ours")
+    again.delete_owned_under("images")  # the files go, and their records with them
+    assert open_output(out).made_from == {}
+    manifest = open_output(out)
+    manifest.claim([out / "images" / "a.jpg"])
+    manifest.made_from["images/a.jpg"] = record
+    manifest.save()
+    assert open_output(out, overwrite=True).made_from == {}
+    # an old manifest without the key, or an edited one with nonsense there: no records, no error
+    payload = json.loads((out / MANIFEST_NAME).read_text())
+    for made_from in (None, [1, 2], "x"):
+        (out / MANIFEST_NAME).write_text(json.dumps(payload | {"made_from": made_from}))
+        assert open_output(out).made_from == {}

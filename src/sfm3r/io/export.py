@@ -39,6 +39,12 @@ Undistortion. Cameras with lens distortion (SIMPLE_RADIAL, RADIAL, OPENCV) are f
 (``io.undistort``, as COLMAP's ``image_undistorter``): their images are resampled to PINHOLE cameras
 whose principal point is then centred by the crop above like any other.
 
+Reruns. Given the record of an earlier export into the same folder (``written``: the run folder's
+manifest keeps it), an image whose file would be made from the same source bytes with the same crop,
+undistortion and encoder options (its recipe, :func:`image_recipe`), and whose file still has the size
+and modification time recorded when it was written, is kept as it is: neither decoded nor re-encoded,
+its mtime unchanged. Any other image is written and its record replaced.
+
 The PLY is not written as ``sparse/0/points3D.ply``: graphdeco 3DGS would load that file instead of
 points3D.bin and expects normals in it.
 """
@@ -51,10 +57,12 @@ import io
 import logging
 import os
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+import json
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import PIL
 from PIL import Image
 
 from sfm3r.errors import InputError, ReconstructionError
@@ -177,6 +185,73 @@ def _export_image(
     else:
         data = info.path.read_bytes()
     write_bytes_atomic(target, data)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Keeping the images of an earlier export
+
+_RECIPE_VERSION = 1  # bump when the image code (read_image, crop, undistortion, encoder options) changes
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenImage:
+    """An exported image file as written: what it was made from, and its size and mtime right after."""
+
+    recipe: str  # image_recipe(): sha256 hex of the source's sha256 and every option shaping the file
+    size: int  # bytes
+    mtime_ns: int  # st_mtime_ns
+
+    @classmethod
+    def of_file(cls, recipe: str, path: Path) -> WrittenImage:
+        stat = path.stat()
+        return cls(recipe, stat.st_size, stat.st_mtime_ns)
+
+    @classmethod
+    def from_json(cls, value: object) -> WrittenImage | None:
+        """The record as stored (a dict of the fields); None for anything else (an old or edited record)."""
+        if not isinstance(value, dict) or set(value) != {"recipe", "size", "mtime_ns"}:
+            return None
+        recipe, size, mtime_ns = value["recipe"], value["size"], value["mtime_ns"]
+        if not isinstance(recipe, str) or type(size) is not int or type(mtime_ns) is not int:
+            return None
+        return cls(recipe, size, mtime_ns)
+
+    def to_json(self) -> dict[str, str | int]:
+        return dataclasses.asdict(self)
+
+    def is_current(self, recipe: str, path: Path) -> bool:
+        """Whether `path` is this record's file, untouched since, and would be made the same way again."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        return self.recipe == recipe and (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
+
+
+def image_recipe(info: ImageInfo, reencode: bool, crop: Crop | None, distorted: Camera | None) -> str:
+    """sha256 (hex) of everything that decides an exported image's bytes (see :func:`_export_image`): the
+    source file's sha256, the crop, the distorted camera it is undistorted from, the output format and
+    encoder options, and the versions of the code that decodes, resamples and encodes it."""
+    made = reencode or crop is not None or distorted is not None
+    recipe = {
+        "version": _RECIPE_VERSION,
+        "source_sha256": info.sha256,
+        "copy": not made,
+        "png": reencode,  # else the source's own format (decided by its bytes, i.e. by its sha256)
+        "crop": dataclasses.asdict(crop) if crop is not None else None,
+        "undistort_from": dataclasses.asdict(distorted) if distorted is not None else None,
+        "jpeg": {"quality": JPEG_QUALITY, "subsampling": 0} if made else None,
+        "pillow": PIL.__version__ if made else None,
+        "pycolmap": _pycolmap_version() if distorted is not None else None,
+    }
+    text = json.dumps(recipe, sort_keys=True, default=lambda value: np.asarray(value).tolist())  # numpy values
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _pycolmap_version() -> str:
+    import pycolmap  # imported by io.undistort already
+
+    return pycolmap.__version__
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,6 +386,7 @@ def export_gaussian_splatting_scene(
     dense: bool = False,
     centre_principal_points: bool = True,
     claim: Callable[[list[Path]], None] | None = None,
+    written: MutableMapping[str, object] | None = None,
 ) -> Scene:
     """Lay out `out_dir` for Gaussian Splatting trainers (layout in the module docstring).
 
@@ -325,6 +401,9 @@ def export_gaussian_splatting_scene(
             it is centred (for graphdeco 3DGS); the written model describes the cropped images.
         claim: called with every path to be written before the first is written (the run folder's
             written-files contract: it raises if one of them is not sfm3r's to write).
+        written: the record of earlier exports into `out_dir`, {path relative to `out_dir` (posix):
+            WrittenImage.to_json()}; images whose record is current are kept as they are (module
+            docstring), and the record of every image written is set. None: every image is written.
 
     Cameras with lens distortion are undistorted first (``io.undistort``): their images are resampled
     and written with PINHOLE cameras; the centring crop then applies to the undistorted cameras.
@@ -377,10 +456,18 @@ def export_gaussian_splatting_scene(
             + [out_dir / "points.ply"]
         )
     images_dir.mkdir(parents=True, exist_ok=True)
+    kept = 0
     for name in scene.image_names:
-        _export_image(
-            by_name[name], name in reencode, images_dir / new_names[name], crop_of.get(name), distorted_of.get(name)
-        )  # fmt: skip
+        target, crop, camera = images_dir / new_names[name], crop_of.get(name), distorted_of.get(name)
+        recipe = image_recipe(by_name[name], name in reencode, crop, camera)
+        key = target.relative_to(out_dir).as_posix()
+        previous = WrittenImage.from_json(written.get(key)) if written is not None else None
+        if previous is not None and previous.is_current(recipe, target):
+            kept += 1
+            continue
+        _export_image(by_name[name], name in reencode, target, crop, camera)
+        if written is not None:
+            written[key] = WrittenImage.of_file(recipe, target).to_json()
     write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
     write_ply(out_dir / "points.ply", xyz, rgb)
     if distorted:
@@ -401,8 +488,9 @@ def export_gaussian_splatting_scene(
         name not in reencode and name not in crop_of and name not in distorted_of for name in scene.image_names
     )  # fmt: skip
     logger.info(
-        "exported %d images (%d copied, %d re-encoded, undistorted or cropped), the model and %d points to %s",
-        scene.num_images, copied, scene.num_images - copied, len(xyz), out_dir,
+        "exported %d images (%d copied, %d re-encoded, undistorted or cropped; %d kept as an earlier export "
+        "wrote them), the model and %d points to %s",
+        scene.num_images, copied, scene.num_images - copied, kept, len(xyz), out_dir,
     )  # fmt: skip
     return renamed
 
@@ -416,9 +504,11 @@ def export_gaussian_splatting_folder(
     dense: bool = False,
     centre_principal_points: bool = True,
     claim: Callable[[list[Path]], None] | None = None,
+    written: MutableMapping[str, object] | None = None,
 ) -> Path:
     """:func:`export_gaussian_splatting_scene`, returning `out_dir`."""
     export_gaussian_splatting_scene(
-        scene, images, out_dir, text, dense=dense, centre_principal_points=centre_principal_points, claim=claim
+        scene, images, out_dir, text, dense=dense, centre_principal_points=centre_principal_points, claim=claim,
+        written=written,
     )  # fmt: skip
     return Path(out_dir)

@@ -30,13 +30,16 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps
 
 from sfm3r.errors import ImageReadError, InputError
 from sfm3r.types import ImageInfo, NetView
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -400,6 +403,8 @@ def normalize_for_network(net_rgb: np.ndarray) -> torch.Tensor:
 
     The order of operations is the official one (ToTensor then Normalize), so results are bit-identical.
     """
+    import torch  # only the network paths need it; reading images (a cached rerun) must not import it
+
     tensor = torch.from_numpy(np.ascontiguousarray(net_rgb)).permute(2, 0, 1).contiguous()
     return tensor.to(torch.float32).div(255).sub(0.5).div(0.5).unsqueeze(0)
 

@@ -34,6 +34,10 @@ def export_model(
     wanted = set(scene.image_names)
     recursive = recursive or any("/" in name for name in wanted)
     infos = [info for info in load_image_infos(images_dir, recursive=recursive) if info.name in wanted]
-    return export_gaussian_splatting_folder(
-        scene, infos, output.root, text=text, centre_principal_points=centre_principal_points, claim=output.claim
-    )
+    try:  # images an earlier export into `out` wrote identically are kept (io.export, "Reruns")
+        return export_gaussian_splatting_folder(
+            scene, infos, output.root, text=text, centre_principal_points=centre_principal_points,
+            claim=output.claim, written=output.made_from,
+        )  # fmt: skip
+    finally:
+        output.save()

@@ -4,7 +4,12 @@
 OUT, every file sfm3r writes there and the folders it owns whole (``cache/``); each entry is added
 *before* its file is written, so a crash never leaves an unlisted file of ours::
 
-    {"sfm3r_manifest": 1, "files": ["log.txt", "images/0001.jpg", ...], "folders": ["cache"]}
+    {"sfm3r_manifest": 1, "files": ["log.txt", "images/0001.jpg", ...], "folders": ["cache"],
+     "made_from": {"images/0001.jpg": {"recipe": "<sha256>", "size": 153139, "mtime_ns": ...}}}
+
+``made_from`` (optional) holds, for listed files whose writer records it, what the file was made from and
+its size and mtime when written (the 3DGS export's images: ``io.export.WrittenImage``), so that a rerun
+keeps a file it would write identically. Entries of files no longer listed are dropped.
 
 Rules (:func:`open_output`):
 
@@ -44,6 +49,7 @@ class OutputManifest:
         self.path = self.root / MANIFEST_NAME
         self.files: set[str] = set()
         self.folders: set[str] = set()
+        self.made_from: dict[str, object] = {}  # listed file -> its writer's record (opaque here)
 
     # --- reading and writing the manifest itself
     def load(self) -> None:
@@ -59,10 +65,15 @@ class OutputManifest:
             ) from None
         self.files = {str(f) for f in files if _safe_relative(str(f))}
         self.folders = {str(f) for f in folders if _safe_relative(str(f))}
+        made_from = content.get("made_from")
+        self.made_from = dict(made_from) if isinstance(made_from, dict) else {}  # a writer checks each entry
 
     def save(self) -> None:
         """Write the manifest through a temp file, fsync and a rename (never half a manifest)."""
-        payload = {"sfm3r_manifest": _FORMAT, "files": sorted(self.files), "folders": sorted(self.folders)}
+        payload = {
+            "sfm3r_manifest": _FORMAT, "files": sorted(self.files), "folders": sorted(self.folders),
+            "made_from": {rel: self.made_from[rel] for rel in sorted(self.made_from) if rel in self.files},
+        }  # fmt: skip
         tmp = self.root / f".{MANIFEST_NAME}.tmp"
         try:
             with open(tmp, "w") as handle:
@@ -136,6 +147,7 @@ class OutputManifest:
                 pass
         self.files.clear()
         self.folders.clear()
+        self.made_from.clear()
         self.save()
 
     def delete_owned_under(self, folder: str) -> int:

@@ -17,7 +17,6 @@ import numpy as np
 from sfm3r.io import cache
 from sfm3r.io.pairs_file import read_pairs_file
 from sfm3r.pipelines.config import COMPLETE_GRAPH_MAX_IMAGES, DEFAULT_RETRIEVAL_GRAPH, ReconstructConf
-from sfm3r.sfm.graph.retrieval import sift_retrieval
 from sfm3r.sfm.graph.scene_graph import GraphReport, build_scene_graph, ensure_connected
 from sfm3r.sfm.classic.sift import SiftFeatures
 from sfm3r.types import ImageInfo, Pairs
@@ -57,6 +56,8 @@ def sift_similarity(
         d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
         descriptors.append(d)
     logger.info("retrieval: ASMK over %d images (%d descriptors)", len(images), sum(len(d) for d in descriptors))
+    from sfm3r.sfm.graph.retrieval import sift_retrieval  # torch loads only when the similarity is computed
+
     result = sift_retrieval(descriptors, device=device)
     with store.writer() as writer:
         writer.add(image_set, cache.Unit("retrieval", {"similarity": result.similarity, "codebook": result.codebook}, {}))

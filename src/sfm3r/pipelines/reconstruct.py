@@ -34,6 +34,7 @@ from sfm3r.pipelines.classic import extract_features, match_classic, match_putat
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
 from sfm3r.pipelines.scene_stats import describe_scene
+from sfm3r.pipelines.torch_build import installed_torch_build
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
@@ -200,12 +201,12 @@ def _scene_counts(scene: Scene, num_images: int) -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     import pycolmap
-    import torch
 
+    torch_build = installed_torch_build()  # read, not imported: a cached rerun never needs torch
     return {
         "sfm3r": sfm3r.__version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": torch_build.version if torch_build is not None else "unknown",
         "pycolmap": pycolmap.__version__,
         "numpy": np.__version__,
     }
@@ -368,7 +369,12 @@ def _reconstruct(
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
-            exported = export_gaussian_splatting_scene(scene, images, run.root, text=conf.write_text, claim=run.claim)
+            try:  # images an earlier export wrote identically are kept (io.export, "Reruns")
+                exported = export_gaussian_splatting_scene(
+                    scene, images, run.root, text=conf.write_text, claim=run.claim, written=run.made_from
+                )  # fmt: skip
+            finally:
+                run.save_manifest()  # the records of the images written, also when a later one failed
             distorted_dir = run.root / "distorted" / "sparse" / "0"
             if any(camera.has_distortion for camera in scene.cameras):
                 # the model of the original photos; sparse/0 holds the undistorted one (graphdeco's layout)

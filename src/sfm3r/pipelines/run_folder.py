@@ -44,6 +44,16 @@ class RunFolder:
         if self.manifest is not None:
             self.manifest.claim(flat, folder=folder)
 
+    @property
+    def made_from(self) -> dict[str, object] | None:
+        """The manifest's record of what written files were made from (io.export keeps unchanged images);
+        :meth:`save_manifest` stores what a writer added. None without a manifest."""
+        return self.manifest.made_from if self.manifest is not None else None
+
+    def save_manifest(self) -> None:
+        if self.manifest is not None:
+            self.manifest.save()
+
     def remove_owned(self, folder: str) -> int:
         """Delete the files sfm3r wrote inside `folder` of the run folder; returns how many."""
         return self.manifest.delete_owned_under(folder) if self.manifest is not None else 0

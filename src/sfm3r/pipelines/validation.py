@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sfm3r.errors import InputError
 from sfm3r.pipelines.config import Backend, ReconstructConf
+from sfm3r.pipelines.torch_build import installed_torch_build
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -20,10 +21,16 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 def check_device(device: str) -> str:
     """The device string, checked: auto, cpu, cuda or cuda:N, with CUDA (and device N) present when asked.
 
-    Returns the resolved device ("auto" -> "cuda" when available, else "cpu").
+    Returns the resolved device ("auto" -> "cuda" when available, else "cpu"). "cpu", and "auto" with a torch
+    build without a GPU backend, are resolved without importing torch (a cached rerun never imports it).
     """
     if not isinstance(device, str) or not _DEVICE_RE.match(device):
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N (e.g. cuda:1)")
+    if device == "cpu":
+        return device
+    build = installed_torch_build()
+    if device == "auto" and build is not None and not build.has_gpu_backend:
+        return "cpu"
     import torch
 
     if device == "auto":

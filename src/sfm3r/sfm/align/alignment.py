@@ -42,13 +42,12 @@ from sfm3r.sfm.align.bundle_adjustment import CameraModel as BACameraModel
 from sfm3r.sfm.align.bundle_adjustment import BundleAdjustmentConf, refine_scene
 from sfm3r.sfm.align.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.align.canonical import CanonicalData, DenseViewSource, build_canonical
-from sfm3r.sfm.align.coarse_alignment import CoarseConf, anchor_rays, coarse_align
 from sfm3r.sfm.geometry.distortion import distort_pixels, undistort_pixels
 from sfm3r.sfm.align.edge_verification import VerifiedEdge, VerifyConf, verify_edges
 from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
 from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.sfm.align.pose_init import initial_poses
-from sfm3r.sfm.align.reprojection_refinement import ReprojectionConf, refine_reprojection
+from sfm3r.sfm.align.step_confs import CoarseConf, ReprojectionConf
 from sfm3r.sfm.align.tracks import build_tracks
 from sfm3r.types import Camera, ImageInfo, PairResult, Scene
 
@@ -221,6 +220,8 @@ def _scene_from_anchors(
     info: dict,
 ) -> Scene:
     """One point per kept match (mean of its two anchors' world points), observed in both images."""
+    from sfm3r.sfm.align.coarse_alignment import anchor_rays  # a torch step's module (see align_scene)
+
     X = rotations.transpose(0, 2, 1)[canon.anchor_image] @ (anchor_rays(canon, focal, pp) * depth[:, None])[..., None]
     X = X[..., 0] + centres[canon.anchor_image]
     a, b = canon.match_a[keep], canon.match_b[keep]
@@ -285,6 +286,10 @@ def align_scene(
     Images outside the largest verified component are listed in ``Scene.unregistered``. Raises
     ReconstructionError when fewer than two images can be placed.
     """
+    # the torch steps load here, not at import: building an AlignConf (a cached rerun) must not import torch
+    from sfm3r.sfm.align.coarse_alignment import coarse_align
+    from sfm3r.sfm.align.reprojection_refinement import refine_reprojection
+
     known = dict(known_cameras or {})
     names = [im.name for im in images]
     if len(set(names)) != len(names):

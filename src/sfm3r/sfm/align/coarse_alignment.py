@@ -21,17 +21,10 @@ import torch
 
 from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
 from sfm3r.sfm.align.canonical import CanonicalData
+from sfm3r.sfm.align.step_confs import CoarseConf  # its options live apart from torch (step_confs)
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CoarseConf:
-    max_iters: int = 30
-    robust_scale: float = 0.03  # Cauchy scale on the relative 3D residual
-    tolerance: float = 1e-6  # stop when the relative cost decrease falls below
-    outlier_threshold: float = 0.25  # drop matches with relative residual above, after solving
 
 
 @dataclass(frozen=True, eq=False)

@@ -35,6 +35,7 @@ import torch
 
 from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
 from sfm3r.sfm.align.canonical import CanonicalData
+from sfm3r.sfm.align.step_confs import ReprojectionConf  # its options live apart from torch (step_confs)
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
 from sfm3r.sfm.geometry.projection import perspective_divide
 
@@ -56,25 +57,6 @@ _WIDTH = 16  # items per padded segment of one image pair in the batched product
 # The camera system is factorised densely (Cholesky) when its sparse LU would fill in most of it (retrieval-like
 # graphs: measured at 1,000 images, 6,000 columns, sparse LU 33 s with 97 % fill vs dense Cholesky 3.1 s) and it
 # has at most this many columns; rings and sequences stay sparse (57 ms).
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReprojectionConf:
-    """Options of the 2D refinement (a) on anchor depths; the bundle adjustment (b) has its own BundleAdjustmentConf."""
-
-    max_iters: int = 30
-    robust_scale_px: float = 1.0  # Cauchy scale of the reprojection error (final); 1 px measured best on Strecha
-    # > robust_scale_px: start at this scale and halve per iteration (measured: no gain on real or ring data)
-    initial_robust_scale_px: float = 0.0
-    # stop when the relative cost decrease falls below. 1e-4 (was 1e-6) measured on the cached pairs of real runs:
-    # herzjesu 10 instead of 14 iterations, fountain 12 instead of 26, AUC@3 98.20 / 96.98 unchanged, ATE +0.02 %
-    tolerance: float = 1e-4
-    outlier_px: float = 6.0  # matches with a larger error in either image are dropped from the output
-    optimise_focal: bool = True
-    # principal points of cameras shared by >= MIN_IMAGES_FOR_PP images. Measured (classic backend, AUC@3):
-    # fountain 88.6 -> 97.0, herzjesu 91.0 -> 98.2, temple ring 69.7 -> 91.7. The 3DGS export crops the
-    # images so that graphdeco 3DGS, which assumes a centred principal point, stays consistent.
-    optimise_pp: bool = True
 
 
 @dataclass(frozen=True, eq=False)

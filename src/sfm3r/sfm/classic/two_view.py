@@ -44,16 +44,19 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pycolmap
-import torch
 
 from sfm3r.sfm.classic.colmap_matcher import match_pairs_colmap
 from sfm3r.sfm.classic.sift import SiftFeatures
 from sfm3r.sfm.geometry.projection import perspective_divide
 from sfm3r.sfm.geometry.triangulation import triangulate_dlt
 from sfm3r.types import Camera, PairResult
+
+if TYPE_CHECKING:
+    import torch  # imported by the torch matcher's functions: a cached rerun never loads it
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +158,8 @@ def match_descriptors(
         return match_descriptor_pairs({"i": desc_i, "j": desc_j}, [("i", "j")], conf)[0]
     if conf.matcher is MatcherType.PYCOLMAP:
         return _match_pycolmap(desc_i, desc_j, conf)
+    import torch
+
     return _match_torch(desc_i, desc_j, conf, torch.device(device))
 
 
@@ -200,6 +205,8 @@ def _match_torch(desc_i: np.ndarray, desc_j: np.ndarray, conf: TwoViewConf, devi
     The second product covers the ~30 % of j that are a passing row's best, and both top-2 searches run
     along contiguous rows; the result equals the full-matrix row and column search exactly.
     """
+    import torch
+
     a = torch.nn.functional.normalize(torch.tensor(desc_i, dtype=torch.float32, device=device), dim=1)
     b = torch.nn.functional.normalize(torch.tensor(desc_j, dtype=torch.float32, device=device), dim=1)
     row_val, row_idx = _top2_rows(a, b)  # (N_i, k)
@@ -220,6 +227,8 @@ def _match_torch(desc_i: np.ndarray, desc_j: np.ndarray, conf: TwoViewConf, devi
 
 def _top2_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Best two cosine similarities of each row of a (N, D) among the rows of b (M, D) -> (N, k), (N, k)."""
+    import torch
+
     k = min(2, len(b))
     val = torch.empty((len(a), k), device=a.device)
     idx = torch.empty((len(a), k), dtype=torch.int64, device=a.device)
@@ -231,6 +240,8 @@ def _top2_rows(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 def _passes(val: torch.Tensor, conf: TwoViewConf) -> torch.Tensor:
     """(n, k) similarities, best first -> (n,) bool: max distance and ratio test on descriptor angles."""
+    import torch
+
     dist = torch.arccos(val.clamp(-1.0, 1.0))
     ok = dist[:, 0] <= conf.max_distance
     if val.shape[1] > 1:
