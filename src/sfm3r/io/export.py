@@ -54,10 +54,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
 import re
-import json
 from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from pathlib import Path, PurePosixPath
 
