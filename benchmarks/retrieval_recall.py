@@ -150,7 +150,7 @@ def graph_recall(names: list[str], sim: np.ndarray, covis: np.ndarray, key: np.n
     }
 
 
-def run_set(name: str, sizes: list[int | None]) -> list[dict]:
+def run_set(name: str, sizes: list[int | None], kmeans: list[tuple[int, int]] = ()) -> list[dict]:
     root = DATA / name
     names = sorted(p.name for p in (root / "images").iterdir())
     t0 = time.perf_counter()
@@ -166,9 +166,13 @@ def run_set(name: str, sizes: list[int | None]) -> list[dict]:
     n = len(names)
     density = covis.sum() / (n * (n - 1))
     rows = []
-    for size in sizes:
+    default = retrieval.CodebookConf()
+    variants = [(size, default.points_per_centroid, default.niter) for size in sizes]
+    variants += [(None, ppc, niter) for ppc, niter in kmeans]
+    for size, ppc, niter in variants:
         t0 = time.perf_counter()
-        res = retrieval.sift_retrieval(desc, codebook_conf=retrieval.CodebookConf(size=size))
+        codebook_conf = retrieval.CodebookConf(size=size, points_per_centroid=ppc, niter=niter)
+        res = retrieval.sift_retrieval(desc, codebook_conf=codebook_conf)
         dt = time.perf_counter() - t0
         row = {
             "set": name,
@@ -178,6 +182,8 @@ def run_set(name: str, sizes: list[int | None]) -> list[dict]:
             "covisible_fraction": float(density),
             "codebook": int(res.codebook.shape[0]),
             "codebook_rule": size is None,
+            "kmeans_points_per_centroid": ppc,
+            "kmeans_niter": niter,
             "retrieval_s": round(dt, 2),
             "sift_s": round(t_sift, 2),
         }
@@ -196,15 +202,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="*", type=int, default=[], help="extra codebook sizes to compare")
     ap.add_argument("--sets", nargs="*", default=list(SETS))
+    ap.add_argument("--kmeans", nargs="*", default=[], metavar="PPC:NITER",
+                    help="extra k-means settings to compare (points per centroid : iterations), e.g. 64:10")
     args = ap.parse_args()
     sizes: list[int | None] = [None, *args.sizes]
-    rows = [r for s in args.sets for r in run_set(s, sizes)]
-    head = f"{'set':24s} {'N':>3s} {'K':>5s} {'P@5':>6s} {'R@5':>6s} {'P@10':>6s} {'R@10':>6s} {'rand':>5s} {'graph':>14s} {'pairs':>9s} {'gR':>5s} {'time':>6s}"
+    kmeans = [tuple(int(v) for v in text.split(":")) for text in args.kmeans]
+    rows = [r for s in args.sets for r in run_set(s, sizes, kmeans)]
+    head = f"{'set':24s} {'N':>3s} {'K':>5s} {'ppc:it':>8s} {'P@5':>6s} {'R@5':>6s} {'P@10':>6s} {'R@10':>6s} {'rand':>5s} {'graph':>14s} {'pairs':>9s} {'gR':>5s} {'time':>6s}"
     print(head)
     for r in rows:
         g = r["retrieval_graph"]
         print(
             f"{r['set']:24s} {r['images']:3d} {r['codebook']:5d}{'*' if r['codebook_rule'] else ' '}"
+            f"{r['kmeans_points_per_centroid']:>4d}:{r['kmeans_niter']:<3d}"
             f"{r['precision@5']:6.3f} {r['recall@5']:6.3f} {r['precision@10']:6.3f} {r['recall@10']:6.3f} "
             f"{r['covisible_fraction']:5.2f} {g['graph']:>14s} {g['pairs']:4d}/{g['complete_pairs']:<4d} "
             f"{g['gt_top10_pairs_recall']:5.3f} {r['retrieval_s']:5.1f}s"
