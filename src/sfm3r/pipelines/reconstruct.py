@@ -33,6 +33,7 @@ from sfm3r.pipelines.alignment_stage import align_cached
 from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
+from sfm3r.pipelines.export import remove_stale_export_files
 from sfm3r.pipelines.scene_stats import describe_scene
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
@@ -358,11 +359,15 @@ def _reconstruct(
                 if run.remove_owned(stale):  # model no longer match sparse/0, the model of the photos
                     logger.warning("removed %s/ of an earlier export: sparse/0 now describes the original "
                                    "photos; run `sfm3r reconstruct` for the 3DGS folder", stale)
+            remove_stale_export_files(run.manifest)  # images_<f>/, transforms.json: of the removed images/
             run.sparse_dir.mkdir(parents=True, exist_ok=True)
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
-            exported = export_gaussian_splatting_scene(scene, images, run.root, text=conf.write_text, claim=run.claim)
+            exported = export_gaussian_splatting_scene(
+                scene, images, run.root, text=conf.write_text, claim=run.claim, downscales=conf.downscales
+            )  # fmt: skip
+            remove_stale_export_files(run.manifest, exported, conf.downscales)
             distorted_dir = run.root / "distorted" / "sparse" / "0"
             if any(camera.has_distortion for camera in scene.cameras):
                 # the model of the original photos; sparse/0 holds the undistorted one (graphdeco's layout)
