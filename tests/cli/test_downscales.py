@@ -74,3 +74,13 @@ def test_export_writes_the_factors_given_after_one_flag(photos, tmp_path):
     for factor in (2, 4):
         assert sorted(p.name for p in (out / f"images_{factor}").iterdir()) == names
     assert (out / "transforms.json").is_file()
+
+
+def test_a_factor_larger_than_a_photo_is_refused_before_any_work(photos, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["reconstruct", str(photos), str(out), "--downscales", "2", "600", "-q"])
+    assert result.exit_code == 2
+    assert "--downscales 600 is larger than the image 0003.jpg (768x512 pixels)" in result.output
+    assert "Traceback" not in result.output
+    assert not (out / "cache").exists() or not any((out / "cache").iterdir())  # no feature extracted
+    assert not (out / "sparse").exists()

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from sfm3r.errors import InputError
 from sfm3r.io.colmap import check_text_names, read_colmap_model
 from sfm3r.io.downscale import downscaled_paths
 from sfm3r.io.export import export_gaussian_splatting_scene
@@ -15,12 +16,27 @@ from sfm3r.io.images import load_image_infos
 from sfm3r.io.nerfstudio import written_paths as nerfstudio_paths
 from sfm3r.pipelines.evaluate import model_folder
 from sfm3r.pipelines.output_manifest import OutputManifest, open_output
-from sfm3r.types import Scene
+from sfm3r.types import ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
 
 _IMAGE_FOLDER = re.compile(r"images(_[0-9]+)?")  # images/ and its downscaled copies images_<f>/
 _NERFSTUDIO = {p.name for p in nerfstudio_paths(Path("."))}  # transforms.json, sparse_pc.ply
+
+
+def check_downscales_fit(images: Sequence[ImageInfo], downscales: Sequence[int]) -> None:
+    """Refuse, before any work, a downscale factor larger than a photo (the export would refuse it at the end).
+
+    Raises:
+        InputError: naming the factor, the photo and its size.
+    """
+    for info in images:
+        for factor in downscales:
+            if factor > min(info.width, info.height):
+                raise InputError(
+                    f"--downscales {factor} is larger than the image {info.name} ({info.width}x{info.height} "
+                    "pixels); give smaller factors"
+                )
 
 
 def remove_stale_export_files(

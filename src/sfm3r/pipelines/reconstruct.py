@@ -33,7 +33,7 @@ from sfm3r.pipelines.alignment_stage import align_cached
 from sfm3r.pipelines.classic import extract_features, match_classic, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
-from sfm3r.pipelines.export import remove_stale_export_files
+from sfm3r.pipelines.export import check_downscales_fit, remove_stale_export_files
 from sfm3r.pipelines.scene_stats import describe_scene
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
@@ -254,6 +254,7 @@ def _reconstruct(
 
     with _timed(timings, "images", progress):
         images = result.images = load_images(images_dir, conf)
+        check_downscales_fit(images, conf.downscales)  # now, not after the alignment
         known = load_known_cameras(conf.known_intrinsics, images) if conf.known_intrinsics else {}
         # known focals are the two-view priors of their images (as an EXIF focal would be)
         images = result.images = [
