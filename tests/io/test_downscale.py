@@ -9,7 +9,11 @@ from io_test_scenes import synthetic_scene
 from PIL import Image
 
 from sfm3r.errors import InputError
-from sfm3r.io.downscale import check_downscale_factors, downscaled_size, write_downscaled_copies
+from sfm3r.io.downscale import (
+    check_downscale_factors,
+    downscaled_size,
+    write_downscaled_copies,
+)
 from sfm3r.io.export import export_gaussian_splatting_folder
 from sfm3r.io.images import read_image_info
 
@@ -121,7 +125,9 @@ def test_export_refuses_a_factor_larger_than_an_image_before_writing(tmp_path):
     scene = synthetic_scene(("a.jpg", "b.jpg"))  # 64x48 and 48x64 cameras
     infos = _write_inputs(tmp_path / "photos", scene)
     with pytest.raises(InputError, match="factor 50 is larger"):
-        export_gaussian_splatting_folder(scene, infos, tmp_path / "out", centre_principal_points=False, downscales=(2, 50))
+        export_gaussian_splatting_folder(
+            scene, infos, tmp_path / "out", centre_principal_points=False, downscales=(2, 50)
+        )  # fmt: skip
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="below 2"):
         export_gaussian_splatting_folder(scene, infos, tmp_path / "out", downscales=(1,))

@@ -1,4 +1,4 @@
-"""`export_model` into a folder that holds an earlier export: what is kept, redone, removed (and never a user's file)."""
+"""`export_model` into a folder holding an earlier export: what is kept, redone, removed (never a user's file)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,9 @@ from PIL import Image, PngImagePlugin
 from sfm3r.errors import InputError
 from sfm3r.io.atomic import write_bytes_atomic
 
-__all__ = ["check_downscale_factors", "downscale_folder", "downscaled_paths", "downscaled_size", "write_downscaled_copies"]
+__all__ = [
+    "check_downscale_factors", "downscale_folder", "downscaled_paths", "downscaled_size", "write_downscaled_copies",
+]  # fmt: skip
 
 JPEG_QUALITY = 95  # as the export's re-encoded JPEGs (io.export.JPEG_QUALITY)
 _KEY_NAME = "sfm3r-downscale"  # PNG text key; JPEG comments start with it
@@ -54,7 +56,9 @@ def check_downscale_factors(factors: Collection[object]) -> tuple[int, ...]:
         if isinstance(factor, bool) or not isinstance(factor, int):
             raise InputError(f"downscale factor {factor!r} is not an integer; give integers >= 2, e.g. 2 4 8")
         if factor < 2:
-            raise InputError(f"downscale factor {factor} is below 2; give integers >= 2, e.g. 2 4 8 (images/ is factor 1)")
+            raise InputError(
+                f"downscale factor {factor} is below 2; give integers >= 2, e.g. 2 4 8 (images/ is factor 1)"
+            )
         checked.add(factor)
     return tuple(sorted(checked))
 
@@ -130,7 +134,9 @@ def write_downscaled_copies(source: Path, targets: Mapping[int, Path]) -> int:
         return 0
     with Image.open(io.BytesIO(data)) as image:
         if image.format not in ("JPEG", "PNG") or image.mode != "RGB":
-            raise InputError(f"{source} is a {image.format} {image.mode} image; expected an RGB JPEG or PNG of the export")
+            raise InputError(
+                f"{source} is a {image.format} {image.mode} image; expected an RGB JPEG or PNG of the export"
+            )
         file_format, icc_profile = image.format, image.info.get("icc_profile")
         image.load()
         sizes = {factor: downscaled_size(image.width, image.height, factor) for factor in stale}

@@ -65,7 +65,9 @@ def remove_stale_export_files(
     removed = manifest.delete_owned_files(stale)
     if removed:
         folders = sorted({rel.split("/")[0] + ("/" if "/" in rel else "") for rel in stale})
-        logger.info("removed %d file(s) of an earlier export that this one did not write (%s)", removed, ", ".join(folders))
+        logger.info(
+            "removed %d file(s) of an earlier export that this one did not write (%s)", removed, ", ".join(folders)
+        )
     return removed
 
 
