@@ -184,6 +184,28 @@ def test_rerun_of_a_finished_run_imports_no_torch_and_computes_nothing(photos, f
         assert key in manifest["files"] and record["size"] == (out / key).stat().st_size
 
 
+def test_rerun_with_downscales_adds_the_copies_and_a_later_rerun_keeps_or_removes_them(full_run, photos, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    assert _invoke("reconstruct", photos, out, "--quiet", "--downscales", "2", "4").exit_code == 0
+    rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    listed = set(json.loads((out / "sfm3r-manifest.json").read_text())["files"])
+    for factor in (2, 4):
+        for image in rec.images.values():
+            camera = rec.cameras[image.camera_id]
+            with Image.open(out / f"images_{factor}" / image.name) as copy:  # the cropped images, downscaled
+                assert copy.size == (camera.width // factor, camera.height // factor)
+            assert f"images_{factor}/{image.name}" in listed
+    assert json.loads((out / "run.json").read_text())["config"]["downscales"] == [2, 4]
+    frames = json.loads((out / "transforms.json").read_text())["frames"]
+    assert sorted(f["file_path"] for f in frames) == sorted(f"images/{i.name}" for i in rec.images.values())
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "images_2").iterdir()}
+    assert _invoke("reconstruct", photos, out, "--quiet", "--downscales", "2").exit_code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "images_2").iterdir()} == stamps  # not re-encoded
+    assert not (out / "images_4").exists()
+    assert "downscaled copies (images_2/): 0 written, 5 unchanged" in (out / "log.txt").read_text()
+
+
 def test_info_summarises_the_model(full_run):
     result = _invoke("info", full_run)
     assert result.exit_code == 0
@@ -222,9 +244,13 @@ def test_align_into_a_reconstruct_folder_leaves_it_consistent(full_run, photos, 
     must not stay beside it (graphdeco would read size mismatches)."""
     out = tmp_path / "out"
     shutil.copytree(full_run, out)
-    assert (out / "images").is_dir()
+    assert _invoke("reconstruct", photos, out, "--quiet", "--downscales", "2").exit_code == 0
+    assert (out / "images").is_dir() and (out / "images_2").is_dir() and (out / "transforms.json").is_file()
     result = _invoke("align", photos, out, "--quiet")
     assert result.exit_code == 0, result.output
+    # the downscaled copies and nerfstudio's files describe the export's images: gone with them
+    for stale in ("images_2", "transforms.json", "sparse_pc.ply"):
+        assert not (out / stale).exists(), stale
     rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
     images_dir = out / "images"
     for image in rec.images.values():

@@ -299,10 +299,16 @@ def summary_tables(result) -> list:
         out.add_row("mean reprojection error", "n/a" if math.isnan(error) else f"{error:.2f} px")
     run = result.run
     paths = (("run folder", run.root), ("COLMAP model", run.sparse_dir), ("point cloud", run.ply_path),
-             ("preview", run.preview_path), ("pairs", run.root / "pairs.txt"), ("log", run.log_path))  # fmt: skip
+             ("nerfstudio", run.root / "transforms.json"), ("preview", run.preview_path),
+             ("pairs", run.root / "pairs.txt"), ("log", run.log_path))  # fmt: skip
     for label, path in paths:
         if Path(path).exists():
             out.add_row(label, str(path))
+    owned = run.manifest.files if run.manifest is not None else ()
+    downscaled = sorted({rel.split("/")[0] for rel in owned if re.fullmatch(r"images_[0-9]+/.+", rel)},
+                        key=lambda folder: int(folder.removeprefix("images_")))  # fmt: skip
+    if downscaled:
+        out.add_row("downscaled images", ", ".join(f"{folder}/" for folder in downscaled))
     tables.append(out)
     return tables
 

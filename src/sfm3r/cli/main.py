@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from sfm3r import __version__
-from sfm3r.cli.options import EXISTING_DIR, OUT_DIR, stage_options
+from sfm3r.cli.options import DOWNSCALES_OPTION, EXISTING_DIR, OUT_DIR, ListOptionCommand, stage_options
 from sfm3r.errors import Sfm3rError
 
 
@@ -153,7 +153,7 @@ def _stage_command(name: str, stage: str, doc: str) -> None:
     command = stage_options(name)(command)
     command = click.argument("out", type=OUT_DIR)(command)
     command = click.argument("images", type=EXISTING_DIR)(command)
-    cli.command(name)(command)
+    cli.command(name, cls=ListOptionCommand)(command)
 
 
 _stage_command(
@@ -162,7 +162,8 @@ _stage_command(
     """Reconstruct the photos in IMAGES into OUT (COLMAP model + Gaussian Splatting folder).
 
     OUT gets images/ (EXIF-rotated copies), sparse/0/ (cameras.bin, images.bin, points3D.bin),
-    points.ply, preview.png, run.json and log.txt. Rerunning resumes from OUT/cache.
+    points.ply, nerfstudio's transforms.json (+ sparse_pc.ply), preview.png, run.json and log.txt, and
+    images_2/, images_4/, ... with --downscales. Rerunning resumes from OUT/cache.
     """,
 )
 _stage_command("pairs", "pairs", "Choose the image pairs to match; writes OUT/pairs.txt ('name1 name2' per line).")
@@ -170,7 +171,7 @@ _stage_command("match", "match", "Compute the pairwise matches and 3D points int
 _stage_command("align", "align", "Align the cached pairs into one model: OUT/sparse/0, OUT/points.ply, OUT/preview.png.")
 
 
-@cli.command()
+@cli.command(cls=ListOptionCommand)
 @click.argument("model", type=EXISTING_DIR)
 @click.argument("images", type=EXISTING_DIR)
 @click.argument("out", type=OUT_DIR)
@@ -179,18 +180,25 @@ _stage_command("align", "align", "Align the cached pairs into one model: OUT/spa
 @click.option("--no-crop", is_flag=True,
               help="Keep the images whole even when a principal point is off-centre; graphdeco 3DGS, which "
                    "assumes a centred one, then sees a shifted image.")  # fmt: skip
-def export(model: Path, images: Path, out: Path, write_text: bool, recursive: bool, no_crop: bool) -> None:
+@DOWNSCALES_OPTION
+def export(
+    model: Path, images: Path, out: Path, write_text: bool, recursive: bool, no_crop: bool,
+    downscales: tuple[int, ...] | None,
+) -> None:  # fmt: skip
     """Lay out a Gaussian Splatting folder OUT from a COLMAP MODEL folder and its IMAGES folder.
 
-    OUT gets images/ (EXIF applied, flat unique names), sparse/0/ and points.ply. Works with any COLMAP
-    model with pinhole cameras, also one not made by sfm3r. Images of a camera whose principal point is
-    off-centre are cropped (by at most 10 %) so that it is centred, as graphdeco 3DGS assumes.
+    OUT gets images/ (EXIF applied, flat unique names), sparse/0/, points.ply and nerfstudio's
+    transforms.json (+ sparse_pc.ply), and images_2/, images_4/, ... with --downscales. Works with any
+    COLMAP model, also one not made by sfm3r (SIMPLE_RADIAL, RADIAL and OPENCV lenses are undistorted).
+    Images of a camera whose principal point is off-centre are cropped (by at most 10 %) so that it is
+    centred, as graphdeco 3DGS assumes.
     """
     from sfm3r.pipelines.export import export_model
 
     written = export_model(
-        model, images, out, text=write_text, recursive=recursive, centre_principal_points=not no_crop
-    )
+        model, images, out, text=write_text, recursive=recursive, centre_principal_points=not no_crop,
+        downscales=downscales or (),
+    )  # fmt: skip
     click.echo(f"Wrote {written}")
 
 

@@ -7,6 +7,7 @@ config's enums. Values that click can check are checked here, before any work st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,71 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str | None)
     if value in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
         return value
     raise click.BadParameter(f"unknown device {value!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _check_downscales(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[int, ...] | None:
+    """--downscales 2 4 8 (joined to "2,4,8" by ListOptionCommand), 2,4,8 or repeated: sorted unique ints >= 2."""
+    if not value:
+        return None
+    tokens = [token for text in value for token in re.split(r"[,\s]+", text.strip()) if token]
+    if not tokens:
+        raise click.BadParameter("no factor given; e.g. --downscales 2 4 8")
+    factors = set()
+    for token in tokens:
+        if not re.fullmatch(r"[+-]?[0-9]+", token):
+            raise click.BadParameter(f"{token!r} is not an integer; give integer factors >= 2, e.g. --downscales 2 4 8")
+        if int(token) < 2:
+            raise click.BadParameter(f"{int(token)} is below 2; give integer factors >= 2, e.g. --downscales 2 4 8")
+        factors.add(int(token))
+    return tuple(sorted(factors))
+
+
+DOWNSCALES_OPTION = click.option(
+    "--downscales", multiple=True, metavar="F [F ...]", callback=_check_downscales,
+    help="Also write OUT/images_F/ for each factor F (integers >= 2, e.g. --downscales 2 4 8): the images of "
+         "images/ downscaled by F to floor(W/F) x floor(H/F), same names, as gsplat (--data_factor F) and "
+         "nerfstudio (--downscale-factor F, or automatically) read them. A rerun keeps unchanged copies and "
+         "removes those of factors no longer given [default: none].",
+)  # fmt: skip
+
+_LIST_OPTIONS = ("--downscales",)  # options that take several values after one flag
+_NUMBER = re.compile(r"[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)")
+
+
+def join_list_values(args: list[str]) -> list[str]:
+    """["--downscales", "2", "4", "8", ...] -> ["--downscales", "2,4,8", ...].
+
+    click options take a fixed number of values, so the numbers that follow a list option (after its first
+    value) are joined into that value with commas; the option's callback splits and checks them. Numbers
+    that are not integers are joined too, so that the callback names them instead of click calling them
+    extra arguments. Nothing after ``--`` is touched.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            out += [arg, *args[i:]]
+            break
+        name, equals, first = arg.partition("=")
+        if name not in _LIST_OPTIONS:
+            out.append(arg)
+            continue
+        values = [first] if equals else args[i : i + 1]
+        i += 0 if equals else len(values)
+        while values and i < len(args) and _NUMBER.fullmatch(args[i]):
+            values.append(args[i])
+            i += 1
+        out += [name, ",".join(values)] if values else [name]
+    return out
+
+
+class ListOptionCommand(click.Command):
+    """A click command whose list options (``--downscales 2 4 8``) take several values after one flag."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, join_list_values(args))
 
 
 _OPTIONS: dict[str, Callable] = {
@@ -132,6 +198,7 @@ _OPTIONS: dict[str, Callable] = {
         "--text", "write_text", is_flag=True, default=None,
         help="Also write the COLMAP model as text (.txt) next to the binary files.",
     ),
+    "downscales": DOWNSCALES_OPTION,
     "overwrite": click.option(
         "--overwrite", is_flag=True, default=None,
         help="Delete OUT's earlier results and cache first (default: resume from them).",
@@ -166,7 +233,7 @@ STAGE_OPTIONS: dict[str, list[str]] = {
     "pairs": _PAIRS + _INPUTS + _RUN,
     "match": _MATCH + _INPUTS + _RUN,
     "align": _ALIGN + _INPUTS + _RUN,
-    "reconstruct": _ALIGN + _INPUTS + _RUN,
+    "reconstruct": _ALIGN + ["downscales"] + _INPUTS + _RUN,  # align writes no images/ (removes them)
 }
 
 

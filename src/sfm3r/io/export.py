@@ -4,6 +4,8 @@
       images/        every registered image, as the cameras see it, under a unique flat name
       sparse/0/      cameras.bin images.bin points3D.bin (+ rigs.bin frames.bin; + .txt on request)
       points.ply     the coloured points (sparse tracks, or the dense cloud on request)
+      images_2/ ...  on request: the images downscaled by 2, 4, 8, ... (``io.downscale``)
+      transforms.json, sparse_pc.ply   nerfstudio's camera file and its copy of the points (``io.nerfstudio``)
 
 Images. A file is **copied byte for byte** when a trainer reads it exactly as our cameras saw it: a
 JPEG or PNG, 8-bit RGB, without a (non-identity) EXIF orientation. Everything else is **re-encoded
@@ -68,7 +70,11 @@ from PIL import Image
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.io.atomic import write_bytes_atomic
 from sfm3r.io.colmap import check_scene, model_file_names, write_colmap_model
+from sfm3r.io.downscale import (
+    check_downscale_factors, downscale_folder, downscaled_paths, downscaled_size, write_downscaled_copies,
+)  # fmt: skip
 from sfm3r.io.images import exif_orientation, read_image
+from sfm3r.io.nerfstudio import write_nerfstudio_transforms, written_paths
 from sfm3r.io.ply import write_ply
 from sfm3r.io.undistort import undistort_rgb, undistort_scene
 from sfm3r.types import Camera, ImageInfo, Scene
@@ -387,6 +393,8 @@ def export_gaussian_splatting_scene(
     centre_principal_points: bool = True,
     claim: Callable[[list[Path]], None] | None = None,
     written: MutableMapping[str, object] | None = None,
+    downscales: Sequence[int] = (),
+    nerfstudio: bool = True,
 ) -> Scene:
     """Lay out `out_dir` for Gaussian Splatting trainers (layout in the module docstring).
 
@@ -404,13 +412,17 @@ def export_gaussian_splatting_scene(
         written: the record of earlier exports into `out_dir`, {path relative to `out_dir` (posix):
             WrittenImage.to_json()}; images whose record is current are kept as they are (module
             docstring), and the record of every image written is set. None: every image is written.
+        downscales: factors (integers >= 2) of the downscaled copies ``images_<f>/`` (``io.downscale``);
+            a copy already holding the same pixels' source is kept as is.
+        nerfstudio: also write nerfstudio's ``transforms.json`` and ``sparse_pc.ply`` (``io.nerfstudio``).
 
     Cameras with lens distortion are undistorted first (``io.undistort``): their images are resampled
     and written with PINHOLE cameras; the centring crop then applies to the undistorted cameras.
 
     Raises:
         InputError: an image is missing from `images`, changed on disk since it was read (SHA-256), has
-            a size different from its camera, or has an unsafe name; `dense` without dense points.
+            a size different from its camera, or has an unsafe name; `dense` without dense points; a
+            downscale factor below 2, not an integer, or larger than an exported image.
         ReconstructionError: non-finite values in the scene.
         Every check runs before anything is written.
     """
@@ -425,6 +437,7 @@ def export_gaussian_splatting_scene(
         raise ReconstructionError("the dense points hold NaN or inf values; refusing to export")
     for name in scene.image_names:
         flat_name(name)  # refuse unsafe names before reading any file
+    downscales = check_downscale_factors(downscales)
 
     reencode = set()
     for i, name in enumerate(scene.image_names):
@@ -449,11 +462,16 @@ def export_gaussian_splatting_scene(
     for name in scene.image_names:
         if os.path.basename(new_names[name]) != new_names[name] or new_names[name] in (".", ".."):
             raise InputError(f"export name {new_names[name]!r} would leave {images_dir}")  # cannot happen
+    for camera in {renamed.cameras[int(c)] for c in renamed.camera_of_image}:
+        for factor in downscales:
+            downscaled_size(camera.width, camera.height, factor)  # refuse a factor larger than an image
     if claim is not None:
         claim(
             [images_dir / new_names[name] for name in scene.image_names]
             + [out_dir / "sparse" / "0" / file for file in model_file_names()]
             + [out_dir / "points.ply"]
+            + downscaled_paths(out_dir, renamed.image_names, downscales)
+            + (written_paths(out_dir) if nerfstudio else [])
         )
     images_dir.mkdir(parents=True, exist_ok=True)
     kept = 0
@@ -470,6 +488,18 @@ def export_gaussian_splatting_scene(
             written[key] = WrittenImage.of_file(recipe, target).to_json()
     write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
     write_ply(out_dir / "points.ply", xyz, rgb)
+    if downscales:
+        copies_written = sum(
+            write_downscaled_copies(images_dir / file, {f: out_dir / downscale_folder(f) / file for f in downscales})
+            for file in renamed.image_names
+        )  # fmt: skip
+        total = len(downscales) * renamed.num_images
+        logger.info(
+            "downscaled copies (%s): %d written, %d unchanged since the last export and kept",
+            ", ".join(f"{downscale_folder(f)}/" for f in downscales), copies_written, total - copies_written,
+        )  # fmt: skip
+    if nerfstudio:
+        write_nerfstudio_transforms(renamed, out_dir, xyz, rgb)
     if distorted:
         logger.info(
             "undistorted the images of %d camera(s) (%d images) to PINHOLE for the trainers; dropped %d "
@@ -505,10 +535,12 @@ def export_gaussian_splatting_folder(
     centre_principal_points: bool = True,
     claim: Callable[[list[Path]], None] | None = None,
     written: MutableMapping[str, object] | None = None,
+    downscales: Sequence[int] = (),
+    nerfstudio: bool = True,
 ) -> Path:
     """:func:`export_gaussian_splatting_scene`, returning `out_dir`."""
     export_gaussian_splatting_scene(
         scene, images, out_dir, text, dense=dense, centre_principal_points=centre_principal_points, claim=claim,
-        written=written,
+        written=written, downscales=downscales, nerfstudio=nerfstudio,
     )  # fmt: skip
     return Path(out_dir)

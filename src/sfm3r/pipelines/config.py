@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sfm3r.errors import InputError
+from sfm3r.io.downscale import check_downscale_factors
 from sfm3r.sfm.align import alignment as alignment_module
 from sfm3r.sfm.classic import sift as sift_module
 from sfm3r.sfm.align.alignment import AlignConf, Lens
@@ -92,6 +93,7 @@ class ReconstructConf:
     # Output and execution
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     write_text: bool = False  # also write the COLMAP model as .txt
+    downscales: tuple[int, ...] = ()  # factors of the 3DGS folder's downscaled copies images_<f>/ (io.downscale)
     overwrite: bool = False  # delete an earlier run's outputs and cache in OUT first
     workers: Workers = Workers.LOCAL  # where the per-image and per-pair stages run (not part of any cache key)
     ray: RayConf = field(default_factory=RayConf)  # with workers = ray
@@ -105,6 +107,7 @@ class ReconstructConf:
                 f"camera_model must be one of {', '.join(WRITTEN_MODELS)}; got {self.camera_model!r}"
             ) from None
         object.__setattr__(self, "workers", Workers(self.workers))
+        object.__setattr__(self, "downscales", check_downscale_factors(self.downscales))
         if self.net_image_size not in (224, 512):
             raise InputError(f"net_image_size must be 224 or 512, got {self.net_image_size}")
         if self.batch_size < 1:

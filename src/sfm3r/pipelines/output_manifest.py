@@ -153,7 +153,12 @@ class OutputManifest:
     def delete_owned_under(self, folder: str) -> int:
         """Delete the listed files inside OUT/`folder` (what the user put there stays); returns how many."""
         prefix = folder.strip("/") + "/"
-        doomed = sorted(rel for rel in self.files if rel.startswith(prefix))
+        return self.delete_owned_files(rel for rel in self.files if rel.startswith(prefix))
+
+    def delete_owned_files(self, rels: Iterable[str]) -> int:
+        """Delete these files (relative to OUT, as listed; unlisted ones are left alone), then the folders
+        they leave empty; returns how many were listed."""
+        doomed = sorted(set(rels) & self.files)
         for rel in doomed:
             target = self.root / rel
             if target.is_symlink() or target.is_file():

@@ -33,6 +33,7 @@ from sfm3r.pipelines.alignment_stage import align_cached
 from sfm3r.pipelines.classic import extract_features, match_classic, match_putative, self_calibrate_focals
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
+from sfm3r.pipelines.export import check_downscales_fit, remove_stale_export_files
 from sfm3r.pipelines.scene_stats import describe_scene
 from sfm3r.pipelines.torch_build import installed_torch_build
 from sfm3r.pipelines.known_cameras import load_known_cameras
@@ -254,6 +255,7 @@ def _reconstruct(
 
     with _timed(timings, "images", progress):
         images = result.images = load_images(images_dir, conf)
+        check_downscales_fit(images, conf.downscales)  # now, not after the alignment
         known = load_known_cameras(conf.known_intrinsics, images) if conf.known_intrinsics else {}
         # known focals are the two-view priors of their images (as an EXIF focal would be)
         images = result.images = [
@@ -365,14 +367,17 @@ def _reconstruct(
                 if run.remove_owned(stale):  # model no longer match sparse/0, the model of the photos
                     logger.warning("removed %s/ of an earlier export: sparse/0 now describes the original "
                                    "photos; run `sfm3r reconstruct` for the 3DGS folder", stale)
+            remove_stale_export_files(run.manifest)  # images_<f>/, transforms.json: of the removed images/
             run.sparse_dir.mkdir(parents=True, exist_ok=True)
             write_colmap_model(scene, run.sparse_dir, binary=True, text=conf.write_text)
             write_ply(run.ply_path, scene.points_xyz, scene.points_rgb)
         else:
             try:  # images an earlier export wrote identically are kept (io.export, "Reruns")
                 exported = export_gaussian_splatting_scene(
-                    scene, images, run.root, text=conf.write_text, claim=run.claim, written=run.made_from
+                    scene, images, run.root, text=conf.write_text, claim=run.claim, written=run.made_from,
+                    downscales=conf.downscales,
                 )  # fmt: skip
+                remove_stale_export_files(run.manifest, exported, conf.downscales)
             finally:
                 run.save_manifest()  # the records of the images written, also when a later one failed
             distorted_dir = run.root / "distorted" / "sparse" / "0"
