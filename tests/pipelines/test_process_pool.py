@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from sfm3r.errors import ImageReadError
+from sfm3r.pipelines.classic_jobs import sift_of_file
 from sfm3r.pipelines.process_pool import map_in_processes
-from sfm3r.pipelines.sift_files import sift_of_file
 from sfm3r.sfm.classic.sift import SiftConf, extract_sift
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample" / "images"
@@ -51,3 +51,24 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(tmp_path)
                           env={"PYTHONPATH": ":".join(p for p in sys.path if p), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["script body ran", "[1.0, 2.0, 3.0, 4.0]"]
+
+
+def test_verification_in_workers_equals_verification_here():
+    from sfm3r.pipelines.classic_jobs import verify_job
+    from sfm3r.sfm.classic.two_view import TwoViewConf, camera_prior, match_descriptors, verify_matches
+
+    conf = SiftConf(max_image_size=640, max_num_features=1024)
+    paths = sorted(SAMPLE.glob("*.jpg"))[:4]
+    feats = [extract_sift(np.asarray(Image.open(p).convert("RGB")), conf) for p in paths]
+    jobs, expected = [], []
+    for i, j in [(0, 1), (1, 2), (2, 3), (0, 2)]:
+        a, b = feats[i], feats[j]
+        prior_a, prior_b = camera_prior(a.width, a.height), camera_prior(b.width, b.height)
+        matches = match_descriptors(a.descriptors, b.descriptors)
+        jobs.append((paths[i].name, paths[j].name, a.keypoints, b.keypoints, prior_a, prior_b, matches, TwoViewConf()))
+        expected.append(verify_matches(paths[i].name, paths[j].name, a, b, prior_a, prior_b, matches))
+    found = list(map_in_processes(verify_job, jobs, workers=2))
+    assert any(r.verified for r in expected)
+    for ours, ref in zip(found, expected, strict=True):
+        assert (ours.name_i, ours.name_j, ours.verified, ours.num_inliers) == (ref.name_i, ref.name_j, ref.verified, ref.num_inliers)
+        assert np.array_equal(ours.idx_i, ref.idx_i) and np.array_equal(ours.pts_i, ref.pts_i)

@@ -29,8 +29,8 @@ import numpy as np
 import pycolmap
 
 from sfm3r.io import cache
+from sfm3r.pipelines.classic_jobs import sift_of_file, verify_job
 from sfm3r.pipelines.process_pool import map_in_processes
-from sfm3r.pipelines.sift_files import sift_of_file
 from sfm3r.sfm.classic.focal_sweep import multi_view_focal_sweep
 from sfm3r.sfm.classic.self_calibration import (
     SelfCalibConf,
@@ -45,7 +45,6 @@ from sfm3r.sfm.classic.two_view import (
     camera_prior,
     match_descriptor_pairs,
     match_descriptors,
-    verify_matches,
 )
 from sfm3r.types import ImageInfo, PairResult, Pairs
 
@@ -556,12 +555,12 @@ def match_classic(
         PutativeMatches(cache_dir, sift_conf, conf, features, device, store_new=False) as matches_for,
     ):
         matches_for.prefetch([ordered[k] for k in todo_here])  # what match_putative did not store
-        for k in todo_here:
-            info_i, info_j = ordered[k]
-            result = verify_matches(
-                info_i.name, info_j.name, features[info_i.name], features[info_j.name],
-                priors[info_i.name], priors[info_j.name], matches_for(info_i, info_j), conf,
-            )  # fmt: skip
+        jobs = [
+            (info_i.name, info_j.name, features[info_i.name].keypoints, features[info_j.name].keypoints,
+             priors[info_i.name], priors[info_j.name], matches_for(info_i, info_j), conf)
+            for info_i, info_j in (ordered[k] for k in todo_here)
+        ]  # fmt: skip
+        for k, result in zip(todo_here, map_in_processes(verify_job, jobs), strict=True):  # RANSAC holds the GIL
             cache.write_pair_result(writer, keys[k], result)
             done += 1
             if progress:

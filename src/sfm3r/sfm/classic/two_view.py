@@ -71,6 +71,7 @@ __all__ = [
     "match_descriptors",
     "match_pair",
     "triangulate_pair",
+    "verify_keypoint_matches",
     "verify_matches",
 ]
 
@@ -337,12 +338,28 @@ def verify_matches(
     """Geometric verification and pairwise 3D of given putative matches (the second half of match_pair)."""
     _check_prior(name_i, feats_i, camera_prior_i)
     _check_prior(name_j, feats_j, camera_prior_j)
+    return verify_keypoint_matches(
+        name_i, name_j, feats_i.keypoints, feats_j.keypoints, camera_prior_i, camera_prior_j, matches, conf
+    )
+
+
+def verify_keypoint_matches(
+    name_i: str,
+    name_j: str,
+    keypoints_i: np.ndarray,  # (N_i, 2) float32, pixels of image i (SiftFeatures.keypoints)
+    keypoints_j: np.ndarray,  # (N_j, 2) float32
+    camera_prior_i: Camera,
+    camera_prior_j: Camera,
+    matches: np.ndarray,  # (M, 2) int, putative matches (keypoint index in i, in j)
+    conf: TwoViewConf = TwoViewConf(),
+) -> PairResult:
+    """:func:`verify_matches` on the keypoints alone (what a worker process is sent: no descriptors)."""
     matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
     if len(matches) < conf.min_num_inliers:
         logger.debug("%s / %s: %d putative matches, too few", name_i, name_j, len(matches))
         return _failed(name_i, name_j, 0)
 
-    geometry = _estimate_geometry(feats_i, feats_j, camera_prior_i, camera_prior_j, matches, conf)
+    geometry = _estimate_geometry(keypoints_i, keypoints_j, camera_prior_i, camera_prior_j, matches, conf)
     inliers = np.asarray(geometry.inlier_matches, dtype=np.int64).reshape(-1, 2)
     config = pycolmap.TwoViewGeometryConfiguration(geometry.config)
     pose = geometry.cam2_from_cam1
@@ -359,8 +376,8 @@ def verify_matches(
     rotation = np.asarray(pose.rotation.matrix(), np.float64)
     translation = np.asarray(pose.translation, np.float64)
     translation = translation / np.linalg.norm(translation)
-    xy_i = feats_i.keypoints[inliers[:, 0]]
-    xy_j = feats_j.keypoints[inliers[:, 1]]
+    xy_i = keypoints_i[inliers[:, 0]]
+    xy_j = keypoints_j[inliers[:, 1]]
     tri = triangulate_pair(xy_i, xy_j, camera_prior_i, camera_prior_j, rotation, translation)
     keep = (
         np.isfinite(tri["pts_i"]).all(axis=1)
@@ -403,8 +420,8 @@ def _check_prior(name: str, feats: SiftFeatures, cam: Camera) -> None:
 
 
 def _estimate_geometry(
-    feats_i: SiftFeatures,
-    feats_j: SiftFeatures,
+    keypoints_i: np.ndarray,  # (N_i, 2)
+    keypoints_j: np.ndarray,  # (N_j, 2)
     cam_i: Camera,
     cam_j: Camera,
     matches: np.ndarray,
@@ -419,9 +436,9 @@ def _estimate_geometry(
     pc_i, pc_j = _pycolmap_camera(cam_i), _pycolmap_camera(cam_j)
     args = (
         pc_i,
-        feats_i.keypoints.astype(np.float64),
+        np.asarray(keypoints_i, np.float64),
         pc_j,
-        feats_j.keypoints.astype(np.float64),
+        np.asarray(keypoints_j, np.float64),
         matches.astype(np.uint32),
         opts,
     )
