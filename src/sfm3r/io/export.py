@@ -83,6 +83,9 @@ logger = logging.getLogger(__name__)
 
 _COPYABLE_FORMATS = ("JPEG", "PNG")  # read by every trainer, as is
 JPEG_QUALITY = 95  # cropped JPEGs (4:4:4 chroma); COLMAP's image_undistorter re-encodes JPEGs too
+# zlib level of written PNGs (lossless at any level). Pillow's default 6 took 0.095 s per 640x480 templeRing
+# image, 3 takes 0.033 s for files 9 % larger (47 images: ~3 s of the export saved).
+PNG_COMPRESS_LEVEL = 3
 _NESTING_SEPARATOR = "__"
 _CENTRED_TOLERANCE_PX = 0.5  # a principal point this close to the centre (per axis) needs no crop
 _MAX_CROP_FRACTION = 0.10  # a camera that would lose more of its width or height is exported whole
@@ -184,7 +187,9 @@ def _export_image(
         else:
             with Image.open(info.path) as image:
                 file_format = image.format
-        options = {"quality": JPEG_QUALITY, "subsampling": 0} if file_format == "JPEG" else {}
+        options = (
+            {"quality": JPEG_QUALITY, "subsampling": 0} if file_format == "JPEG" else {"compress_level": PNG_COMPRESS_LEVEL}
+        )
         buffer = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format=file_format, **options)
         data = buffer.getvalue()
@@ -247,6 +252,7 @@ def image_recipe(info: ImageInfo, reencode: bool, crop: Crop | None, distorted: 
         "crop": dataclasses.asdict(crop) if crop is not None else None,
         "undistort_from": dataclasses.asdict(distorted) if distorted is not None else None,
         "jpeg": {"quality": JPEG_QUALITY, "subsampling": 0} if made else None,
+        "png_compress_level": PNG_COMPRESS_LEVEL if made else None,
         "pillow": PIL.__version__ if made else None,
         "pycolmap": _pycolmap_version() if distorted is not None else None,
     }
