@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
-import roma
+from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
 import torch
 
 from alignment_synthetic import make_scene, project
@@ -49,7 +49,7 @@ def _tiny_problem(seed: int = 0):
         edge_i=np.array(ei), edge_j=np.array(ej), edge_scale_i=np.ones(len(ei)), edge_scale_j=np.ones(len(ei)),
         match_edge=np.array(me), match_a=np.array(ma), match_b=np.array(mb), match_conf=rng.uniform(0.5, 1.0, K),
     )
-    noise = roma.rotvec_to_rotmat(torch.as_tensor(0.01 * rng.normal(size=(N, 3)))).numpy()
+    noise = rotvec_to_rotmat(torch.as_tensor(0.01 * rng.normal(size=(N, 3)))).numpy()
     rotations = noise @ scene.rotations
     centres = np.stack([-R.T @ t for R, t in zip(scene.rotations, scene.translations, strict=True)])
     centres = centres + 0.03 * rng.normal(size=centres.shape)

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import roma
 import torch
 
 from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
 from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.step_confs import CoarseConf  # its options live apart from torch (step_confs)
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
+from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def coarse_align(
 
     def update(state, d):
         Q, C, L = state[:3]
-        Qn, Cn, Ln = roma.rotvec_to_rotmat(d[:, :3]) @ Q, C + d[:, 3:6], L + d[:, 6]
+        Qn, Cn, Ln = rotvec_to_rotmat(d[:, :3]) @ Q, C + d[:, 3:6], L + d[:, 6]
         new = (Qn, Cn, Ln, *residuals(Qn, Cn, Ln))
         return new, cost(new[3])
 

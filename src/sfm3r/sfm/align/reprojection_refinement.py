@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import roma
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
@@ -38,6 +37,7 @@ from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.step_confs import ReprojectionConf  # its options live apart from torch (step_confs)
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
 from sfm3r.sfm.geometry.projection import perspective_divide
+from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
 
 logger = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ class ReprojectionProblem:
         N, nf = self.N, self.nf
         dpose = full_c[: 6 * N].reshape(N, 6)
         return ReprojectionParams(
-            Q=roma.rotvec_to_rotmat(dpose[:, :3]) @ prm.Q,
+            Q=rotvec_to_rotmat(dpose[:, :3]) @ prm.Q,
             C=prm.C + dpose[:, 3:],
             logd=prm.logd + full_d,
             logf=prm.logf + full_c[6 * N : 6 * N + nf],
