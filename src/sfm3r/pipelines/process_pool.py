@@ -32,6 +32,9 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 MIN_ITEMS_FOR_A_POOL = 3  # below this, starting the workers (~0.3 s each) costs more than it saves
+# At most this many workers by default: each holds an interpreter, pycolmap and one image's SIFT scratch
+# (~150-300 MB at 1600 px), so a 64-core machine should not start 64 of them for a photo folder.
+MAX_DEFAULT_WORKERS = 8
 _HEADER = struct.Struct("<Q")  # byte length of the pickle that follows
 
 
@@ -47,7 +50,7 @@ def map_in_processes(
     function: Callable[[Item], Result],  # a module-level function (the workers import it by name)
     items: Iterable[Item],
     *,
-    workers: int | None = None,  # None: one per usable core
+    workers: int | None = None,  # None: one per usable core, at most MAX_DEFAULT_WORKERS
     min_items: int = MIN_ITEMS_FOR_A_POOL,
 ) -> Iterator[Result]:
     """``function(item)`` for each item, yielded in the order of `items` as they finish.
@@ -56,7 +59,7 @@ def map_in_processes(
     exception raised by `function` is raised here; the items not started yet are then not started.
     """
     items = list(items)
-    count = min(workers or usable_cores(), len(items))
+    count = min(workers or min(usable_cores(), MAX_DEFAULT_WORKERS), len(items))
     if count <= 1 or len(items) < min_items:
         yield from map(function, items)
         return
