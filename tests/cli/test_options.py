@@ -47,7 +47,8 @@ def two_photos(tmp_path) -> Path:
 
 @pytest.mark.parametrize(
     "args, word",
-    [(["--scene-graph", "bogus"], "bogus"), (["--scene-graph", "swin-0"], "window"), (["--device", "gpu"], "gpu")],
+    [(["--scene-graph", "bogus"], "bogus"), (["--scene-graph", "swin-0"], "window"), (["--device", "gpu"], "gpu"),
+     (["--processes", "0"], "processes")],  # fmt: skip
 )
 def test_bad_option_fails_before_any_work(two_photos, tmp_path, args, word):
     out = tmp_path / "out"
@@ -79,3 +80,17 @@ def test_pairs_with_a_window_graph_extracts_no_features(two_photos, tmp_path):
     assert "features" not in run["timings_s"] and "features" not in run["counts"]
     assert run["counts"]["pairs"]["pairs"] == 3  # swin-1 on 3 images, cyclic
     assert not list((out / "cache").glob("*sift*"))
+
+
+def test_processes_one_matches_without_worker_processes(two_photos, tmp_path, monkeypatch):
+    """--processes 1: SIFT and verification in this process (the pool is never started), same outputs."""
+    from sfm3r.pipelines import process_pool
+
+    started = []
+    real = process_pool._Pool.__init__
+    monkeypatch.setattr(process_pool._Pool, "__init__", lambda self, *a: (started.append(a[-1]), real(self, *a))[1])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["match", str(two_photos), str(out), "--processes", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    assert started == []
+    assert json.loads((out / "run.json").read_text())["config"]["processes"] == 1

@@ -208,6 +208,11 @@ _OPTIONS: dict[str, Callable] = {
         help="Where features and pairs are computed: local (this process) or ray (a Ray cluster, needs "
              "`pip install sfm3r[ray]`; see docs/distributed.md) [default: local].",
     ),
+    "processes": click.option(
+        "--processes", type=click.IntRange(min=1), default=None,
+        help="Local worker processes for SIFT extraction and pair verification (1 = none, all in this process) "
+             "[default: one per CPU core, at most 8].",
+    ),
     "ray_address": click.option(
         "--ray-address", default=None,
         help="With --workers ray: auto or HOST:PORT of a running cluster (`ray start --head`) [default: start a "
@@ -228,7 +233,7 @@ _PAIRS = ["preset", "checkpoint", "backend", "retrieval_checkpoint", "codebook",
           "max_image_size", "net_image_size", "device"]  # fmt: skip
 _MATCH = _PAIRS + ["batch_size", "amp", "known_intrinsics"]
 _ALIGN = _MATCH + ["camera_mode", "shared_intrinsics", "fixed_principal_point", "camera_model", "write_text"]
-_RUN = ["workers", "ray_address", "ray_num_cpus", "overwrite", "quiet", "verbose"]
+_RUN = ["workers", "processes", "ray_address", "ray_num_cpus", "overwrite", "quiet", "verbose"]
 STAGE_OPTIONS: dict[str, list[str]] = {
     "pairs": _PAIRS + _INPUTS + _RUN,
     "match": _MATCH + _INPUTS + _RUN,

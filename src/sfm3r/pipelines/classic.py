@@ -97,6 +97,7 @@ def extract_features(
     cache_dir: Path,
     progress: Progress | None = None,
     runner=None,  # a distributed.RayRunner: extract on its cluster; None: in this process
+    processes: int | None = None,  # local worker processes (process_pool.map_in_processes); None: one per core
 ) -> tuple[dict[str, SiftFeatures], StageCounts]:
     """SIFT features of every image, from the cache where present. Returns {name: features}, counts."""
     store = _features_store(cache_dir, conf)
@@ -113,7 +114,7 @@ def extract_features(
         todo_here = todo
     with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
         jobs = [(info.path, conf) for info in todo_here]
-        for info, features in zip(todo_here, map_in_processes(sift_of_file, jobs), strict=True):
+        for info, features in zip(todo_here, map_in_processes(sift_of_file, jobs, workers=processes), strict=True):
             cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             done += 1
             if progress:
@@ -523,6 +524,7 @@ def match_classic(
     progress: Progress | None = None,
     self_calibrated: Mapping[str, float] | None = None,
     runner=None,  # a distributed.RayRunner: compute the pairs on its cluster; None: in this process
+    processes: int | None = None,  # local worker processes for the verification; None: one per core
 ) -> tuple[list[PairResult], StageCounts]:
     """Match, verify and triangulate every pair of the scene graph, from the cache where present.
 
@@ -560,7 +562,8 @@ def match_classic(
              priors[info_i.name], priors[info_j.name], matches_for(info_i, info_j), conf)
             for info_i, info_j in (ordered[k] for k in todo_here)
         ]  # fmt: skip
-        for k, result in zip(todo_here, map_in_processes(verify_job, jobs), strict=True):  # RANSAC holds the GIL
+        results_here = map_in_processes(verify_job, jobs, workers=processes)  # pycolmap's RANSAC holds the GIL
+        for k, result in zip(todo_here, results_here, strict=True):
             cache.write_pair_result(writer, keys[k], result)
             done += 1
             if progress:

@@ -96,6 +96,9 @@ class ReconstructConf:
     downscales: tuple[int, ...] = ()  # factors of the 3DGS folder's downscaled copies images_<f>/ (io.downscale)
     overwrite: bool = False  # delete an earlier run's outputs and cache in OUT first
     workers: Workers = Workers.LOCAL  # where the per-image and per-pair stages run (not part of any cache key)
+    # local worker processes for SIFT and two-view verification (pycolmap holds the GIL); None: one per core,
+    # at most 8 (pipelines/process_pool.py); 1: everything in this process. Not part of any cache key.
+    processes: int | None = None
     ray: RayConf = field(default_factory=RayConf)  # with workers = ray
 
     def __post_init__(self) -> None:
@@ -107,6 +110,8 @@ class ReconstructConf:
                 f"camera_model must be one of {', '.join(WRITTEN_MODELS)}; got {self.camera_model!r}"
             ) from None
         object.__setattr__(self, "workers", Workers(self.workers))
+        if self.processes is not None and self.processes < 1:
+            raise InputError(f"processes must be >= 1 (or None: one per core), got {self.processes}")
         object.__setattr__(self, "downscales", check_downscale_factors(self.downscales))
         if self.net_image_size not in (224, 512):
             raise InputError(f"net_image_size must be 224 or 512, got {self.net_image_size}")

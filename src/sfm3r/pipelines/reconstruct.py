@@ -270,7 +270,9 @@ def _reconstruct(
         """SIFT features of every image (classic backend, weight-free retrieval), extracted once."""
         if not features:
             with _timed(timings, "features", progress):
-                found, counts = extract_features(images, conf.sift, run.cache_dir, progress, runner=runner)
+                found, counts = extract_features(
+                    images, conf.sift, run.cache_dir, progress, runner=runner, processes=conf.processes
+                )
             features.update(found)
             result.counts["features"] = dataclasses.asdict(counts)
         return features
@@ -323,7 +325,7 @@ def _reconstruct(
         if backend == Backend.CLASSIC:
             pair_results, match_counts = match_classic(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress,
-                self_calibrated=calibrated | known_focals, runner=runner,
+                self_calibrated=calibrated | known_focals, runner=runner, processes=conf.processes,
             )  # fmt: skip
         else:
             from sfm3r.pipelines.mast3r import match_mast3r  # the network code loads only when used
