@@ -52,7 +52,7 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
     from sfm3r.pipelines.reconstruct import reconstruct
 
     torch.set_num_threads(threads)
-    conf = preset_conf("default", backend="classic", device="cpu")
+    conf = preset_conf("default", backend="classic", device="cpu", processes=threads)  # cores: torch + workers
     t0 = time.perf_counter()
     result = reconstruct(images, work / "run", conf)
     wall = time.perf_counter() - t0
