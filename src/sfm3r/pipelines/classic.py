@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import shutil
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -149,6 +150,7 @@ class PutativeMatches:
         matching = {f: getattr(conf, f) for f in ("matcher", "max_ratio", "max_distance", "cross_check")}
         self.store = cache.open_store(cache_dir, "matches-sift", {"sift": sift_conf, "matching": matching})
         self.conf, self.features, self.device, self.store_new = conf, features, device, store_new
+        self.cache_dir = Path(cache_dir)
         self._writer: cache.Writer | None = None
         self._new: dict[str, np.ndarray] = {}  # computed in this session (not readable from the store yet)
         self.computed = self.reused = 0
@@ -174,12 +176,14 @@ class PutativeMatches:
         if not todo:
             return
         names = {info.name for pair in todo.values() for info in pair}
+        for leftover in self.cache_dir.glob("sfm3r-match-*"):  # the database of a run killed mid-matching
+            shutil.rmtree(leftover, ignore_errors=True)
         total = len(todo)
         tick = (lambda done: progress("putative matching", done, total)) if progress else None
         found = match_descriptor_pairs(
             {name: self.features[name].descriptors for name in names},
             [(info_i.name, info_j.name) for info_i, info_j in todo.values()], self.conf, device=self.device,
-            on_done=tick,
+            on_done=tick, scratch_dir=self.cache_dir,  # COLMAP's temporary database: beside the cache, not /tmp
         )  # fmt: skip
         for key, matches in zip(todo, found, strict=True):
             self.computed += 1

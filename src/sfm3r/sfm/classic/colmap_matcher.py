@@ -35,6 +35,7 @@ def match_pairs_colmap(
     cross_check: bool = True,
     num_threads: int = -1,  # -1: every core
     on_done: Callable[[int], None] | None = None,  # called with the number of pairs done so far
+    scratch_dir: Path | None = None,  # where the temporary database goes (~1 MB per image); None: the system's
 ) -> list[np.ndarray]:
     """Putative matches of each pair -> list of (M, 2) int64 (index in i, index in j), sorted by index in i."""
     names = sorted({name for pair in pairs for name in pair})
@@ -50,7 +51,7 @@ def match_pairs_colmap(
     options.sift.max_distance = max_distance
     options.sift.cross_check = cross_check
     results: list[np.ndarray] = []
-    with tempfile.TemporaryDirectory(prefix="sfm3r-match-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sfm3r-match-", dir=scratch_dir) as tmp:
         db_path = Path(tmp) / "matches.db"
         image_id = _write_database(db_path, descriptors, names)
         file_name = {name: f"{k}.jpg" for k, name in enumerate(names)}  # database names: no user text in the list

@@ -44,6 +44,7 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -171,6 +172,7 @@ def match_descriptor_pairs(
     *,
     device: str | torch.device = "cpu",
     on_done: Callable[[int], None] | None = None,  # called with the number of pairs done so far
+    scratch_dir: Path | None = None,  # COLMAP_INDEX: where its temporary database goes (None: system temp)
 ) -> list[np.ndarray]:
     """Putative matches of many pairs -> one (M, 2) int64 per pair, as :func:`match_descriptors`.
 
@@ -187,7 +189,7 @@ def match_descriptor_pairs(
     usable = {name: _colmap_descriptors(descriptors[name]) for pair in pairs for name in pair}
     return match_pairs_colmap(
         usable, pairs, max_ratio=conf.max_ratio, max_distance=conf.max_distance, cross_check=conf.cross_check,
-        on_done=on_done,
+        on_done=on_done, scratch_dir=scratch_dir,
     )  # fmt: skip
 
 
