@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import shutil
 import math
+import shutil
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
