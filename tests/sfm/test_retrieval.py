@@ -109,8 +109,9 @@ def test_sift_retrieval_returns_and_reuses_its_codebook(data):
 
 
 def test_codebook_size_rule():
-    assert R.codebook_size_for(10 * 4000) == 512
-    assert R.codebook_size_for(47 * 1400) == 1024
+    assert R.codebook_size_for(10 * 4000) == 256
+    assert R.codebook_size_for(47 * 3000) == 1024
+    assert R.codebook_size_for(50 * 3900) == 2048
     assert R.codebook_size_for(1000 * 1500) == 4096  # capped
     assert R.codebook_size_for(500) == 256  # floor
     assert R.codebook_size_for(100) == 100  # never more words than descriptors

@@ -90,7 +90,7 @@ class RetrievalResult:
 
 
 # Codebook size rule for a self-trained codebook (see codebook_size_for).
-_DESCRIPTORS_PER_WORD = 64  # ~ total descriptors / words: enough points per centroid for k-means
+_DESCRIPTORS_PER_WORD = 128  # ~ total descriptors / words (was 64: see codebook_size_for)
 _MIN_WORDS = 256
 _MAX_WORDS = 4096  # beyond this, assigning 1M+ descriptors costs minutes on a CPU for little gain
 
@@ -98,12 +98,15 @@ _MAX_WORDS = 4096  # beyond this, assigning 1M+ descriptors costs minutes on a C
 def codebook_size_for(num_descriptors: int) -> int:
     """Codebook size for a codebook trained on ``num_descriptors`` descriptors of the image set.
 
-    Rule: the power of two nearest to ``num_descriptors / 64``, clipped to [256, 4096], and never
-    more than ``num_descriptors`` (k-means needs at least one point per centroid). 64 descriptors
-    per word keeps k-means well posed (faiss warns below 39 per centroid); the cap keeps word
+    Rule: the power of two nearest to ``num_descriptors / 128``, clipped to [256, 4096], and never
+    more than ``num_descriptors`` (k-means needs at least one point per centroid); the cap keeps word
     assignment linear and affordable on a CPU for thousands of images. Examples: 10 images × 4000
-    SIFT -> 512 words; 47 × 3000 -> 2048; 1000 × 1500 -> 4096.
-    See benchmarks/retrieval_recall.py for the measurement behind it.
+    SIFT -> 256 words; 47 × 3000 -> 1024; 1000 × 1500 -> 4096. k-means costs ~ words² (its training
+    sample is CodebookConf.points_per_centroid per word), and more words did not retrieve better here:
+    templeRing (47 images, `benchmarks/retrieval_recall.py --sizes 256 512 2048`) graph recall 0.940 /
+    0.956 / 0.960 / 0.960 with 256 / 512 / 1024 / 2048 words, in 1.3 / 2.0 / 4.0 / 13.0 s. (Until
+    December 2026 the rule used 64 descriptors per word: 2048 words for templeRing's 141k SIFT in the
+    pipeline, 4096 for a 50-image sequence, whose k-means then took ~100 s on this loaded 2-core machine.)
     """
     if num_descriptors < 1:
         raise InputError("cannot train a retrieval codebook from 0 descriptors: do the images have features?")
