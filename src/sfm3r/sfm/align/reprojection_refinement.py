@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
+from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, add_rows, image_graph_fill
 from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.step_confs import ReprojectionConf  # its options live apart from torch (step_confs)
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
@@ -349,7 +349,7 @@ class ReprojectionProblem:
             J_d = torch.where(used, J_d * sw[s, None], 0.0)
             X = J.view(-1, 2 * W, 2 * B)
             seg = self.res_seg_pair[k // W : (k + rs.shape[0]) // W]
-            blocks.index_add_(0, seg, X.transpose(1, 2) @ X)
+            add_rows(blocks, seg, X.transpose(1, 2) @ X)
             g_pair.index_add_(0, seg, (X.transpose(1, 2) @ rs.reshape(-1, 2 * W, 1))[..., 0])
             h.index_add_(0, self.sa[s], (J_d * J_d).sum(1))
             g_d.index_add_(0, self.sa[s], (J_d * rs).sum(1))
@@ -365,7 +365,7 @@ class ReprojectionProblem:
             # Σ over the entry pairs of an anchor gives v_i v_jᵀ / h once per pair and v_i v_iᵀ / h once per entry
             x = torch.cat([vi, vj * sc], 1).view(-1, W, 2 * B)
             y = torch.cat([vi * (sc * ih), vj * ih], 1).view(-1, W, 2 * B)
-            sblocks.index_add_(0, self.s_seg_pair[k // W : (k + vi.shape[0]) // W], x.transpose(1, 2) @ y)
+            add_rows(sblocks, self.s_seg_pair[k // W : (k + vi.shape[0]) // W], x.transpose(1, 2) @ y)
         g_ext = torch.zeros(N, B, dtype=dt, device=dev)
         g_ext.index_add_(0, self.pair_a, g_pair[:, :B])
         g_ext.index_add_(0, self.pair_b, g_pair[:, B:])
@@ -378,8 +378,8 @@ class ReprojectionProblem:
     def _assemble(self, blocks: torch.Tensor) -> sp.csr_matrix:
         B = _BLOCK
         diag = torch.zeros(self.N, B, B, dtype=blocks.dtype, device=blocks.device)
-        diag.index_add_(0, self.pair_a, blocks[:, :B, :B])
-        diag.index_add_(0, self.pair_b, blocks[:, B:, B:])
+        add_rows(diag, self.pair_a, blocks[:, :B, :B])
+        add_rows(diag, self.pair_b, blocks[:, B:, B:])
         return self.scatter.matrix(self.scatter.data(diag.cpu().numpy(), blocks[:, :B, B:].cpu().numpy()))
 
     def _vector(self, ext: torch.Tensor) -> np.ndarray:
@@ -502,3 +502,4 @@ def refine_reprojection(
         cost_history=tuple(history),
         final_rms_px=rms,
     )
+
