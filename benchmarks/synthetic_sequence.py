@@ -63,8 +63,10 @@ def intrinsics(conf: SequenceConf) -> np.ndarray:
     return np.array([[conf.focal, 0, conf.width / 2], [0, conf.focal, conf.height / 2], [0, 0, 1.0]])
 
 
-def look_at(centre: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> tuple[np.ndarray, np.ndarray]:
-    """cam_from_world (R (3, 3), t (3,)) of a camera at ``centre`` looking at ``target``, image y pointing down."""
+def look_at(centre: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """cam_from_world (R (3, 3), t (3,)) of a camera at ``centre`` looking at ``target``, image y pointing down
+    (``up``, default world z, points up in the image)."""
+    up = np.array([0.0, 0.0, 1.0]) if up is None else up
     z = target - centre
     z = z / np.linalg.norm(z)
     x = np.cross(z, up)
