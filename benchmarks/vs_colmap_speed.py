@@ -69,8 +69,9 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     conf = preset_conf("default", backend="classic", device="cpu")
+    steps = _StepClock()
     t0 = time.perf_counter()
-    result = reconstruct(images, work / "run", conf)
+    result = reconstruct(images, work / "run", conf, progress=steps)
     wall = time.perf_counter() - t0
     t = result.timings
     stages = {
@@ -85,7 +86,27 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
     graph = {"graph": pairs.get("graph"), "pairs": pairs.get("pairs"),
              "verified": result.counts.get("matching", {}).get("verified")}  # fmt: skip
     return {"model": str(work / "run" / "sparse" / "0"), "stages": stages, "raw_timings": t, "counts": result.counts,
-            "graph": graph}  # fmt: skip
+            "graph": graph, "steps": steps.seconds()}  # fmt: skip
+
+
+class _StepClock:
+    """A progress callback that times the pipeline's sub-steps (``alignment/coarse`` …): the seconds from the first
+    report of a step to the first report of the next, summed per step name (the part before ':')."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, str]] = []
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        key = stage.partition(":")[0].strip()
+        if not self.marks or self.marks[-1][1] != key:
+            self.marks.append((time.perf_counter(), key))
+
+    def seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        ends = [t for t, _ in self.marks[1:]] + [time.perf_counter()]
+        for (t, key), end in zip(self.marks, ends, strict=True):
+            out[key] = round(out.get(key, 0.0) + end - t, 3)
+        return out
 
 
 def _colmap_pairs(db: Path) -> dict:
@@ -231,6 +252,8 @@ def run_set(
                   f"AUC@3 {metrics['AUC@3']:.1f}, registered {metrics['registration_rate']:.0f} %, "
                   f"graph {g.get('graph')} ({g.get('pairs')} pairs, {g.get('verified')} verified), "
                   f"load {out['load']:.1f} {out.get('error') or ''}", flush=True)
+            if out.get("steps"):  # where sfm3r's time went, step by step
+                print("    steps: " + ", ".join(f"{k} {v:.1f}" for k, v in out["steps"].items() if v >= 0.5), flush=True)
     return rows
 
 
