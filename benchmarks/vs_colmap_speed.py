@@ -62,7 +62,13 @@ SEQ_PREFIX = "seq"
 
 # --------------------------------------------------------------------------------------------- workers
 def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
+    import logging
+
     import torch
+
+    # sfm3r's own log (pairs, matches, self-calibration, alignment steps) goes to the run's log_sfm3r.txt
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("sfm3r").setLevel(logging.INFO)
 
     from sfm3r.pipelines.config import preset_conf
     from sfm3r.pipelines.reconstruct import reconstruct
@@ -74,24 +80,31 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
     result = reconstruct(images, work / "run", conf, progress=steps)
     wall = time.perf_counter() - t0
     t = result.timings
+    pairs = result.counts.get("pairs", {})
+    # a retrieval graph extracts SIFT inside the pairs stage (the similarity needs it): timings["pairs"] then
+    # holds timings["features"], and what is left of it is the retrieval (codebook + ASMK similarity)
+    nested = str(pairs.get("graph", "")).startswith("retrieval")
+    retrieval = t.get("pairs", 0.0) - t.get("features", 0.0) if nested else 0.0
     stages = {
-        "features": t.get("images", 0.0) + t.get("features", 0.0) + t.get("pairs", 0.0),
+        "features": t.get("images", 0.0) + (t.get("pairs", 0.0) if nested else t.get("features", 0.0) + t.get("pairs", 0.0)),
         "self_calibration": t.get("self_calibration", 0.0),
         "matching": t.get("putative_matching", 0.0) + t.get("matching", 0.0),
         "alignment": t.get("alignment", 0.0) + t.get("colors", 0.0),
         "export": t.get("export", 0.0),
         "total": wall,
     }
-    pairs = result.counts.get("pairs", {})
+    sub = {k: v for k, v in steps.seconds().items() if "/" in k}  # top-level stages: raw_timings
+    sub = {"sift": t.get("features", 0.0), "retrieval": retrieval} | sub
     graph = {"graph": pairs.get("graph"), "pairs": pairs.get("pairs"),
              "verified": result.counts.get("matching", {}).get("verified")}  # fmt: skip
     return {"model": str(work / "run" / "sparse" / "0"), "stages": stages, "raw_timings": t, "counts": result.counts,
-            "graph": graph, "steps": steps.seconds()}  # fmt: skip
+            "graph": graph, "steps": sub}  # fmt: skip
 
 
 class _StepClock:
     """A progress callback that times the pipeline's sub-steps (``alignment/coarse`` …): the seconds from the first
-    report of a step to the first report of the next, summed per step name (the part before ':')."""
+    report of a step to the first report of the next, summed per step name (the part before ':'). A step that
+    reports nothing (the retrieval) counts towards the one before it: only the ``stage/step`` names are kept."""
 
     def __init__(self) -> None:
         self.marks: list[tuple[float, str]] = []
