@@ -81,24 +81,33 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
     wall = time.perf_counter() - t0
     t = result.timings
     pairs = result.counts.get("pairs", {})
-    # a retrieval graph extracts SIFT inside the pairs stage (the similarity needs it): timings["pairs"] then
-    # holds timings["features"], and what is left of it is the retrieval (codebook + ASMK similarity)
-    nested = str(pairs.get("graph", "")).startswith("retrieval")
-    retrieval = t.get("pairs", 0.0) - t.get("features", 0.0) if nested else 0.0
-    stages = {
-        "features": t.get("images", 0.0) + (t.get("pairs", 0.0) if nested else t.get("features", 0.0) + t.get("pairs", 0.0)),
-        "self_calibration": t.get("self_calibration", 0.0),
-        "matching": t.get("putative_matching", 0.0) + t.get("matching", 0.0),
-        "alignment": t.get("alignment", 0.0) + t.get("colors", 0.0),
-        "export": t.get("export", 0.0),
-        "total": wall,
-    }
+    stages, retrieval = sfm3r_stages(t, str(pairs.get("graph", "")), wall)
     sub = {k: v for k, v in steps.seconds().items() if "/" in k}  # top-level stages: raw_timings
     sub = {"sift": t.get("features", 0.0), "retrieval": retrieval} | sub
     graph = {"graph": pairs.get("graph"), "pairs": pairs.get("pairs"),
              "verified": result.counts.get("matching", {}).get("verified")}  # fmt: skip
     return {"model": str(work / "run" / "sparse" / "0"), "stages": stages, "raw_timings": t, "counts": result.counts,
             "graph": graph, "steps": sub}  # fmt: skip
+
+
+def sfm3r_stages(t: dict[str, float], graph: str, wall: float) -> tuple[dict[str, float], float]:
+    """sfm3r's run.json timings -> (the table's stages, the retrieval's seconds).
+
+    A retrieval graph extracts SIFT inside the pairs stage (the similarity needs it): ``t["pairs"]`` then holds
+    ``t["features"]``, and what is left of it is the retrieval (codebook + ASMK similarity).
+    """
+    nested = graph.startswith("retrieval")
+    retrieval = max(t.get("pairs", 0.0) - t.get("features", 0.0), 0.0) if nested else 0.0
+    features = t.get("pairs", 0.0) if nested else t.get("features", 0.0) + t.get("pairs", 0.0)
+    stages = {
+        "features": t.get("images", 0.0) + features,
+        "self_calibration": t.get("self_calibration", 0.0),
+        "matching": t.get("putative_matching", 0.0) + t.get("matching", 0.0),
+        "alignment": t.get("alignment", 0.0) + t.get("colors", 0.0),
+        "export": t.get("export", 0.0),
+        "total": wall,
+    }
+    return stages, retrieval
 
 
 class _StepClock:

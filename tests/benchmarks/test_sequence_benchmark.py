@@ -1,4 +1,4 @@
-"""The synthetic orbit renderer of benchmarks/synthetic_sequence.py: projection, poses, ray casting, GT model."""
+"""The synthetic orbit renderer (benchmarks/synthetic_sequence.py) and the pure helpers of benchmarks/vs_colmap_speed.py."""
 
 import sys
 from pathlib import Path
@@ -49,3 +49,26 @@ def test_gt_model_round_trips_through_the_colmap_reader(tmp_path):
     assert list(model.image_names) == names
     assert np.allclose(model.rotations, [R for R, _ in poses], atol=1e-9)
     assert np.allclose(model.translations, [t for _, t in poses], atol=1e-9)
+
+
+def test_vs_colmap_speed_counts_sift_once_under_a_retrieval_graph():
+    import vs_colmap_speed as bench
+
+    t = {"images": 0.1, "features": 29.2, "pairs": 98.8, "putative_matching": 24.2, "self_calibration": 25.9,
+         "matching": 19.8, "alignment": 149.7, "colors": 0.2, "export": 1.1}  # fmt: skip
+    stages, retrieval = bench.sfm3r_stages(t, "retrieval-20-10", 320.0)
+    assert stages["features"] == 0.1 + 98.8 and abs(retrieval - 69.6) < 1e-9  # SIFT ran inside "pairs"
+    stages, retrieval = bench.sfm3r_stages(t | {"pairs": 0.3}, "complete", 160.0)
+    assert abs(stages["features"] - (0.1 + 29.2 + 0.3)) < 1e-9 and retrieval == 0.0
+    assert stages["matching"] == 24.2 + 19.8 and stages["total"] == 160.0
+
+
+def test_vs_colmap_speed_scaling_reports_the_ratio_per_n():
+    import vs_colmap_speed as bench
+
+    assert bench.sequence_length("seq50") == 50 and bench.sequence_length("temple") is None
+    summary = [{"set": f"seq{n}", "images": n, "ratio": {"total": r, "cpu_s": r, "total_per_repeat_median": r}}
+               for n, r in ((25, 2.4), (50, 1.5))] + [{"set": "temple", "images": 47, "ratio": {"total": 9.0}}]  # fmt: skip
+    sc = bench.scaling(summary)
+    assert list(sc["ratio_by_n"]) == [25, 50] and sc["range"] == [25, 50]
+    assert abs(sc["growth_wall"] - 1.5 / 2.4) < 1e-12
