@@ -323,7 +323,7 @@ def _graph_cell(g: dict) -> str:
 def table(summary: list[dict]) -> str:
     head = ("| set | N | method | " + " | ".join(f"{k} s" for k in STAGES)
             + " | CPU s | peak RSS MB | AUC@3 | registered % | scene graph | repeats |")  # fmt: skip
-    lines = [head, "|" + "---|" * (len(STAGES) + 10)]
+    lines = [head, "|" + "---|" * (len(STAGES) + 9)]
     for entry in summary:
         n = entry.get("images", "")
         for method, m in entry["median"].items():
