@@ -75,13 +75,19 @@ def test_sets_the_focal_of_exifless_images_only_and_reuses_the_cache(tmp_path, c
     assert skipped[0].prior_focal_px is None
 
 
-def test_matching_verifies_the_pairs_the_self_calibration_matched_without_matching_them_again(tmp_path, caplog):
+def _complete_graph() -> tuple[dict, list[ImageInfo], Pairs]:
+    """The synthetic scene's features, its images (no EXIF) and the complete graph over them."""
     features = _scene()
     names = sorted(features)
-    images = [_info(n) for n in names]
     all_pairs = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
     pairs = Pairs(names=tuple(names), pairs=all_pairs, scores=np.full(len(all_pairs), np.nan, np.float32),
                   sources=("complete",) * len(all_pairs))  # fmt: skip
+    return features, [_info(n) for n in names], pairs
+
+
+def test_matching_verifies_the_pairs_the_self_calibration_matched_without_matching_them_again(tmp_path, caplog):
+    features, images, pairs = _complete_graph()
+    all_pairs = pairs.pairs
     updated, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
     with caplog.at_level("INFO"):
         results, counts = match_classic(updated, pairs, features, SiftConf(), TwoViewConf(), tmp_path,
@@ -168,12 +174,8 @@ def test_images_alone_in_their_size_get_their_own_focal_from_pairs_with_any_imag
 
 
 def test_putative_matching_stores_every_pair_once_for_the_later_stages(tmp_path, caplog):
-    features = _scene()
-    names = sorted(features)
-    images = [_info(n) for n in names]
-    all_pairs = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
-    pairs = Pairs(names=tuple(names), pairs=all_pairs, scores=np.full(len(all_pairs), np.nan, np.float32),
-                  sources=("complete",) * len(all_pairs))  # fmt: skip
+    features, images, pairs = _complete_graph()
+    all_pairs = pairs.pairs
     counts = match_putative(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
     assert (counts.total, counts.cached, counts.computed) == (len(all_pairs), 0, len(all_pairs))
     assert match_putative(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path).computed == 0
