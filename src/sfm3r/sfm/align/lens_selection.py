@@ -37,14 +37,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sfm3r.errors import ReconstructionError
-from sfm3r.sfm.align.bundle_adjustment import BundleAdjustmentConf, CameraModel, refine_scene
+from sfm3r.sfm.align.bundle_adjustment import (
+    BundleAdjustmentConf,
+    CameraModel,
+    refine_scene,
+)
 from sfm3r.sfm.align.tracks import Tracks
 from sfm3r.sfm.geometry.distortion import distort_pixels, to_pycolmap
 from sfm3r.types import Camera, Scene
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LADDER", "LensChoice", "select_lens", "split_tracks", "distortion_difference"]
+__all__ = ["LADDER", "LensChoice", "distortion_difference", "select_lens", "split_tracks"]
 
 LADDER = (CameraModel.SIMPLE_PINHOLE, CameraModel.SIMPLE_RADIAL, CameraModel.RADIAL, CameraModel.OPENCV)
 HOLDOUT_EVERY = 5  # every 5th track is held out
