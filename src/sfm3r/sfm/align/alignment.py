@@ -11,7 +11,8 @@ Stages (each its own module):
    pycolmap BA (``points="tracks"``, default), or the pairwise anchors (``points="anchors"``); or a full
    tracks + bundle adjustment refinement (``refine="ba"``, sfm.align.bundle_adjustment);
 7. optional lens distortion (``lens``): a final BA of poses, points, intrinsics and distortion on the tracks,
-   then, when a lens is kept, the whole alignment again on keypoints undistorted with it (``_estimate_lens``).
+   then, when a lens is kept, the whole alignment again on keypoints undistorted with it (``_estimate_lens``);
+   ``Lens.AUTO`` chooses the model from held-out tracks (sfm.align.lens_selection).
    Known cameras with distortion are handled the same way: keypoints undistorted first, observations
    distorted back at the end.
 
@@ -46,6 +47,7 @@ from sfm3r.sfm.geometry.distortion import distort_pixels, undistort_pixels
 from sfm3r.sfm.align.edge_verification import VerifiedEdge, VerifyConf, verify_edges
 from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
 from sfm3r.sfm.geometry.projection import project_pinhole
+from sfm3r.sfm.align.lens_selection import select_lens
 from sfm3r.sfm.align.pose_init import initial_poses
 from sfm3r.sfm.align.step_confs import CoarseConf, ReprojectionConf
 from sfm3r.sfm.align.tracks import build_tracks
@@ -71,7 +73,7 @@ class Lens(StrEnum):
     SIMPLE_RADIAL = "simple_radial"  # one radial term k, estimated in a final bundle adjustment
     RADIAL = "radial"  # k1, k2
     OPENCV = "opencv"  # fx, fy, k1, k2, p1, p2
-    AUTO = "auto"  # SIMPLE_RADIAL per camera group where the data supports it, else pinhole (_estimate_lens)
+    AUTO = "auto"  # the ladder pinhole -> SIMPLE_RADIAL -> RADIAL -> OPENCV, as far as held-out data supports it
 
 
 class KnownIntrinsics(StrEnum):
@@ -417,46 +419,38 @@ def _realign_with_lens(scene, pair_results, images, conf, dense_views, progress)
     return replace(again, info={**again.info, "lens": {**scene.info["lens"], "realigned": True}})
 
 
-_LENS_MIN_GAIN = 0.03  # auto: the radial model must lower the mean reprojection error by 3 % ...
-_LENS_MIN_CORNER_PX = 0.5  # ... and move the image corners by at least this much
-
-
 def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -> Scene:
     """A final BA on the tracks with the lens model ``conf.lens`` (poses, points, focal, principal point
-    and distortion refined per camera group). ``Lens.AUTO`` fits SIMPLE_RADIAL and, for comparison, the
-    same BA with pinhole cameras; it keeps the radial model only when its mean reprojection error is
-    ``_LENS_MIN_GAIN`` lower and its distortion moves an image corner by ``_LENS_MIN_CORNER_PX`` or more,
-    else the scene is returned unchanged. The choice is in ``info["lens"]``."""
+    and distortion refined per camera group). ``Lens.AUTO`` climbs the ladder pinhole -> SIMPLE_RADIAL ->
+    RADIAL -> OPENCV and keeps a richer model only where held-out tracks support it
+    (sfm.align.lens_selection); with pinhole chosen the scene is returned unchanged. The choice and every
+    candidate's numbers are in ``info["lens"]``."""
     tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
-    model = BACameraModel.SIMPLE_RADIAL if conf.lens == Lens.AUTO else BACameraModel(conf.lens.value)
-
-    def run(camera_model):
-        return refine_scene(
-            tracks, list(scene.image_names), [c.pinhole() for c in scene.cameras], scene.camera_of_image,
-            scene.rotations, scene.translations, replace(conf.lens_ba, camera_model=camera_model),
-        )  # fmt: skip
-
+    pinhole_cameras = [c.pinhole() for c in scene.cameras]
     try:
-        out = run(model)
-        report: dict = {"asked": conf.lens.value, "error_px": out.info["mean_reproj_error_after"]}
         if conf.lens == Lens.AUTO:
-            pinhole = run(BACameraModel.SIMPLE_PINHOLE)
-            corner = max(_corner_shift(c) for c in out.cameras)
-            report.update(error_pinhole_px=pinhole.info["mean_reproj_error_after"], corner_shift_px=corner)
-            supported = (
-                report["error_px"] < (1 - _LENS_MIN_GAIN) * report["error_pinhole_px"] and corner >= _LENS_MIN_CORNER_PX
-            )  # fmt: skip
-            if not supported:
-                logger.info("lens: pinhole kept (radial error %.3f px vs %.3f, corner shift %.2f px)",
-                            report["error_px"], report["error_pinhole_px"], corner)
+            choice = select_lens(tracks, list(scene.image_names), pinhole_cameras, scene.camera_of_image,
+                                 scene.rotations, scene.translations, conf.lens_ba)  # fmt: skip
+            report = {"asked": conf.lens.value, **choice.report}
+            if choice.model == BACameraModel.SIMPLE_PINHOLE or choice.fit is None:
+                logger.info("lens: pinhole kept")
                 return replace(scene, info={**scene.info, "lens": report | {"chosen": "none"}})
+            model = choice.model
+            # the chosen fit saw 80 % of the tracks: enough for the lens when the alignment is redone with it,
+            # else the model is fitted again on all tracks for the output
+            out = choice.fit if conf.lens_realign else _lens_ba(scene, tracks, pinhole_cameras, model, conf)
+            report["error_px"] = report["candidates"][model.value]["fit_error_px"]
+        else:
+            model = BACameraModel(conf.lens.value)
+            out = _lens_ba(scene, tracks, pinhole_cameras, model, conf)
+            report = {"asked": conf.lens.value, "error_px": out.info["mean_reproj_error_after"]}
     except ReconstructionError as error:
         logger.warning("lens distortion not estimated (%s); cameras stay pinhole", error)
         return replace(scene, info={**scene.info, "lens": {"asked": conf.lens.value, "chosen": "none"}})
     if out.unregistered:
         logger.warning("lens estimation lost images %s; cameras stay pinhole", out.unregistered)
         return replace(scene, info={**scene.info, "lens": {"asked": conf.lens.value, "chosen": "none"}})
-    report["chosen"] = model.value
+    report["chosen"] = Lens(model.value.lower()).value
     report["distortion"] = [list(c.distortion) for c in out.cameras]
     logger.info("lens: %s, distortion %s, error %.3f px", model.value, report["distortion"], report["error_px"])
     lengths = np.bincount(out.obs_point, minlength=out.num_points)
@@ -465,10 +459,10 @@ def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -
                    info={**scene.info, "lens": report, "tracks": tracks_info})  # fmt: skip
 
 
-def _corner_shift(camera: Camera) -> float:
-    """Pixels by which `camera`'s distortion moves the farthest image corner (0 without distortion)."""
-    corners = np.array([[0.0, 0.0], [camera.width, 0.0], [0.0, camera.height], [camera.width, camera.height]])
-    return float(np.linalg.norm(distort_pixels(corners, camera) - corners, axis=1).max())
+def _lens_ba(scene: Scene, tracks, cameras: Sequence[Camera], model: BACameraModel, conf: AlignConf) -> Scene:
+    """The lens BA of `scene`'s poses on all `tracks` with camera `model`."""
+    return refine_scene(tracks, list(scene.image_names), list(cameras), scene.camera_of_image, scene.rotations,
+                        scene.translations, replace(conf.lens_ba, camera_model=model))  # fmt: skip
 
 
 def _undistort_pair(pair: PairResult, lens: Mapping[str, Camera]) -> PairResult:

@@ -15,8 +15,8 @@ DEFAULT_FOCAL_FACTOR = 1.2
 class CameraModel(StrEnum):
     """COLMAP camera model of the output (values are COLMAP's names; parsing ignores case)."""
 
-    # AUTO: for the reconstruction, SIMPLE_RADIAL per camera where the data supports it, else PINHOLE
-    # (run.json: counts.lens); for the bundle adjustment, the input camera's lens model if it has one, else
+    # AUTO: for the reconstruction, the lens model held-out data supports (PINHOLE, SIMPLE_RADIAL, RADIAL or
+    # OPENCV: sfm.align.lens_selection; run.json: counts.lens); for the bundle adjustment, the input camera's lens model if it has one, else
     # SIMPLE_PINHOLE when fx ≈ fy (1 %), else PINHOLE.
     AUTO = "AUTO"
     SIMPLE_PINHOLE = "SIMPLE_PINHOLE"  # one focal (the mean of fx, fy)
