@@ -182,10 +182,11 @@ def _write_pairs_txt(path: Path, pairs) -> None:
 
 
 def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
-    """The written model of the cameras without lens distortion: PINHOLE (also when fx == fy), or
-    SIMPLE_PINHOLE with one focal (the mean of fx and fy). Cameras with distortion keep their model."""
+    """The written model of the cameras without lens distortion: SIMPLE_PINHOLE with one focal (the mean of
+    fx and fy) when asked for, else PINHOLE (also when fx == fy, and for a lens model whose estimate was
+    refused, e.g. AUTO keeping the pinhole). Cameras with distortion keep their model."""
     def apply(c):
-        if c.has_distortion or model not in (CameraModel.PINHOLE, CameraModel.SIMPLE_PINHOLE):
+        if c.has_distortion:
             return c
         if model == CameraModel.SIMPLE_PINHOLE:
             return dataclasses.replace(c, fx=(c.fx + c.fy) / 2, fy=(c.fx + c.fy) / 2, model="SIMPLE_PINHOLE",
