@@ -81,6 +81,8 @@ SETTINGS: dict[str, Callable[[ReconstructConf], ReconstructConf]] = {
     "lens-auto": lambda c: dataclasses.replace(c, camera_model="AUTO"),
     # feature / pair changes: new SIFT or two-view results (minutes per case)
     "ransac-0.75px": lambda c: _two_view(c, max_error=0.75),
+    "ransac-0.5px": lambda c: _two_view(c, max_error=0.5),
+    "ransac-0.75px+cauchy-0.5px": lambda c: _reproj(_two_view(c, max_error=0.75), robust_scale_px=0.5),
     "ransac-1.5px": lambda c: _two_view(c, max_error=1.5),
     "ransac-2px": lambda c: _two_view(c, max_error=2.0),
     "min-inliers-15": lambda c: _two_view(c, min_num_inliers=15),
