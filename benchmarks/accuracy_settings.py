@@ -59,6 +59,8 @@ def _two_view(conf: ReconstructConf, **fields) -> ReconstructConf:
 SETTINGS: dict[str, Callable[[ReconstructConf], ReconstructConf]] = {
     "default": lambda c: c,
     "accurate-align": lambda c: _align(c, refine=Refinement.REPROJECTION_BA),
+    "cauchy-0.3px": lambda c: _reproj(c, robust_scale_px=0.3),
+    "cauchy-0.4px": lambda c: _reproj(c, robust_scale_px=0.4),
     "cauchy-0.5px": lambda c: _reproj(c, robust_scale_px=0.5),
     "cauchy-0.7px": lambda c: _reproj(c, robust_scale_px=0.7),
     "cauchy-1.5px": lambda c: _reproj(c, robust_scale_px=1.5),
@@ -88,6 +90,9 @@ SETTINGS: dict[str, Callable[[ReconstructConf], ReconstructConf]] = {
     "min-inliers-15": lambda c: _two_view(c, min_num_inliers=15),
     "ratio-0.9": lambda c: _two_view(c, max_ratio=0.9),
     "reproj-4px": lambda c: _two_view(c, max_reproj_error=4.0),
+    "angle-scale-1deg": lambda c: _two_view(c, angle_scale_deg=1.0),
+    "angle-scale-4deg": lambda c: _two_view(c, angle_scale_deg=4.0),
+    "min-tri-angle-1deg": lambda c: _two_view(c, min_tri_angle_deg=1.0),
     "dsp-sift": lambda c: _sift(c, domain_size_pooling=True),
     "sift-16k": lambda c: _sift(c, max_num_features=16384),
     "sift-peak-0.004": lambda c: _sift(c, peak_threshold=0.004),
