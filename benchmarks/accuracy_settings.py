@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import accuracy  # noqa: E402 (the sets, GT subsets and scoring of the accuracy benchmark)
+import accuracy  # the sets, GT subsets and scoring of the accuracy benchmark
 
-from sfm3r.pipelines.config import ReconstructConf, preset_conf  # noqa: E402
-from sfm3r.sfm.align.alignment import CameraMode, Lens, Refinement  # noqa: E402
+from sfm3r.pipelines.config import ReconstructConf, preset_conf
+from sfm3r.sfm.align.alignment import CameraMode, Refinement
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -107,7 +107,7 @@ def run_setting(case_dir: Path, work: Path, setting: str, threads: int) -> dict:
     from sfm3r.pipelines.reconstruct import Stage, reconstruct
 
     torch.set_num_threads(threads)
-    set_name, variant = case_dir.name.rsplit("_", 1)
+    set_name = case_dir.name.rsplit("_", 1)[0]
     run = work / case_dir.name
     if not run.exists() and (case_dir / "run").is_dir():  # else: a new case, everything computed here
         shutil.copytree(case_dir / "run", run, symlinks=True)

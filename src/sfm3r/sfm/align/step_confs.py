@@ -39,5 +39,5 @@ class ReprojectionConf:
     # from its rotation (measured unstable with a principal point per image). 3 (was 5) measured on the 1024 px
     # Strecha subsets, AUC@3 at 5 -> 3 (benchmarks/accuracy_settings.py, benchmarks/README.md §1): herzjesu
     # sparse (4 images) 93.11 -> 96.91 (COLMAP-best 95.3), 3 / 4 images of fountain 90.8 / 89.8 -> 95.4 / 96.8,
-    # of herzjesu 94.3 / 93.1 -> 95.3 / 96.9; 2 images: unchanged at 2 (fountain 90.3, herzjesu 93.1).
+    # of herzjesu 94.3 / 93.1 -> 95.3 / 96.9; with 2 images refining it changes nothing (fountain 90.3, herzjesu 93.1).
     min_images_for_pp: int = 3
