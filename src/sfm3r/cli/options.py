@@ -177,7 +177,7 @@ _OPTIONS: dict[str, Callable] = {
     "fixed_principal_point": click.option(
         "--fixed-principal-point", is_flag=True, default=None,
         help="Keep every principal point at the image centre. By default it is refined for cameras shared by "
-             "5 or more images, and the exported images are cropped so that it is centred for graphdeco 3DGS.",
+             "3 or more images, and the exported images are cropped so that it is centred for graphdeco 3DGS.",
     ),
     "camera_model": click.option(
         "--camera-model", type=click.Choice(CAMERA_MODELS, case_sensitive=False), default=None,

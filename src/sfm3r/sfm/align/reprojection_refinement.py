@@ -42,9 +42,9 @@ from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
 logger = logging.getLogger(__name__)
 
 
-# A principal point is refined only for cameras shared by at least this many images: one image alone cannot
-# separate it from its rotation (measured unstable with a principal point per image).
-MIN_IMAGES_FOR_PP = 5
+# A principal point is refined only for cameras shared by at least this many images (the default of
+# ReprojectionConf.min_images_for_pp, which says why).
+MIN_IMAGES_FOR_PP = ReprojectionConf().min_images_for_pp
 # A point behind (or at) its observer gets this residual (pixels): a bounded Cauchy cost (about 18·δ² at
 # δ = 1 px) and weight 0, so a step may move a few outliers behind a camera if that pays off elsewhere. (A
 # hard "never more points behind" rule stalled a 200-image ring at 2.1 px RMS: AUC@3 38 instead of 9x.)
@@ -208,7 +208,7 @@ class ReprojectionProblem:
             free_c[6 * N : 6 * N + nf] = False
         if not conf.optimise_pp:
             free_c[6 * N + nf :] = False
-        small = np.flatnonzero(np.bincount(fidx, minlength=nf) < MIN_IMAGES_FOR_PP)
+        small = np.flatnonzero(np.bincount(fidx, minlength=nf) < conf.min_images_for_pp)
         free_c[np.concatenate([6 * N + nf + 2 * small, 6 * N + nf + 2 * small + 1])] = False
         free_c[np.concatenate([pcol[fixed_focal], pcol[fixed_focal] + 1])] = False
         free_d = np.ones(A, bool)

@@ -31,7 +31,13 @@ class ReprojectionConf:
     tolerance: float = 1e-4
     outlier_px: float = 6.0  # matches with a larger error in either image are dropped from the output
     optimise_focal: bool = True
-    # principal points of cameras shared by >= MIN_IMAGES_FOR_PP images. Measured (classic backend, AUC@3):
+    # principal points of cameras shared by >= min_images_for_pp images. Measured (classic backend, AUC@3):
     # fountain 88.6 -> 97.0, herzjesu 91.0 -> 98.2, temple ring 69.7 -> 91.7. The 3DGS export crops the
     # images so that graphdeco 3DGS, which assumes a centred principal point, stays consistent.
     optimise_pp: bool = True
+    # ... for camera groups of at least this many images: one image alone cannot separate its principal point
+    # from its rotation (measured unstable with a principal point per image). 3 (was 5) measured on the 1024 px
+    # Strecha subsets, AUC@3 at 5 -> 3 (benchmarks/accuracy_settings.py, benchmarks/README.md §1): herzjesu
+    # sparse (4 images) 93.11 -> 96.91 (COLMAP-best 95.3), 3 / 4 images of fountain 90.8 / 89.8 -> 95.4 / 96.8,
+    # of herzjesu 94.3 / 93.1 -> 95.3 / 96.9; with 2 images refining it changes nothing (fountain 90.3, herzjesu 93.1).
+    min_images_for_pp: int = 3
