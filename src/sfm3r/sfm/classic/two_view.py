@@ -130,8 +130,9 @@ class TwoViewConf:
 
 PRESETS: dict[str, TwoViewConf] = {
     "default": TwoViewConf(),
-    # COLMAP's own matcher: the reference. Same matches (3299 vs 3304 on fountain 0000/0001), but 30-100x
-    # slower on this CPU build (27-120 s per pair of 7-8k keypoints, vs 0.5-0.9 s for the torch matcher).
+    # COLMAP's exact brute-force matcher, pair by pair: the reference of the exact rule. Same matches as the
+    # torch matcher (3299 vs 3304 on fountain 0000/0001), but 30-100x slower on this CPU build (27-120 s per
+    # pair of 7-8k keypoints). The default's COLMAP_INDEX is COLMAP's default (approximate, batched) matcher.
     "colmap": TwoViewConf(matcher=MatcherType.PYCOLMAP),
 }
 
