@@ -87,8 +87,8 @@ def test_processes_one_matches_without_worker_processes(two_photos, tmp_path, mo
     from sfm3r.pipelines import process_pool
 
     started = []
-    real = process_pool._Pool.__init__
-    monkeypatch.setattr(process_pool._Pool, "__init__", lambda self, *a: (started.append(a[-1]), real(self, *a))[1])
+    real = process_pool._start_worker
+    monkeypatch.setattr(process_pool, "_start_worker", lambda: (started.append(1), real())[1])
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["match", str(two_photos), str(out), "--processes", "1", "-q"])
     assert result.exit_code == 0, result.output

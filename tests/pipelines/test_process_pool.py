@@ -72,3 +72,41 @@ def test_verification_in_workers_equals_verification_here():
     for ours, ref in zip(found, expected, strict=True):
         assert (ours.name_i, ours.name_j, ours.verified, ours.num_inliers) == (ref.name_i, ref.name_j, ref.verified, ref.num_inliers)
         assert np.array_equal(ours.idx_i, ref.idx_i) and np.array_equal(ours.pts_i, ref.pts_i)
+
+
+def test_a_pool_keeps_its_workers_for_the_next_map_and_starts_fresh_ones_after_an_error():
+    from sfm3r.pipelines.process_pool import WorkerPool
+
+    with WorkerPool(2) as pool:
+        assert pool.processes == []  # nothing started before a map needs it
+        assert list(pool.map(math.sqrt, [1.0, 4.0, 9.0])) == [1.0, 2.0, 3.0]
+        first = list(pool.processes)
+        assert len(first) == 2 and all(p.poll() is None for p in first)
+        assert list(pool.map(math.factorial, [3, 4, 5, 6])) == [6, 24, 120, 720]  # another function, same workers
+        assert pool.processes == first
+        with pytest.raises(ValueError):
+            list(pool.map(math.factorial, [3, -1, 5, 6]))
+        assert pool.processes == []  # a failed map ends its workers ...
+        assert list(pool.map(math.sqrt, [16.0, 25.0, 36.0])) == [4.0, 5.0, 6.0]  # ... and the next starts new ones
+        assert pool.processes and all(p not in first for p in pool.processes)
+    assert pool.processes == []
+    for process in first:
+        assert process.wait(timeout=30) == 0  # ended by the end of their input, not killed
+
+
+def test_self_calibration_fundamentals_in_workers_equal_those_here():
+    from sfm3r.pipelines.classic_jobs import fundamental_job
+    from sfm3r.sfm.classic.two_view import match_descriptors
+
+    conf = SiftConf(max_image_size=640, max_num_features=1024)
+    paths = sorted(SAMPLE.glob("*.jpg"))[:4]
+    feats = [extract_sift(np.asarray(Image.open(p).convert("RGB")), conf) for p in paths]
+    jobs = []
+    for i, j in [(0, 1), (1, 2), (2, 3)]:
+        m = match_descriptors(feats[i].descriptors, feats[j].descriptors)
+        jobs.append((feats[i].keypoints[m[:, 0]].astype(np.float64), feats[j].keypoints[m[:, 1]].astype(np.float64), 3.0))
+    here = [fundamental_job(job) for job in jobs]
+    there = list(map_in_processes(fundamental_job, jobs, workers=2))
+    assert all(h is not None and h[1] >= 30 for h in here)
+    for (f_here, n_here), (f_there, n_there) in zip(here, there, strict=True):
+        assert n_here == n_there and np.array_equal(f_here, f_there)

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 
 from sfm3r.io import cache
-from sfm3r.pipelines.classic_jobs import sift_of_file, verify_job
-from sfm3r.pipelines.process_pool import map_in_processes
+from sfm3r.pipelines.classic_jobs import F_RANSAC_CONFIDENCE, F_RANSAC_MIN_TRIALS, fundamental_job, sift_of_file, verify_job
+from sfm3r.pipelines.process_pool import WorkerPool, map_in_processes
 from sfm3r.sfm.classic.focal_sweep import multi_view_focal_sweep
 from sfm3r.sfm.classic.self_calibration import (
     SelfCalibConf,
@@ -99,6 +98,7 @@ def extract_features(
     progress: Progress | None = None,
     runner=None,  # a distributed.RayRunner: extract on its cluster; None: in this process
     processes: int | None = None,  # local worker processes (process_pool.map_in_processes); None: one per core
+    pool: WorkerPool | None = None,  # the run's worker processes (then `processes` is the pool's)
 ) -> tuple[dict[str, SiftFeatures], StageCounts]:
     """SIFT features of every image, from the cache where present. Returns {name: features}, counts."""
     store = _features_store(cache_dir, conf)
@@ -115,7 +115,7 @@ def extract_features(
         todo_here = todo
     with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
         jobs = [(info.path, conf) for info in todo_here]
-        for info, features in zip(todo_here, map_in_processes(sift_of_file, jobs, workers=processes), strict=True):
+        for info, features in zip(todo_here, map_in_processes(sift_of_file, jobs, workers=processes, pool=pool), strict=True):
             cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             done += 1
             if progress:
@@ -254,6 +254,7 @@ def self_calibrate_focals(
     calib_conf: SelfCalibConf = SelfCalibConf(),
     counts: dict[str, int] | None = None,  # filled with the cache units: total, cached, computed
     progress: Progress | None = None,
+    pool: WorkerPool | None = None,  # the run's worker processes for the F-RANSAC; None: in this process
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """Focal self-calibration of the images without a focal prior: one focal per image size, else per image.
 
@@ -282,12 +283,13 @@ def self_calibrate_focals(
     config = {
         "sift": sift_conf, "two_view": conf, "self_calibration": calib_conf, "max_pairs": max_pairs,
         "min_inliers": _SELF_CALIB_MIN_INLIERS, "f_ransac_max_error": _F_RANSAC_MAX_ERROR,
+        "f_ransac_trials": [F_RANSAC_MIN_TRIALS, F_RANSAC_CONFIDENCE],
     }  # fmt: skip
     store = cache.open_store(cache_dir, "self-calibration", config)
     with PutativeMatches(cache_dir, sift_conf, conf, features, device) as matches_for:
         updated, calibrated = _self_calibrate(
             images, groups, by_name, pairs, order, store, matches_for, tally, skip, conf, calib_conf, max_pairs,
-            max_pairs_per_image, progress,
+            max_pairs_per_image, progress, pool=pool,
         )  # fmt: skip
     store.close()
     return updated, calibrated
@@ -308,6 +310,8 @@ def _self_calibrate(
     max_pairs: int,
     max_pairs_per_image: int,
     progress: Progress | None = None,
+    *,
+    pool: WorkerPool | None = None,
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """The body of :func:`self_calibrate_focals` (groups first, then the images left over)."""
     calibrated: dict[str, float] = {}
@@ -327,7 +331,7 @@ def _self_calibrate(
         if not store.has(key):
             with store.writer() as writer:
                 tick = (lambda k, n=len(ordered), size=size: progress(f"self_calibration/{size}", k, n)) if progress else None
-                writer.add(key, _self_calibration_unit(ordered, matches_for, width, height, conf, calib_conf, tick))
+                writer.add(key, _self_calibration_unit(ordered, matches_for, width, height, conf, calib_conf, tick, pool))
             store.refresh()
         attrs = store.read(key).attrs
         if attrs["focal_px"] is None:
@@ -349,7 +353,7 @@ def _self_calibrate(
     if leftover:
         per_image = _calibrate_per_image(
             leftover, images, pairs, order, matches_for, focal_of, skip, store, calib_conf, max_pairs_per_image, tally,
-            progress,
+            progress, pool=pool,
         )  # fmt: skip
         calibrated.update(per_image)
         focal_of.update(per_image)
@@ -373,9 +377,10 @@ def _self_calibration_unit(
     conf: TwoViewConf,
     calib_conf: SelfCalibConf,
     tick: Callable[[int], None] | None = None,  # called with the number of pairs done
+    pool: WorkerPool | None = None,
 ) -> cache.Unit:
     """Match the pairs, F by seeded LO-RANSAC, focal by estimate_focal -> a cache unit."""
-    fundamentals, weights, _, putative = _fundamentals(ordered, matches_for, tick)
+    fundamentals, weights, _, putative = _fundamentals(ordered, matches_for, tick, pool)
     est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
     attrs = {
         "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
@@ -400,30 +405,30 @@ def _fundamentals(
     ordered: Sequence[tuple[ImageInfo, ImageInfo]],
     matches_for: PutativeMatches,
     tick: Callable[[int], None] | None = None,  # called with the number of pairs done
+    pool: WorkerPool | None = None,  # the run's worker processes (pycolmap's RANSAC holds the GIL)
 ) -> tuple[list[np.ndarray], list[float], list[int], dict[tuple[str, str], np.ndarray]]:
     """F (x_j^T F x_i = 0) of each pair (i, j) with enough F-RANSAC inliers (seeded LO-RANSAC).
 
     Returns the F (3, 3) and their inlier counts, the indices into `ordered` they belong to, and the
     putative matches of every pair.
     """
-    fundamentals, weights, used = [], [], []
     putative: dict[tuple[str, str], np.ndarray] = {}
-    options = pycolmap.RANSACOptions(max_error=_F_RANSAC_MAX_ERROR, random_seed=0, num_threads=1)
+    jobs, tried = [], []
     for k, (info_i, info_j) in enumerate(ordered):
+        matches = putative[(info_i.name, info_j.name)] = matches_for(info_i, info_j)
+        if len(matches) >= _SELF_CALIB_MIN_INLIERS:
+            xy_i = np.asarray(matches_for.features[info_i.name].keypoints[matches[:, 0]], np.float64)
+            xy_j = np.asarray(matches_for.features[info_j.name].keypoints[matches[:, 1]], np.float64)
+            jobs.append((xy_i, xy_j, _F_RANSAC_MAX_ERROR))
+            tried.append(k)
+    fundamentals, weights, used = [], [], []
+    for done, (k, found) in enumerate(zip(tried, pool.map(fundamental_job, jobs) if pool else map(fundamental_job, jobs), strict=True)):
         if tick is not None:
-            tick(k)
-        feats_i, feats_j = matches_for.features[info_i.name], matches_for.features[info_j.name]
-        matches = matches_for(info_i, info_j)
-        putative[(info_i.name, info_j.name)] = matches
-        if len(matches) < _SELF_CALIB_MIN_INLIERS:
+            tick(done)
+        if found is None or found[1] < _SELF_CALIB_MIN_INLIERS:
             continue
-        xy_i = np.asarray(feats_i.keypoints[matches[:, 0]], np.float64)
-        xy_j = np.asarray(feats_j.keypoints[matches[:, 1]], np.float64)
-        found = pycolmap.estimate_fundamental_matrix(xy_i, xy_j, options)
-        if found is None or found["num_inliers"] < _SELF_CALIB_MIN_INLIERS:
-            continue
-        fundamentals.append(np.asarray(found["F"], np.float64))
-        weights.append(float(found["num_inliers"]))
+        fundamentals.append(found[0])
+        weights.append(float(found[1]))
         used.append(k)
     return fundamentals, weights, used, putative
 
@@ -441,6 +446,8 @@ def _calibrate_per_image(
     max_pairs_per_image: int,
     tally: dict[str, int],
     progress: Progress | None = None,
+    *,
+    pool: WorkerPool | None = None,
 ) -> dict[str, float]:
     """One focal per image of `leftover`, jointly from the best pairs of each with any image -> {name: focal}.
 
@@ -472,7 +479,7 @@ def _calibrate_per_image(
     _count(tally, store.has(key))
     if not store.has(key):
         tick = (lambda k, n=len(chosen): progress("self_calibration/per image", k, n)) if progress else None
-        fundamentals, weights, used, _ = _fundamentals(chosen, matches_for, tick)
+        fundamentals, weights, used, _ = _fundamentals(chosen, matches_for, tick, pool)
         index = {name: c for c, name in enumerate(cameras)}
         pair_cameras = np.array([[index[chosen[k][0].name], index[chosen[k][1].name]] for k in used], np.int64)
         est = estimate_camera_focals(
@@ -529,6 +536,7 @@ def match_classic(
     self_calibrated: Mapping[str, float] | None = None,
     runner=None,  # a distributed.RayRunner: compute the pairs on its cluster; None: in this process
     processes: int | None = None,  # local worker processes for the verification; None: one per core
+    pool: WorkerPool | None = None,  # the run's worker processes (then `processes` is the pool's)
 ) -> tuple[list[PairResult], StageCounts]:
     """Match, verify and triangulate every pair of the scene graph, from the cache where present.
 
@@ -566,7 +574,7 @@ def match_classic(
              priors[info_i.name], priors[info_j.name], matches_for(info_i, info_j), conf)
             for info_i, info_j in (ordered[k] for k in todo_here)
         ]  # fmt: skip
-        results_here = map_in_processes(verify_job, jobs, workers=processes)  # pycolmap's RANSAC holds the GIL
+        results_here = map_in_processes(verify_job, jobs, workers=processes, pool=pool)  # pycolmap's RANSAC holds the GIL
         for k, result in zip(todo_here, results_here, strict=True):
             cache.write_pair_result(writer, keys[k], result)
             done += 1

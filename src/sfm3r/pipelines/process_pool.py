@@ -7,10 +7,10 @@ The workers are plain ``python -m sfm3r.pipelines.process_pool`` subprocesses, n
 ones: a spawned multiprocessing worker imports the caller's ``__main__`` again, which runs the whole
 script a second time when a user calls the pipeline from a script without an ``if __name__ ==
 "__main__":`` guard, and a forked one inherits torch's thread pool and the progress display's threads.
-A worker imports only the module of the function it runs, gets one item at a time (pickled over its
-stdin, the result back over its stdout), and ignores SIGINT, so that Ctrl-C reaches the parent alone,
+A worker imports only the modules of the functions it runs, gets one item at a time (pickled over its
+stdin with the function's name, the result back over its stdout), and ignores SIGINT, so that Ctrl-C reaches the parent alone,
 which stops handing out work and keeps every result it received. Its stderr is the parent's (C library
-logs are captured there as usual).
+logs are captured there as usual). A run keeps its workers for all its stages (:class:`WorkerPool`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
-__all__ = ["map_in_processes", "usable_cores"]
+__all__ = ["WorkerPool", "map_in_processes", "usable_cores"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -52,36 +52,97 @@ def map_in_processes(
     *,
     workers: int | None = None,  # None: one per usable core, at most MAX_DEFAULT_WORKERS
     min_items: int = MIN_ITEMS_FOR_A_POOL,
+    pool: WorkerPool | None = None,  # a run's pool, kept for its next map; None: workers for this map alone
 ) -> Iterator[Result]:
     """``function(item)`` for each item, yielded in the order of `items` as they finish.
 
     Runs in this process when one worker is asked for or there are fewer than `min_items` items. An
     exception raised by `function` is raised here; the items not started yet are then not started.
     """
-    items = list(items)
-    count = min(workers or min(usable_cores(), MAX_DEFAULT_WORKERS), len(items))
-    if count <= 1 or len(items) < min_items:
-        yield from map(function, items)
+    if pool is not None:
+        yield from pool.map(function, items, min_items=min_items)
         return
-    pool = _Pool(f"{function.__module__}:{function.__qualname__}", items, count)
-    try:
-        for k in range(len(items)):
-            yield pool.result(k)
-    finally:
-        pool.close()
+    with WorkerPool(workers) as own:
+        yield from own.map(function, items, min_items=min_items)
 
 
-class _Pool:
-    """`count` worker processes taking the items in order, one at a time each; results kept by index."""
+class WorkerPool:
+    """Worker processes kept for every map of a run (SIFT, the self-calibration's F, the verification), so
+    that each stage does not pay the workers' start (~0.3 s: an interpreter, numpy and pycolmap) again.
 
-    def __init__(self, target: str, items: list, count: int) -> None:
+    Started on the first map that needs them, stopped by :meth:`close` (or the ``with`` block's end). Any
+    module-level function can be mapped; a worker imports its module on first use. A worker that fails
+    (crash, broken pipe) or a map stopped early ends the processes; the next map starts fresh ones.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:  # None: one per usable core, at most 8
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1 (or None: one per core), got {workers}")
+        self.size = workers or min(usable_cores(), MAX_DEFAULT_WORKERS)
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def map(
+        self, function: Callable[[Item], Result], items: Iterable[Item], *, min_items: int = MIN_ITEMS_FOR_A_POOL
+    ) -> Iterator[Result]:
+        """``function(item)`` for each item in the workers, yielded in order (see :func:`map_in_processes`)."""
+        items = list(items)
+        count = min(self.size, len(items))
+        if count <= 1 or len(items) < min_items:
+            yield from map(function, items)
+            return
+        while len(self.processes) < count:
+            self.processes.append(_start_worker())
+        batch = _Batch(f"{function.__module__}:{function.__qualname__}", items, self.processes[:count])
+        finished = False
+        try:
+            for k in range(len(items)):
+                yield batch.result(k)
+            finished = True
+        finally:
+            batch.stop()
+            if not finished or batch.failed:  # an item may still be running in a worker, or one died
+                self.close()
+
+    def close(self) -> None:
+        """End the workers: end of input, each exits after its current item (reaped in the background)."""
+        processes, self.processes = self.processes, []
+        for process in processes:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        if processes:  # the workers exit in ~0.1 s; the run need not wait for that
+            threading.Thread(target=_reap, args=(processes,), daemon=True).start()
+
+
+def _reap(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+class _Batch:
+    """One map over the pool's workers: each takes the items in order, one at a time; results kept by index."""
+
+    def __init__(self, target: str, items: list, processes: list[subprocess.Popen]) -> None:
+        self.target = target
         self.items = items
         self.next_item = 0
         self.results: dict[int, tuple[bool, Any]] = {}
         self.stopped = False
+        self.failed = False  # a worker died or an item raised
         self.condition = threading.Condition()
-        self.processes = [_start_worker(target) for _ in range(count)]
-        self.threads = [threading.Thread(target=self._feed, args=(p,), daemon=True) for p in self.processes]
+        self.threads = [threading.Thread(target=self._feed, args=(p,), daemon=True) for p in processes]
         for thread in self.threads:
             thread.start()
 
@@ -95,14 +156,14 @@ class _Pool:
     def _feed(self, process: subprocess.Popen) -> None:
         while (k := self._take()) is not None:
             try:
-                _send(process.stdin, self.items[k])
+                _send(process.stdin, (self.target, self.items[k]))
                 outcome = _receive(process.stdout)
-            except (OSError, EOFError, pickle.PickleError) as err:
+            except (OSError, EOFError, ValueError, pickle.PickleError) as err:
                 outcome = (False, RuntimeError(f"a worker process stopped unexpectedly ({err!r})"))
             with self.condition:
                 self.results[k] = outcome
                 if not outcome[0]:
-                    self.stopped = True
+                    self.stopped = self.failed = True
                 self.condition.notify_all()
             if not outcome[0]:
                 return
@@ -116,30 +177,21 @@ class _Pool:
             raise value
         return value
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Hand out no more items and wait for those running (their workers are then idle again)."""
         with self.condition:
             self.stopped = True
-        for process in self.processes:
-            try:
-                process.stdin.close()  # end of input: the worker exits after its current item
-            except OSError:
-                pass
         for thread in self.threads:
             thread.join(timeout=60)
-        for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            process.stdout.close()
+        if any(thread.is_alive() for thread in self.threads):
+            self.failed = True
 
 
-def _start_worker(target: str) -> subprocess.Popen:
+def _start_worker() -> subprocess.Popen:
     # the worker imports what this process imports (also where sys.path was extended at run time)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     return subprocess.Popen(
-        [sys.executable, "-m", "sfm3r.pipelines.process_pool", target], stdin=subprocess.PIPE,
+        [sys.executable, "-m", "sfm3r.pipelines.process_pool"], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, env=env,
     )  # fmt: skip
 
@@ -161,22 +213,22 @@ def _receive(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-def _serve(target: str) -> None:
-    """A worker's loop: items from stdin, (True, result) or (False, exception) to stdout, until stdin ends."""
+def _serve() -> None:
+    """A worker's loop: (function name, item) from stdin, (True, result) or (False, exception) to stdout,
+    until stdin ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything the function prints must not corrupt the result stream
-    module, _, name = target.partition(":")
-    function = importlib.import_module(module)
-    for part in name.split("."):
-        function = getattr(function, part)
+    functions: dict[str, Callable] = {}
     while True:
         try:
-            item = _receive(source)
+            target, item = _receive(source)
         except EOFError:
             return
         try:
-            outcome = (True, function(item))
+            if target not in functions:
+                functions[target] = _resolve(target)
+            outcome = (True, functions[target](item))
         except Exception as err:  # noqa: BLE001 - handed to the parent, which raises it
             outcome = (False, err)
         try:
@@ -187,5 +239,14 @@ def _serve(target: str) -> None:
             return
 
 
+def _resolve(target: str) -> Callable:
+    """``"package.module:function"`` -> the function (imported here, in the worker)."""
+    module, _, name = target.partition(":")
+    function = importlib.import_module(module)
+    for part in name.split("."):
+        function = getattr(function, part)
+    return function
+
+
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve()

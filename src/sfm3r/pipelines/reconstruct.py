@@ -38,6 +38,7 @@ from sfm3r.pipelines.scene_stats import describe_scene
 from sfm3r.pipelines.torch_build import installed_torch_build
 from sfm3r.pipelines.known_cameras import load_known_cameras
 from sfm3r.pipelines.pairs import select_pairs, sift_similarity
+from sfm3r.pipelines.process_pool import WorkerPool
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
 from sfm3r.sfm.align.alignment import alignment_steps
@@ -227,12 +228,13 @@ def reconstruct(
     distributed.py), writing the same cache; everything else, and the result, is the same.
     """
     if conf.workers != Workers.RAY:
-        return _reconstruct(images_dir, output_dir, conf, progress, stop_after, None)
+        with WorkerPool(conf.processes) as pool:  # started by the first stage that needs it (classic backend)
+            return _reconstruct(images_dir, output_dir, conf, progress, stop_after, None, pool)
     from sfm3r.pipelines.distributed import RayRunner  # Ray loads only when asked for
 
     check_separate_from_inputs(output_dir, images_dir, recursive=conf.recursive)
     with RayRunner(conf.ray) as runner:
-        return _reconstruct(images_dir, output_dir, conf, progress, stop_after, runner)
+        return _reconstruct(images_dir, output_dir, conf, progress, stop_after, runner, None)
 
 
 def _reconstruct(
@@ -242,6 +244,7 @@ def _reconstruct(
     progress: Progress | None,
     stop_after: Stage,
     runner,  # distributed.RayRunner or None
+    pool: WorkerPool | None,  # local worker processes, kept for every stage of the run
 ) -> ReconstructResult:
     started = time.perf_counter()
     device = validate_options(images_dir, conf)  # every option and input file, before any work
@@ -272,7 +275,7 @@ def _reconstruct(
         if not features:
             with _timed(timings, "features", progress):
                 found, counts = extract_features(
-                    images, conf.sift, run.cache_dir, progress, runner=runner, processes=conf.processes
+                    images, conf.sift, run.cache_dir, progress, runner=runner, processes=conf.processes, pool=pool
                 )
             features.update(found)
             result.counts["features"] = dataclasses.asdict(counts)
@@ -315,7 +318,7 @@ def _reconstruct(
             calib_counts: dict[str, int] = {}
             images, calibrated = self_calibrate_focals(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device,
-                counts=calib_counts, progress=progress,
+                counts=calib_counts, progress=progress, pool=pool,
             )  # fmt: skip
         result.counts["self_calibration"] = calib_counts
         result.images = images  # same names and sha256; prior_focal_px set where self-calibrated
@@ -326,7 +329,7 @@ def _reconstruct(
         if backend == Backend.CLASSIC:
             pair_results, match_counts = match_classic(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress,
-                self_calibrated=calibrated | known_focals, runner=runner, processes=conf.processes,
+                self_calibrated=calibrated | known_focals, runner=runner, processes=conf.processes, pool=pool,
             )  # fmt: skip
         else:
             from sfm3r.pipelines.mast3r import match_mast3r  # the network code loads only when used
