@@ -61,13 +61,14 @@ def test_vs_colmap_speed_counts_sift_once_under_a_retrieval_graph():
     stages, retrieval = bench.sfm3r_stages(t | {"pairs": 0.3}, "complete", 160.0)
     assert abs(stages["features"] - (0.1 + 29.2 + 0.3)) < 1e-9 and retrieval == 0.0
     assert stages["matching"] == 24.2 + 19.8 and stages["total"] == 160.0
+    assert abs(stages["model"] - (160.0 - 1.1)) < 1e-9 and stages["export"] == 1.1  # to the sparse model alone
 
 
 def test_vs_colmap_speed_scaling_reports_the_ratio_per_n():
     import vs_colmap_speed as bench
 
     assert bench.sequence_length("seq50") == 50 and bench.sequence_length("temple") is None
-    summary = [{"set": f"seq{n}", "images": n, "ratio": {"total": r, "cpu_s": r, "total_per_repeat_median": r}}
+    summary = [{"set": f"seq{n}", "images": n, "ratio": {"total": r, "cpu_s": r, "model": r, "total_per_repeat_median": r}}
                for n, r in ((25, 2.4), (50, 1.5))] + [{"set": "temple", "images": 47, "ratio": {"total": 9.0}}]  # fmt: skip
     sc = bench.scaling(summary)
     assert list(sc["ratio_by_n"]) == [25, 50] and sc["range"] == [25, 50]
