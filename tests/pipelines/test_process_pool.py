@@ -104,7 +104,7 @@ def test_self_calibration_fundamentals_in_workers_equal_those_here():
     jobs = []
     for i, j in [(0, 1), (1, 2), (2, 3)]:
         m = match_descriptors(feats[i].descriptors, feats[j].descriptors)
-        jobs.append((feats[i].keypoints[m[:, 0]].astype(np.float64), feats[j].keypoints[m[:, 1]].astype(np.float64), 3.0))
+        jobs.append((feats[i].keypoints[m[:, 0]].astype(np.float64), feats[j].keypoints[m[:, 1]].astype(np.float64), 3.0, 100, 0.999))
     here = [fundamental_job(job) for job in jobs]
     there = list(map_in_processes(fundamental_job, jobs, workers=2))
     assert all(h is not None and h[1] >= 30 for h in here)

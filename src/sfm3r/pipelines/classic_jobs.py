@@ -25,11 +25,9 @@ __all__ = ["FundamentalJob", "VerifyJob", "fundamental_job", "sift_of_file", "ve
 VerifyJob = tuple[str, str, np.ndarray, np.ndarray, Camera, Camera, np.ndarray, TwoViewConf]
 
 
-F_RANSAC_MIN_TRIALS = 100
-F_RANSAC_CONFIDENCE = 0.999
-
-# (matched keypoints of image i (M, 2) float64, their matches in image j (M, 2) float64, RANSAC max error px)
-FundamentalJob = tuple[np.ndarray, np.ndarray, float]
+# (matched keypoints of image i (M, 2) float64, their matches in image j (M, 2) float64, RANSAC max error px,
+#  RANSAC minimum number of trials, RANSAC confidence)
+FundamentalJob = tuple[np.ndarray, np.ndarray, float, int, float]
 
 
 def sift_of_file(job: tuple[Path, SiftConf]) -> SiftFeatures:
@@ -46,10 +44,8 @@ def verify_job(job: VerifyJob) -> PairResult:
 def fundamental_job(job: FundamentalJob) -> tuple[np.ndarray, int] | None:
     """F (x_j^T F x_i = 0, (3, 3)) of one pair's matched keypoints by seeded LO-RANSAC and its inlier count;
     None when no F was found. Seeded: the same F in a worker as here."""
-    xy_i, xy_j, max_error = job
+    xy_i, xy_j, max_error, min_trials, confidence = job
     options = pycolmap.RANSACOptions(max_error=max_error, random_seed=0, num_threads=1)
-    # COLMAP's two-view verification settings (pycolmap's bare RANSACOptions ask for 1,000 trials and
-    # 0.9999): 5x faster on herzjesu's 27 pairs, the same focal (919 px)
-    options.min_num_trials, options.confidence = F_RANSAC_MIN_TRIALS, F_RANSAC_CONFIDENCE
+    options.min_num_trials, options.confidence = min_trials, confidence
     found = pycolmap.estimate_fundamental_matrix(xy_i, xy_j, options)
     return None if found is None else (np.asarray(found["F"], np.float64), int(found["num_inliers"]))
