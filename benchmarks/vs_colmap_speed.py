@@ -31,8 +31,8 @@ sfm3r's default scene graph is complete up to 40 images and ``retrieval-20-10`` 
 at N = 50, 706 at N = 100), COLMAP-best matches all N(N−1)/2 pairs. The table gives each run's graph and
 pair count, the scaling summary the ratio per N.
 
-The stage seconds and "total" are wall time inside the method's own calls (sfm3r: ``reconstruct``; its worker
-imports torch before, COLMAP's pycolmap); "process s" is the whole worker process as the parent saw it
+The stage seconds and "total" are wall time inside the method's own calls (sfm3r: ``reconstruct``, which
+imports torch when the alignment needs it, as in a user's run; COLMAP: pycolmap's calls); "process s" is the whole worker process as the parent saw it
 (interpreter start, imports, the method, and the same pose scoring for both). CPU seconds are ``getrusage``
 of the worker (self + children, all threads, imports included); peak RSS is the worker's. Poses are scored by ``sfm3r.sfm.evaluation.evaluate_poses`` against the GT (AUC@3 etc).
 
@@ -72,8 +72,6 @@ SEQ_PREFIX = "seq"
 def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
     import logging
 
-    import torch
-
     # sfm3r's own log (pairs, matches, self-calibration, alignment steps) goes to the run's log_sfm3r.txt
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("sfm3r").setLevel(logging.INFO)
@@ -81,7 +79,10 @@ def _worker_sfm3r(images: Path, work: Path, threads: int) -> dict:
     from sfm3r.pipelines.config import preset_conf
     from sfm3r.pipelines.reconstruct import reconstruct
 
-    torch.set_num_threads(threads)
+    if threads != len(os.sched_getaffinity(0)):  # torch's default is every core: imported here only to change it
+        import torch
+
+        torch.set_num_threads(threads)
     conf = preset_conf("default", backend="classic", device="cpu", processes=threads)  # cores: torch + workers
     steps = _StepClock()
     t0 = time.perf_counter()

@@ -94,3 +94,20 @@ def test_processes_one_matches_without_worker_processes(two_photos, tmp_path, mo
     assert result.exit_code == 0, result.output
     assert started == []
     assert json.loads((out / "run.json").read_text())["config"]["processes"] == 1
+
+
+def test_a_first_run_loads_the_torch_steps_while_sift_runs_and_a_rerun_or_match_does_not(two_photos, tmp_path, monkeypatch):
+    """torch (~1-2 s to import) loads in a background thread during a first run's SIFT, only when the run
+    goes on to the alignment and has features to extract (a rerun of a finished run must not import it)."""
+    from sfm3r.pipelines import reconstruct as module
+
+    loaded = []
+    monkeypatch.setattr(module, "load_torch_steps", lambda: loaded.append(True))
+    result = CliRunner().invoke(cli, ["match", str(two_photos), str(tmp_path / "m"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert loaded == []  # stops before the alignment
+    out = tmp_path / "a"
+    assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
+    assert loaded == [True]
+    assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
+    assert loaded == [True]  # every feature cached: nothing preloaded

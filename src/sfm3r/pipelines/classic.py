@@ -79,6 +79,12 @@ def _features_store(cache_dir: Path, conf: SiftConf) -> cache.Store:
     return cache.open_store(cache_dir, "features-sift", features_store_config(conf))
 
 
+def features_to_extract(images: Sequence[ImageInfo], conf: SiftConf, cache_dir: Path) -> int:
+    """How many of `images` have no SIFT features with these options in the cache yet."""
+    with _features_store(cache_dir, conf) as store:
+        return sum(not store.has(info.sha256) for info in images)
+
+
 def progress_ticker(progress: Progress | None, stage: str, done: int, total: int) -> Callable[[int], None]:
     """A callback adding n finished units to `stage`'s progress (units finished by any worker)."""
     count = [done]

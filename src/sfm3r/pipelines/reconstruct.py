@@ -12,6 +12,7 @@ import enum
 import json
 import logging
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,9 @@ from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
 from sfm3r.io.preview import write_preview
 from sfm3r.pipelines.alignment_stage import align_cached
-from sfm3r.pipelines.classic import extract_features, match_classic, match_putative, self_calibrate_focals
+from sfm3r.pipelines.classic import (
+    extract_features, features_to_extract, match_classic, match_putative, self_calibrate_focals,
+)  # fmt: skip
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
 from sfm3r.pipelines.export import check_downscales_fit, remove_stale_export_files
@@ -41,7 +44,7 @@ from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.process_pool import WorkerPool
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
-from sfm3r.sfm.align.alignment import alignment_steps
+from sfm3r.sfm.align.alignment import alignment_steps, load_torch_steps
 from sfm3r.types import ImageInfo, Scene
 
 logger = logging.getLogger(__name__)
@@ -273,6 +276,9 @@ def _reconstruct(
     def sift_features() -> dict:
         """SIFT features of every image (classic backend, weight-free retrieval), extracted once."""
         if not features:
+            if stop_after in (Stage.ALIGN, Stage.EXPORT) and features_to_extract(images, conf.sift, run.cache_dir):
+                # a first run: torch (the alignment's steps, ~1-2 s to import) loads while the workers extract
+                _in_background(load_torch_steps)
             with _timed(timings, "features", progress):
                 found, counts = extract_features(
                     images, conf.sift, run.cache_dir, progress, runner=runner, processes=conf.processes, pool=pool
@@ -399,6 +405,18 @@ def _reconstruct(
         else:
             write_preview(scene, run.preview_path)
     return _finish(result, conf, started)
+
+
+def _in_background(function: Callable[[], None]) -> None:
+    """Run `function` in a daemon thread; a failure is only logged (the caller's own later use reports it)."""
+
+    def run() -> None:
+        try:
+            function()
+        except Exception as err:  # noqa: BLE001
+            logger.debug("background %s failed: %s", function.__name__, err)
+
+    threading.Thread(target=run, name=f"sfm3r-{function.__name__}", daemon=True).start()
 
 
 def _preview_is_current(run: RunFolder, align_key: str | None, conf: ReconstructConf) -> bool:

@@ -275,6 +275,13 @@ def alignment_steps(conf: AlignConf) -> tuple[str, ...]:
     return tuple(steps)
 
 
+def load_torch_steps() -> None:
+    """Import the alignment's torch steps now (torch takes ~1-2 s to import): a pipeline may call this in a
+    background thread while other work runs, so that the alignment does not wait for it."""
+    import sfm3r.sfm.align.coarse_alignment  # noqa: F401
+    import sfm3r.sfm.align.reprojection_refinement  # noqa: F401
+
+
 def align_scene(
     pair_results: Sequence[PairResult],
     images: Sequence[ImageInfo],
