@@ -116,10 +116,6 @@ class TwoViewConf:
     min_num_inliers: int = 30
     min_inlier_ratio: float = 0.0  # inliers / putative matches below this -> verified=False
     ransac_seed: int = 0  # fixed seed: the same inputs give the same result (resumable runs)
-    # RANSAC trials at least (more as the inlier ratio asks, confidence 0.999). COLMAP's floor is 100; SIFT
-    # matches after the ratio test and cross check are ~95 % inliers, where the first samples already find
-    # the model: on herzjesu's 28 pairs 30 gives the same inliers and poses in 0.6 of the time.
-    ransac_min_trials: int = 30
     min_tri_angle_deg: float = 0.0  # drop matches whose triangulation angle is smaller
     max_reproj_error: float = 8.0  # drop matches reprojecting further than this (pixels) in either image
     angle_scale_deg: float = 2.0  # triangulation angle at which the angle term of conf reaches 1 - 1/e
@@ -127,8 +123,6 @@ class TwoViewConf:
     def __post_init__(self) -> None:
         if not 0 < self.max_ratio <= 1 or self.max_distance <= 0 or self.max_error <= 0:
             raise ValueError(f"invalid matching thresholds in {self}")
-        if self.ransac_min_trials < 1:
-            raise ValueError(f"ransac_min_trials must be >= 1: {self}")
         if self.min_num_inliers < 5 or self.angle_scale_deg <= 0 or self.max_reproj_error <= 0:
             raise ValueError(f"min_num_inliers must be >= 5, angle_scale_deg and max_reproj_error > 0: {self}")
         object.__setattr__(self, "matcher", MatcherType(self.matcher))
@@ -442,7 +436,6 @@ def _estimate_geometry(
     opts.ransac.max_error = conf.max_error
     opts.ransac.random_seed = conf.ransac_seed
     opts.ransac.num_threads = 1
-    opts.ransac.min_num_trials = conf.ransac_min_trials
     pc_i, pc_j = _pycolmap_camera(cam_i), _pycolmap_camera(cam_j)
     args = (
         pc_i,
