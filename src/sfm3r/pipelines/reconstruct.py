@@ -30,7 +30,13 @@ from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
 from sfm3r.io.preview import write_preview
 from sfm3r.pipelines.alignment_stage import align_cached
-from sfm3r.pipelines.classic import extract_features, match_classic, match_putative, self_calibrate_focals
+from sfm3r.pipelines.classic import (
+    extract_features,
+    match_classic,
+    match_putative,
+    self_calibrate_focals,
+    stored_putative_counts,
+)
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
 from sfm3r.pipelines.export import check_downscales_fit, remove_stale_export_files
@@ -41,7 +47,8 @@ from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
 from sfm3r.sfm.align.alignment import alignment_steps
-from sfm3r.types import ImageInfo, Scene
+from sfm3r.sfm.align.edge_verification import component_links
+from sfm3r.types import ImageInfo, PairResult, Scene
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +206,36 @@ def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
 def _scene_counts(scene: Scene, num_images: int) -> dict[str, Any]:
     counts = {"images": num_images, "registered": scene.num_images, "unregistered": list(scene.unregistered)}
     return counts | describe_scene(scene)
+
+
+def _left_out(
+    scene: Scene,
+    images: list[ImageInfo],
+    pair_results: list[PairResult],
+    conf: ReconstructConf,
+    cache_dir: Path,
+    backend: Backend,
+    max_links: int = 3,
+) -> list[dict]:
+    """The alignment's left-out components (why images are not registered), for run.json. Classic runs rank
+    the links to the model by their putative match count too (a pair with fewer putative matches than
+    ``two_view.min_num_inliers`` never reaches RANSAC: 0 inliers) and report it."""
+    components = [dict(c) for c in scene.info.get("left_out", ())]
+    if not components or backend != Backend.CLASSIC:
+        return components
+    model = set(scene.image_names)
+    for component in components:
+        links = component_links(pair_results, component["images"], model)
+        putative = stored_putative_counts(images, [(x.name_i, x.name_j) for x in links], conf.sift, conf.two_view,
+                                          cache_dir)  # fmt: skip
+        ranked = sorted(
+            links, key=lambda x: (x.two_view_verified, x.num_inliers, putative.get((x.name_i, x.name_j), -1)),
+            reverse=True,
+        )  # fmt: skip
+        component["links"] = [
+            dataclasses.asdict(x) | {"putative_matches": putative.get((x.name_i, x.name_j))} for x in ranked[:max_links]
+        ]
+    return components
 
 
 def _versions() -> dict[str, str]:
@@ -395,6 +432,9 @@ def _reconstruct(
             logger.info("preview: %s is of this model already, kept", run.preview_path.name)
         else:
             write_preview(scene, run.preview_path)
+    left_out = _left_out(scene, images, pair_results, conf, run.cache_dir, backend)
+    if left_out:  # why images are not registered
+        result.counts["scene"]["left_out"] = left_out
     return _finish(result, conf, started)
 
 
