@@ -400,8 +400,8 @@ def _reconstruct(
 
 def _preview_is_current(run: RunFolder, align_key: str | None, conf: ReconstructConf) -> bool:
     """Whether OUT/preview.png was drawn from the same model: the previous run.json (still the last run's
-    here) names the same alignment unit and camera model. Drawing it costs seconds (matplotlib), a rerun
-    of a finished run otherwise nothing."""
+    here) names the same alignment unit and camera model. Kept, the file keeps its mtime (a rerun of a
+    finished run writes nothing), and drawing it again would cost a few tens of milliseconds."""
     if align_key is None or not run.preview_path.is_file() or not run.run_json.is_file():
         return False
     try:
