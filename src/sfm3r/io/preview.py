@@ -61,6 +61,12 @@ def _top_view_basis(scene: Scene) -> np.ndarray:
     return np.stack([right, forward, up])
 
 
+def _to_plane(xyz: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(N, 3) world -> (N, 3) coordinates along the rows of `basis` (3, 3). einsum, not ``@``: OpenBLAS's
+    threaded product of a (100k, 3) by a transposed (3, 3) took 70 ms on a busy 2-core machine, einsum 1.4 ms."""
+    return np.einsum("nj,kj->nk", np.asarray(xyz, dtype=np.float64).reshape(-1, 3), basis)
+
+
 @dataclasses.dataclass(frozen=True)
 class TopView:
     """The map from world coordinates to preview pixels: x right, y down from the PNG's top-left corner (the title
@@ -73,7 +79,7 @@ class TopView:
 
     def to_plane(self, xyz: np.ndarray) -> np.ndarray:
         """(N, 3) world -> (N, 3) right, forward, up."""
-        return np.asarray(xyz, dtype=np.float64).reshape(-1, 3) @ self.basis.T
+        return _to_plane(xyz, self.basis)
 
     def plane_to_pixels(self, plane_xy: np.ndarray) -> np.ndarray:
         """(N, 2) right, forward -> (N, 2) float pixel coordinates of the PNG (x right, y down)."""
@@ -93,8 +99,8 @@ def top_view(scene: Scene, points_xyz: np.ndarray | None = None) -> TopView:
         points_xyz: (P, 3) world points that set the limits; default ``scene.points_xyz``.
     """
     basis = _top_view_basis(scene)
-    points = np.asarray(scene.points_xyz if points_xyz is None else points_xyz, dtype=np.float64) @ basis.T
-    return _fit(basis, points[:, :2], (scene.camera_centers() @ basis.T)[:, :2])
+    points = _to_plane(scene.points_xyz if points_xyz is None else points_xyz, basis)
+    return _fit(basis, points[:, :2], _to_plane(scene.camera_centers(), basis)[:, :2])
 
 
 def _fit(basis: np.ndarray, points: np.ndarray, centers: np.ndarray) -> TopView:
@@ -120,8 +126,8 @@ def write_preview(scene: Scene, path: Path, title: str = "") -> Path:
         keep = np.sort(np.random.default_rng(0).choice(len(points), _MAX_POINTS, replace=False))
         points, colors = points[keep], colors[keep]
     basis = _top_view_basis(scene)
-    plane_points = np.asarray(points, dtype=np.float64) @ basis.T  # (P, 3) right, forward, up
-    plane_centers = scene.camera_centers() @ basis.T  # (N, 3)
+    plane_points = _to_plane(points, basis)  # (P, 3) right, forward, up
+    plane_centers = _to_plane(scene.camera_centers(), basis)  # (N, 3)
     view = _fit(basis, plane_points[:, :2], plane_centers[:, :2])
     width, height = PREVIEW_SIZE
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
