@@ -36,7 +36,11 @@ from sfm3r.io.colmap import read_colmap_model
 from sfm3r.types import Scene
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = {"preview": "src/sfm3r/io/preview.py", "colmap": "src/sfm3r/io/colmap.py", "colors": "src/sfm3r/pipelines/colors.py"}
+MODULES = {
+    "preview": "src/sfm3r/io/preview.py",
+    "colmap": "src/sfm3r/io/colmap.py",
+    "colors": "src/sfm3r/pipelines/colors.py",
+}
 _COLD = """
 import sys, time
 from pathlib import Path
@@ -102,10 +106,14 @@ def main() -> None:
         paths = {}
         for key, rel in MODULES.items():
             old = tmp / f"{key}_old.py"
-            old.write_text(subprocess.run(["git", "-C", str(REPO), "show", f"{args.against}:{rel}"], capture_output=True,
-                                          text=True, check=True).stdout)  # fmt: skip
+            shown = subprocess.run(["git", "-C", str(REPO), "show", f"{args.against}:{rel}"], capture_output=True, text=True)
+            if shown.returncode != 0:
+                sys.exit(f"cannot read {rel} at {args.against}: {shown.stderr.strip()}")
+            old.write_text(shown.stdout)
             paths[key] = {"before": old, "now": REPO / rel}
-        mods = {key: {which: _load(path, f"{key}_{which}") for which, path in pair.items()} for key, pair in paths.items()}
+        mods = {
+            key: {which: _load(path, f"{key}_{which}") for which, path in pair.items()} for key, pair in paths.items()
+        }
         model = read_colmap_model(args.model)
 
         for points in (None, 30_000, 300_000):
@@ -114,13 +122,19 @@ def main() -> None:
             cold: dict[str, list[float]] = {"before": [], "now": []}
             for repeat in range(args.repeats):
                 for which in ("before", "now") if repeat % 2 == 0 else ("now", "before"):
-                    cold[which].append(_cold_preview(paths["preview"][which], args.model, points, tmp / f"c_{which}.png"))
+                    cold[which].append(
+                        _cold_preview(paths["preview"][which], args.model, points, tmp / f"c_{which}.png")
+                    )
             rows.append(("preview, fresh process (import + call)", size, cold))
             warm = _interleaved(args.repeats, {w: (lambda m=m, w=w: m.write_preview(scene, tmp / f"w_{w}.png"))
                                                for w, m in mods["preview"].items()})  # fmt: skip
             rows.append(("preview, warm call", size, warm))
 
-        writer_scenes = [("model", model), ("synthetic", _random_scene(8, 30_000, 4)), ("synthetic", _random_scene(100, 300_000, 4))]
+        writer_scenes = [
+            ("model", model),
+            ("synthetic", _random_scene(8, 30_000, 4)),
+            ("synthetic", _random_scene(100, 300_000, 4)),
+        ]
         for label, scene in writer_scenes:
             size = f"{label}: {scene.num_images} images, {scene.num_points} points, {len(scene.obs_point)} obs"
             times = _interleaved(args.repeats, {w: (lambda m=m, w=w: m.write_colmap_model(scene, tmp / f"m_{w}"))
@@ -132,14 +146,18 @@ def main() -> None:
         rgb = np.random.default_rng(1).integers(0, 256, size=(1024, 1024, 3), dtype=np.uint8)
         for n_images, n_points in ((8, 30_000), (200, 200_000), (1000, 300_000)):
             scene = _random_scene(n_images, n_points, 4)
-            scene = dataclasses.replace(scene, obs_xy=np.random.default_rng(0).uniform(0, 1000, size=scene.obs_xy.shape))
+            scene = dataclasses.replace(
+                scene, obs_xy=np.random.default_rng(0).uniform(0, 1000, size=scene.obs_xy.shape)
+            )
             names = {name: Path(name) for name in scene.image_names}
             size = f"synthetic: {n_images} images, {n_points} points, {len(scene.obs_point)} obs"
             times = _interleaved(args.repeats, {w: (lambda m=m: m.color_points(scene, names, lambda p: rgb))
                                                 for w, m in mods["colors"].items()})  # fmt: skip
             rows.append(("point colours (bookkeeping only)", size, times))
 
-    print(f"against {args.against}, {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"against {args.against}, {args.repeats} interleaved repeats, load average {os.getloadavg()[0]:.1f} at the end"
+    )
     print(f"{'what':42s} {'size':58s} {'before s':>9s} {'now s':>9s} {'ratio':>6s}")
     for what, size, times in rows:
         before, now = statistics.median(times["before"]), statistics.median(times["now"])
