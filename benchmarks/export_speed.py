@@ -106,7 +106,8 @@ def main() -> None:
         paths = {}
         for key, rel in MODULES.items():
             old = tmp / f"{key}_old.py"
-            shown = subprocess.run(["git", "-C", str(REPO), "show", f"{args.against}:{rel}"], capture_output=True, text=True)
+            git_show = ["git", "-C", str(REPO), "show", f"{args.against}:{rel}"]
+            shown = subprocess.run(git_show, capture_output=True, text=True)
             if shown.returncode != 0:
                 sys.exit(f"cannot read {rel} at {args.against}: {shown.stderr.strip()}")
             old.write_text(shown.stdout)
