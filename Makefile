@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo` (reconstruct the bundled sample) and `make test`.
 # Each creates or refreshes the virtual environment in .venv first, with the optional extras `viewer` (viser,
-# ~5 s to install) and `ray` (~10 s, 250 MB), so that the viewer's and Ray's tests run too.
+# ~5 s to install) and `ray` (~10 s, 250 MB), so that the viewer's and Ray's tests run too, and `bench`
+# (matplotlib, for `make bench`'s plot).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -15,7 +16,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_PIN)" -e ".[dev,viewer,ray]"
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_PIN)" -e ".[dev,viewer,ray,bench]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -162,7 +162,11 @@ def _table(rows: list[dict]) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # not a runtime dependency of sfm3r: `pip install -e ".[bench]"`
+        print(f"matplotlib is not installed (pip install -e '.[bench]'): no plot {path}")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -259,15 +259,54 @@ def test_a_model_truncated_by_a_full_disk_is_an_oserror_and_nothing_is_replaced(
     before = (tmp_path / "points3D.bin").read_bytes()
     real = pycolmap.Reconstruction.write_binary
 
-    def truncating(rec, path):
-        real(rec, path)
-        points = f"{path}/points3D.bin"
-        with open(points, "r+b") as handle:
-            handle.truncate(len(open(points, "rb").read()) // 2)
+    for truncated in ("cameras.bin", "images.bin"):  # images.bin: read again to add the 3D point ids
 
-    monkeypatch.setattr(pycolmap.Reconstruction, "write_binary", truncating)
-    with pytest.raises(OSError) as raised:
-        write_colmap_model(scene, tmp_path)
-    assert raised.value.errno == errno.EIO and "disk full" in str(raised.value)
-    assert (tmp_path / "points3D.bin").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+        def truncating(rec, path, truncated=truncated):
+            real(rec, path)
+            with open(f"{path}/{truncated}", "r+b") as handle:
+                handle.truncate(len(open(f"{path}/{truncated}", "rb").read()) // 2)
+
+        monkeypatch.setattr(pycolmap.Reconstruction, "write_binary", truncating)
+        with pytest.raises(OSError) as raised:
+            write_colmap_model(scene, tmp_path)
+        assert raised.value.errno == errno.EIO and "disk full" in str(raised.value)
+        assert (tmp_path / "points3D.bin").read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _big_scene(num_images: int, num_points: int, seed: int = 0) -> Scene:
+    """Random poses and points; tracks of 0 to num_images observations (points unseen by any image too), an
+    image without observations, unknown (NaN) errors, two cameras."""
+    rng = np.random.default_rng(seed)
+    rotations = np.array([np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(num_images)])
+    rotations *= np.sign(np.linalg.det(rotations))[:, None, None]
+    lengths = rng.integers(0, num_images, num_points)  # image num_images - 1 is never observed
+    obs_point = np.repeat(np.arange(num_points), lengths)
+    obs_image = np.concatenate([rng.choice(num_images - 1, n, replace=False) for n in lengths])
+    shuffle = rng.permutation(len(obs_point))
+    errors = rng.uniform(0, 2, num_points)
+    errors[::7] = np.nan
+    return Scene(
+        image_names=tuple(f"dir/img {i}.jpg" for i in range(num_images)),
+        cameras=(SIMPLE, PINHOLE),
+        camera_of_image=np.arange(num_images) % 2,
+        rotations=rotations,
+        translations=rng.normal(size=(num_images, 3)),
+        points_xyz=rng.normal(size=(num_points, 3)) * 100,
+        points_rgb=rng.integers(0, 256, (num_points, 3), dtype=np.uint8),
+        points_error=errors,
+        obs_point=obs_point[shuffle],
+        obs_image=obs_image[shuffle],
+        obs_xy=rng.uniform(0, 600, size=(len(obs_point), 2)),
+    )
+
+
+@pytest.mark.parametrize("make", [synthetic_scene, lambda: _big_scene(7, 3000), lambda: _big_scene(3, 70_000, seed=1)])
+def test_binary_model_is_byte_for_byte_what_pycolmap_writes(tmp_path, make):
+    """The 3D points of the binary model are written with numpy (no Python call per point): the files must be
+    pycolmap's own, byte for byte (70,000 points: more than one chunk of _POINTS_PER_CHUNK)."""
+    scene = make()
+    scene_to_reconstruction(scene).write_binary(str(tmp_path))  # every point through pycolmap
+    write_colmap_model(scene, tmp_path / "ours")
+    for name in ("cameras.bin", "images.bin", "points3D.bin", "rigs.bin", "frames.bin"):
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / name).read_bytes(), name

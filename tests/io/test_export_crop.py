@@ -17,7 +17,7 @@ from sfm3r.cli.main import cli
 from sfm3r.io import export as export_module
 from sfm3r.io.colmap import read_colmap_model, write_colmap_model
 from sfm3r.io.export import Crop, centring_crop, crop_camera, export_gaussian_splatting_folder
-from sfm3r.io.images import read_image, read_image_info
+from sfm3r.io.images import DecodedImages, read_image, read_image_info
 from sfm3r.pipelines.export import export_model
 from sfm3r.types import Camera, Scene
 
@@ -258,3 +258,16 @@ def test_export_without_a_record_writes_every_image(cropped, monkeypatch):
     monkeypatch.setattr(export_module, "_export_image", lambda info, *args: made.append(info.name) or real_export_image(info, *args))
     export_gaussian_splatting_folder(scene, infos, out)
     assert sorted(made) == sorted(NAMES)
+
+
+def test_export_takes_the_pixels_of_the_images_it_writes_from_the_given_decoder(cropped, tmp_path):
+    """The pipeline hands the export the images the point colours decoded (DecodedImages): the same files, one
+    decode fewer per cropped image."""
+    scene, infos, out = cropped
+    decoded = DecodedImages(budget_bytes=10**7)
+    for info in infos:
+        decoded(info.path)  # as the colours stage does
+    export_gaussian_splatting_folder(scene, infos, tmp_path / "again", read_rgb=decoded)
+    assert decoded.reused == 3  # the three cropped images; the others are copied as they are
+    for name in EXPORTED.values():
+        assert (tmp_path / "again" / "images" / name).read_bytes() == (out / "images" / name).read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image, ImageFile, TiffImagePlugin
 
 from sfm3r.errors import ImageReadError, InputError
 from sfm3r.io.images import (
+    DecodedImages,
     list_image_files,
     load_image_infos,
     preprocess_for_network,
@@ -198,6 +200,46 @@ def test_read_image_rejects_truncated_png(tmp_path):
     with pytest.raises(ImageReadError, match="cut.png"):
         read_image(tmp_path / "cut.png")
 
+
+
+# --------------------------------------------------------------------------------------------------
+# DecodedImages
+
+
+def test_decoded_images_decode_each_file_once_and_hand_out_read_only_arrays(tmp_path):
+    paths = [_save(tmp_path / f"{k}.png", np.roll(_pattern(), k, axis=1)) for k in range(3)]
+    decoded = DecodedImages(budget_bytes=10**6)
+    first = [decoded(path) for path in paths]
+    again = [decoded(path) for path in paths]
+    assert decoded.reused == 3 and all(a is b for a, b in zip(first, again))
+    for path, rgb in zip(paths, again):
+        np.testing.assert_array_equal(rgb, read_image(path))
+        with pytest.raises(ValueError):
+            rgb[0, 0, 0] = 1  # shared: read-only
+    decoded.clear()
+    assert decoded.held_bytes == 0 and decoded(paths[0]) is not first[0]
+
+
+def test_decoded_images_keep_no_more_than_their_budget(tmp_path):
+    paths = [_save(tmp_path / f"{k}.png", _pattern()) for k in range(3)]  # 30 x 40 x 3 = 3600 bytes each
+    decoded = DecodedImages(budget_bytes=2 * 3600)
+    for _ in range(2):
+        for path in paths:
+            decoded(path)
+    assert decoded.held_bytes == 7200 and decoded.reused == 2  # the first two kept, the third decoded twice
+
+
+def test_decoded_images_decode_a_file_changed_since_anew(tmp_path):
+    path = _save(tmp_path / "a.png", _pattern())
+    decoded = DecodedImages(budget_bytes=10**6)
+    decoded(path)
+    stat = os.stat(path)
+    _save(path, _pattern()[::-1])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new mtime even on coarse clocks
+    np.testing.assert_array_equal(decoded(path), _pattern()[::-1])
+    assert decoded.reused == 0
+    with pytest.raises(ImageReadError):
+        decoded(tmp_path / "missing.png")
 
 # --------------------------------------------------------------------------------------------------
 # load_image_infos

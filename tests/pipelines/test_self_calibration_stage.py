@@ -185,3 +185,14 @@ def test_putative_matching_stores_every_pair_once_for_the_later_stages(tmp_path,
                                    self_calibrated=calibrated)  # fmt: skip
     assert all(r.verified for r in results)
     assert f"matching: 0 pairs matched, {len(all_pairs)} matched already by the self-calibration" in caplog.text
+
+
+def test_stored_putative_counts_read_the_store_and_match_nothing(tmp_path):
+    from sfm3r.pipelines.classic import stored_putative_counts
+
+    features, images, pairs = _complete_graph()
+    a, b = pairs.pairs[0]
+    assert stored_putative_counts(images, [(a, b)], SiftConf(), TwoViewConf(), tmp_path) == {}  # nothing stored yet
+    match_putative(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    found = stored_putative_counts(images, [(a, b), (b, a), (a, "missing.png")], SiftConf(), TwoViewConf(), tmp_path)
+    assert set(found) == {(a, b), (b, a)} and found[(a, b)] == found[(b, a)] > 100

@@ -94,6 +94,10 @@ def test_disconnected_components_keep_the_largest_and_report_the_rest():
     out = align_scene(prs, scene.images, AlignConf(refine=Refinement.NONE))
     assert out.image_names == scene.image_names[:8]
     assert set(out.unregistered) == set(scene.image_names[8:])
+    # ... and say why (run.json's counts.scene.left_out): a component with its own pairs, none to the model
+    assert [(c["images"], c["internal_pairs"], c["link_pairs"]) for c in out.info["left_out"]] == [
+        (tuple(scene.image_names[8:]), 7, 0)
+    ]
 
 
 def test_sparse_views_on_a_short_arc():

@@ -327,3 +327,7 @@ def print_summary(result) -> None:
     unregistered = (result.counts.get("scene") or {}).get("unregistered")
     if unregistered:  # a line of its own: the one thing to act on
         console.print(f"Not registered: {', '.join(unregistered)}", markup=False, highlight=False, style="bold yellow")
+        from sfm3r.pipelines.summary import left_out_line  # loaded by the run already; not at CLI start
+
+        for component in result.counts["scene"].get("left_out", ()):
+            console.print("  " + left_out_line(component), markup=False, highlight=False, style="yellow")

@@ -14,6 +14,10 @@ readers, see PYTHON_STACK.md §A4):
 - pycolmap also writes ``rigs`` and ``frames`` (one trivial rig per camera, one frame per image);
   classic readers ignore them.
 
+The binary files are written by pycolmap, except the 3D points: images.bin's point3D ids and points3D.bin
+come from numpy, byte for byte what pycolmap writes, without its Python call per point (section "The binary
+3D points" below). The text files come from :func:`scene_to_reconstruction` and pycolmap.
+
 Conventions: Scene pixels (``obs_xy``, ``cx``, ``cy``) are already in COLMAP's convention (pixel (0, 0)
 centred at (0.5, 0.5)); the +0.5 shift from network pixel indices lives only in
 :meth:`~sfm3r.types.NetView.net_to_original`, so nothing here shifts again. Rotations go to pycolmap
@@ -122,13 +126,18 @@ def _group(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.searchsorted(index[order], np.arange(size + 1))
 
 
-def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
-    """Build the pycolmap model of a Scene (ids and layout in the module docstring).
+def _observation_layout(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order (K,), bounds (N + 1,), rank (K,)): image i's points2D are the observations
+    ``order[bounds[i]:bounds[i + 1]]``, in the Scene's order; observation k is entry ``rank[k]`` of its image's list."""
+    obs_image = np.asarray(scene.obs_image, dtype=np.int64)
+    order, bounds = _group(obs_image, scene.num_images)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size) - bounds[obs_image[order]]
+    return order, bounds, rank
 
-    Raises:
-        ValueError, ReconstructionError: see :func:`check_scene`.
-    """
-    check_scene(scene)
+
+def _reconstruction_without_points(scene: Scene, order: np.ndarray, bounds: np.ndarray) -> pycolmap.Reconstruction:
+    """The cameras (with trivial rigs) and the posed images (with trivial frames) and their points2D, no 3D points."""
     rec = pycolmap.Reconstruction()
     camera_ids: dict[Camera, int] = {}  # distinct Camera value -> COLMAP camera id
     for cam_index in np.asarray(scene.camera_of_image):
@@ -136,12 +145,7 @@ def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
         if camera not in camera_ids:
             camera_ids[camera] = len(camera_ids) + 1
             rec.add_camera_with_trivial_rig(_colmap_camera(camera, camera_ids[camera]))
-
-    obs_image = np.asarray(scene.obs_image, dtype=np.int64)
     obs_xy = np.asarray(scene.obs_xy, dtype=np.float64)
-    order, bounds = _group(obs_image, scene.num_images)
-    rank = np.empty_like(order)  # observation k is entry rank[k] of its image's points2D list
-    rank[order] = np.arange(order.size) - bounds[obs_image[order]]
     for i, name in enumerate(scene.image_names):
         image = pycolmap.Image(
             name=name,
@@ -154,7 +158,19 @@ def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
             np.asarray(scene.translations[i], dtype=np.float64),
         )
         rec.add_image_with_trivial_frame(image, pose)
+    return rec
 
+
+def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
+    """Build the pycolmap model of a Scene (ids and layout in the module docstring).
+
+    Raises:
+        ValueError, ReconstructionError: see :func:`check_scene`.
+    """
+    check_scene(scene)
+    order, bounds, rank = _observation_layout(scene)
+    rec = _reconstruction_without_points(scene, order, bounds)
+    obs_image = np.asarray(scene.obs_image, dtype=np.int64)
     by_point, point_bounds = _group(np.asarray(scene.obs_point, dtype=np.int64), scene.num_points)
     track_image_ids = (obs_image[by_point] + 1).tolist()  # python ints: much faster through pybind
     track_point2d_idx = rank[by_point].tolist()
@@ -171,20 +187,131 @@ def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The binary 3D points without a Python loop per point
+#
+# pycolmap builds a point through several binding calls (~7 us a point: 0.2 s for 30k points, seconds for
+# millions), so the binary model is written in two steps: pycolmap writes the model without 3D points
+# (cameras, rigs, frames, images with their points2D), then numpy fills in images.bin's point3D ids and writes
+# points3D.bin, in COLMAP's binary layout (colmap/scene/reconstruction_io_binary.cc, little-endian):
+#
+#   images.bin    uint64 N; per image: uint32 image_id, 4 x f8 quaternion (w, x, y, z), 3 x f8 translation,
+#                 uint32 camera_id, name + NUL, uint64 num_points2D, then per point2D f8 x, f8 y, uint64 point3D_id
+#   points3D.bin  uint64 P; per point: uint64 point3D_id, 3 x f8 xyz, 3 x uint8 rgb, f8 error,
+#                 uint64 track_length, then per element uint32 image_id, uint32 point2D_idx
+#
+# The files are byte for byte those of pycolmap's writer (tests/io/test_colmap.py checks it).
+
+_POINT2D = np.dtype([("xy", "<f8", (2,)), ("point3D_id", "<u8")])  # 24 bytes
+_POINT_HEAD = np.dtype([("point3D_id", "<u8"), ("xyz", "<f8", (3,)), ("rgb", "u1", (3,)), ("error", "<f8"),
+                        ("track_length", "<u8")])  # 51 bytes, packed  # fmt: skip
+_TRACK_ELEMENT = np.dtype([("image_id", "<u4"), ("point2D_idx", "<u4")])  # 8 bytes
+_POINTS_PER_CHUNK = 1 << 16  # bounds the byte-gather index of _interleave (~8 bytes per output byte)
+_IMAGE_HEAD_BYTES = 4 + 4 * 8 + 3 * 8 + 4  # image_id, quaternion, translation, camera_id (the name follows)
+
+
+def _with_point3d_ids(images_bin: bytes, scene: Scene, order: np.ndarray, bounds: np.ndarray) -> bytes:
+    """`images_bin` (pycolmap's, no 3D points) with each point2D's point3D id set: observation k is point
+    ``obs_point[k] + 1``.
+
+    Raises:
+        ValueError: the file is not laid out as expected (truncated, or another image order or count).
+    """
+    data = bytearray(images_bin)
+    point_ids = np.asarray(scene.obs_point, dtype=np.uint64) + np.uint64(1)  # (K,)
+    count, offset = int.from_bytes(data[:8], "little"), 8
+    if count != scene.num_images:
+        raise ValueError(f"images.bin holds {count} images, expected {scene.num_images}")
+    for _ in range(count):
+        i = int.from_bytes(data[offset : offset + 4], "little") - 1  # image id i + 1
+        offset = data.index(0, offset + _IMAGE_HEAD_BYTES) + 1  # past the name's NUL
+        num_points2d = int.from_bytes(data[offset : offset + 8], "little")
+        if not 0 <= i < scene.num_images or num_points2d != bounds[i + 1] - bounds[i]:
+            raise ValueError(f"images.bin: image {i + 1} with {num_points2d} points2D is not in the scene")
+        points = np.frombuffer(data, dtype=_POINT2D, count=num_points2d, offset=offset + 8)  # a writable view
+        points["point3D_id"] = point_ids[order[bounds[i] : bounds[i + 1]]]
+        offset += 8 + num_points2d * _POINT2D.itemsize
+    if offset != len(data):
+        raise ValueError(f"images.bin has {len(data) - offset} bytes beyond its last image")
+    return bytes(data)
+
+
+def _points3d_bin(scene: Scene, rank: np.ndarray) -> bytes:
+    """points3D.bin of `scene`: ids 1..P, COLMAP's -1 for an unknown (NaN) error, tracks in Scene order."""
+    obs_point = np.asarray(scene.obs_point, dtype=np.int64)
+    by_point, point_bounds = _group(obs_point, scene.num_points)
+    lengths = np.diff(point_bounds)  # (P,)
+    heads = np.zeros(scene.num_points, _POINT_HEAD)
+    heads["point3D_id"] = np.arange(1, scene.num_points + 1)
+    heads["xyz"] = np.asarray(scene.points_xyz, dtype=np.float64)
+    heads["rgb"] = np.asarray(scene.points_rgb).astype(np.uint8)
+    errors = np.asarray(scene.points_error, dtype=np.float64)
+    heads["error"] = np.where(np.isfinite(errors), errors, -1.0)
+    heads["track_length"] = lengths
+    track = np.empty(len(obs_point), _TRACK_ELEMENT)  # (K,) grouped by point
+    track["image_id"] = np.asarray(scene.obs_image, dtype=np.int64)[by_point] + 1
+    track["point2D_idx"] = rank[by_point]
+    head_bytes = heads.view(np.uint8).reshape(-1, _POINT_HEAD.itemsize)
+    track_bytes = track.view(np.uint8).reshape(-1, _TRACK_ELEMENT.itemsize)
+    parts = [np.uint64(scene.num_points).tobytes()]
+    for start in range(0, scene.num_points, _POINTS_PER_CHUNK):
+        stop = min(start + _POINTS_PER_CHUNK, scene.num_points)
+        tracks = track_bytes[point_bounds[start] : point_bounds[stop]]
+        parts.append(_interleave(head_bytes[start:stop], tracks, lengths[start:stop]))
+    return b"".join(parts)
+
+
+def _interleave(heads: np.ndarray, tracks: np.ndarray, lengths: np.ndarray) -> bytes:
+    """``heads[0], tracks of point 0, heads[1], tracks of point 1, ...`` as bytes.
+
+    Args:
+        heads: (n, 51) uint8, one point's head per row; tracks: (m, 8) uint8, the elements of point 0, then of
+            point 1, ...; lengths: (n,) elements per point (sum m).
+    """
+    n, head_size = heads.shape
+    source = np.concatenate([heads.ravel(), tracks.ravel()])
+    first_element = np.cumsum(lengths) - lengths  # (n,)
+    sizes = np.stack([np.full(n, head_size), lengths * tracks.shape[1]], axis=1).ravel()  # (2n,) in output order
+    starts = np.stack([np.arange(n) * head_size, heads.size + first_element * tracks.shape[1]], axis=1).ravel()
+    out_starts = np.cumsum(sizes) - sizes
+    index = np.repeat(starts - out_starts, sizes) + np.arange(int(sizes.sum()))  # output byte -> source byte
+    return source[index].tobytes()
+
+
+def _write_binary_model(scene: Scene, folder: Path) -> tuple[int, int, int]:
+    """Write the binary model of `scene` into `folder` (pycolmap without points, then numpy for the points);
+    returns (cameras, images, points) written.
+
+    Raises:
+        OSError: images.bin did not read back as pycolmap should have written it (disk full, I/O error).
+    """
+    order, bounds, rank = _observation_layout(scene)
+    rec = _reconstruction_without_points(scene, order, bounds)
+    rec.write_binary(str(folder))
+    images_bin = folder / "images.bin"
+    try:
+        images = _with_point3d_ids(images_bin.read_bytes(), scene, order, bounds)
+    except ValueError as exc:
+        raise OSError(errno.EIO, f"the COLMAP model written here reads back incomplete ({exc}); is the disk full?",
+                      str(folder)) from exc  # fmt: skip
+    images_bin.write_bytes(images)
+    (folder / "points3D.bin").write_bytes(_points3d_bin(scene, rank))
+    return rec.num_cameras(), rec.num_images(), scene.num_points
+
+
+# ---------------------------------------------------------------------------------------------------
 # Files
 
 
-def _check_written(rec: pycolmap.Reconstruction, folder: Path, target: Path) -> None:
+def _check_written(counts: tuple[int, int, int], folder: Path, target: Path) -> None:
     """Read back the model just written: pycolmap's writers do not report a full disk (they truncate).
 
     Raises:
-        OSError: the files in `folder` do not read back as `rec` (disk full, I/O error).
+        OSError: the files in `folder` do not read back with `counts` (cameras, images, points) (disk full,
+            I/O error).
     """
     try:
         back = pycolmap.Reconstruction(str(folder))
-        same = (back.num_cameras(), back.num_images(), back.num_points3D()) == (
-            rec.num_cameras(), rec.num_images(), rec.num_points3D()
-        )  # fmt: skip
+        same = (back.num_cameras(), back.num_images(), back.num_points3D()) == counts
     except Exception as exc:  # noqa: BLE001 -- pycolmap raises ValueError/RuntimeError on short files
         same, reason = False, f"{type(exc).__name__}: {exc}"
     else:
@@ -227,15 +354,21 @@ def write_colmap_model(scene: Scene, out_dir: Path, binary: bool = True, text: b
     """
     if not (binary or text):
         raise ValueError("write_colmap_model: ask for binary, text or both")
-    rec = scene_to_reconstruction(scene)
+    check_scene(scene)
+    rec = scene_to_reconstruction(scene) if text else None  # the binary files need no points in pycolmap
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=out_dir))
+    counts = (0, 0, 0)
     try:
-        for wanted, ext, write in [(binary, ".bin", rec.write_binary), (text, ".txt", rec.write_text)]:
+        for wanted, ext in [(binary, ".bin"), (text, ".txt")]:
+            if wanted and ext == ".bin":
+                counts = _write_binary_model(scene, tmp)
+            elif wanted:
+                rec.write_text(str(tmp))
+                counts = rec.num_cameras(), rec.num_images(), rec.num_points3D()
             if wanted:
-                write(str(tmp))
-                _check_written(rec, tmp, out_dir)
+                _check_written(counts, tmp, out_dir)
             for stem in _MODEL_FILES:
                 if wanted and (tmp / f"{stem}{ext}").exists():
                     os.replace(tmp / f"{stem}{ext}", out_dir / f"{stem}{ext}")
@@ -243,10 +376,7 @@ def write_colmap_model(scene: Scene, out_dir: Path, binary: bool = True, text: b
                     (out_dir / f"{stem}{ext}").unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info(
-        "wrote COLMAP model to %s: %d cameras, %d images, %d points",
-        out_dir, rec.num_cameras(), rec.num_reg_images(), rec.num_points3D(),
-    )  # fmt: skip
+    logger.info("wrote COLMAP model to %s: %d cameras, %d images, %d points", out_dir, *counts)
     return out_dir
 
 
@@ -300,7 +430,9 @@ def read_colmap_model(model_dir: Path) -> Scene:
         if params is not None:
             distortion[index] = {"model": rec.cameras[camera_id].model.name, "params": params}
     if distortion:
-        logger.warning("%s: %d camera(s) with an unsupported distortion model read as pinhole", model_dir, len(distortion))
+        logger.warning(
+            "%s: %d camera(s) with an unsupported distortion model read as pinhole", model_dir, len(distortion)
+        )
     camera_index = {camera_id: i for i, camera_id in enumerate(camera_ids)}
 
     image_ids = sorted(rec.reg_image_ids())

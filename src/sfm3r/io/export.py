@@ -167,16 +167,23 @@ def _check_and_classify(info: ImageInfo, size: tuple[int, int]) -> bool:
 
 
 def _export_image(
-    info: ImageInfo, reencode: bool, target: Path, crop: Crop | None = None, distorted: Camera | None = None
+    info: ImageInfo,
+    reencode: bool,
+    target: Path,
+    crop: Crop | None = None,
+    distorted: Camera | None = None,
+    read_rgb: Callable[[Path], np.ndarray] = read_image,
 ) -> None:
     """Write one image into `target` (atomically): its bytes, or its displayed RGB pixels undistorted
     (when its `distorted` camera is given) and then cropped by `crop`.
 
     `reencode`: write PNG (the file is not a plain JPEG/PNG). Undistortion or a crop alone keep the file's
-    format: PNG stays lossless, JPEG is written at JPEG_QUALITY with full-resolution chroma.
+    format: PNG stays lossless, JPEG is written at JPEG_QUALITY with full-resolution chroma. `read_rgb`
+    decodes the file as :func:`~sfm3r.io.images.read_image` does (or hands out its earlier result); its
+    array is not written into.
     """
     if reencode or crop is not None or distorted is not None:
-        rgb = read_image(info.path)
+        rgb = read_rgb(info.path)
         if distorted is not None:
             rgb = undistort_rgb(rgb, distorted)
         if crop is not None:
@@ -401,6 +408,7 @@ def export_gaussian_splatting_scene(
     written: MutableMapping[str, object] | None = None,
     downscales: Sequence[int] = (),
     nerfstudio: bool = True,
+    read_rgb: Callable[[Path], np.ndarray] = read_image,
 ) -> Scene:
     """Lay out `out_dir` for Gaussian Splatting trainers (layout in the module docstring).
 
@@ -421,6 +429,9 @@ def export_gaussian_splatting_scene(
         downscales: factors (integers >= 2) of the downscaled copies ``images_<f>/`` (``io.downscale``);
             a copy already holding the same pixels' source is kept as is.
         nerfstudio: also write nerfstudio's ``transforms.json`` and ``sparse_pc.ply`` (``io.nerfstudio``).
+        read_rgb: decodes an image file exactly as :func:`~sfm3r.io.images.read_image` (the default) does,
+            for the images written from pixels; a :class:`~sfm3r.io.images.DecodedImages` hands out the
+            arrays an earlier stage decoded.
 
     Cameras with lens distortion are undistorted first (``io.undistort``): their images are resampled
     and written with PINHOLE cameras; the centring crop then applies to the undistorted cameras.
@@ -489,7 +500,7 @@ def export_gaussian_splatting_scene(
         if previous is not None and previous.is_current(recipe, target):
             kept += 1
             continue
-        _export_image(by_name[name], name in reencode, target, crop, camera)
+        _export_image(by_name[name], name in reencode, target, crop, camera, read_rgb)
         if written is not None:
             written[key] = WrittenImage.of_file(recipe, target).to_json()
     write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
@@ -543,10 +554,11 @@ def export_gaussian_splatting_folder(
     written: MutableMapping[str, object] | None = None,
     downscales: Sequence[int] = (),
     nerfstudio: bool = True,
+    read_rgb: Callable[[Path], np.ndarray] = read_image,
 ) -> Path:
     """:func:`export_gaussian_splatting_scene`, returning `out_dir`."""
     export_gaussian_splatting_scene(
         scene, images, out_dir, text, dense=dense, centre_principal_points=centre_principal_points, claim=claim,
-        written=written, downscales=downscales, nerfstudio=nerfstudio,
+        written=written, downscales=downscales, nerfstudio=nerfstudio, read_rgb=read_rgb,
     )  # fmt: skip
     return Path(out_dir)

@@ -213,6 +213,44 @@ def read_image(path: Path) -> np.ndarray:
     return _to_rgb(image)
 
 
+class DecodedImages:
+    """:func:`read_image` with a memory, for stages that decode the same files one after the other (the
+    point colours, then the export's cropped or undistorted images): one decode instead of two.
+
+    Arrays are kept until `budget_bytes` are held in all; later images are decoded but not kept. An entry
+    is found again by the resolved path and the file's size and mtime (a file changed in between is
+    decoded anew). The arrays handed out are read-only (they are shared): copy before writing into one.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.held_bytes = 0
+        self.reused = 0  # calls answered from memory
+        self._kept: dict[tuple[str, int, int], np.ndarray] = {}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, read-only: :func:`read_image` of `path`, or its kept result."""
+        try:
+            stat = os.stat(path)
+            key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            return read_image(path)  # raises the usual ImageReadError
+        if key in self._kept:
+            self.reused += 1
+            return self._kept[key]
+        rgb = read_image(path)
+        rgb.flags.writeable = False
+        if self.held_bytes + rgb.nbytes <= self.budget_bytes:
+            self._kept[key] = rgb
+            self.held_bytes += rgb.nbytes
+        return rgb
+
+    def clear(self) -> None:
+        """Forget every kept array (their memory is freed once no caller holds them)."""
+        self._kept.clear()
+        self.held_bytes = 0
+
+
 # ---------------------------------------------------------------------------------------------------
 # 3. Image infos (name, hash, size, focal prior)
 

@@ -136,6 +136,34 @@ def cache_order_pair(info_a: ImageInfo, info_b: ImageInfo) -> tuple[ImageInfo, I
     return (info_a, info_b) if info_a.sha256 <= info_b.sha256 else (info_b, info_a)
 
 
+def _matches_store_config(sift_conf: SiftConf, conf: TwoViewConf) -> dict:
+    """The config of the ``matches-sift`` namespace (the putative matches depend on the matching fields only)."""
+    matching = {f: getattr(conf, f) for f in ("matcher", "max_ratio", "max_distance", "cross_check")}
+    return {"sift": sift_conf, "matching": matching}
+
+
+def stored_putative_counts(
+    images: Sequence[ImageInfo],
+    name_pairs: Collection[tuple[str, str]],
+    sift_conf: SiftConf,
+    conf: TwoViewConf,
+    cache_dir: Path,
+) -> dict[tuple[str, str], int]:
+    """How many putative matches the ``matches-sift`` store holds for each of `name_pairs` (either order);
+    pairs it does not hold are left out (nothing is matched here)."""
+    by_name = {info.name: info for info in images}
+    found: dict[tuple[str, str], int] = {}
+    with cache.open_store(cache_dir, "matches-sift", _matches_store_config(sift_conf, conf), readonly=True) as store:
+        for a, b in name_pairs:
+            if a not in by_name or b not in by_name:
+                continue
+            info_i, info_j = cache_order_pair(by_name[a], by_name[b])
+            key = cache.pair_key(info_i.sha256, info_j.sha256)
+            if store.has(key):
+                found[(a, b)] = int(store.read(key).arrays["matches"].shape[0])
+    return found
+
+
 class PutativeMatches:
     """Putative (descriptor) matches of image pairs, computed once per run folder: the self-calibration
     matches its pairs here and stores them (namespace ``matches-sift``, key: the canonical pair key,
@@ -153,8 +181,7 @@ class PutativeMatches:
         *,
         store_new: bool = True,  # False: read what is stored, compute the rest without storing it
     ) -> None:
-        matching = {f: getattr(conf, f) for f in ("matcher", "max_ratio", "max_distance", "cross_check")}
-        self.store = cache.open_store(cache_dir, "matches-sift", {"sift": sift_conf, "matching": matching})
+        self.store = cache.open_store(cache_dir, "matches-sift", _matches_store_config(sift_conf, conf))
         self.conf, self.features, self.device, self.store_new = conf, features, device, store_new
         self.cache_dir = Path(cache_dir)
         self._writer: cache.Writer | None = None

@@ -26,14 +26,19 @@ import sfm3r
 from sfm3r.errors import ImageReadError, InputError, ReconstructionError
 from sfm3r.io.colmap import check_scene, check_text_names, model_file_names, write_colmap_model
 from sfm3r.io.export import export_gaussian_splatting_scene, flat_name
-from sfm3r.io.images import load_image_infos, read_image
+from sfm3r.io.images import DecodedImages, load_image_infos
 from sfm3r.io.pairs_file import write_pairs_file
 from sfm3r.io.ply import write_ply
 from sfm3r.io.preview import write_preview
 from sfm3r.pipelines.alignment_stage import align_cached
 from sfm3r.pipelines.classic import (
-    extract_features, features_to_extract, match_classic, match_putative, self_calibrate_focals,
-)  # fmt: skip
+    extract_features,
+    features_to_extract,
+    match_classic,
+    match_putative,
+    self_calibrate_focals,
+    stored_putative_counts,
+)
 from sfm3r.pipelines.colors import color_points
 from sfm3r.pipelines.config import Backend, CameraModel, ReconstructConf, Workers, conf_to_dict
 from sfm3r.pipelines.export import check_downscales_fit, remove_stale_export_files
@@ -45,9 +50,14 @@ from sfm3r.pipelines.process_pool import WorkerPool
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
 from sfm3r.sfm.align.alignment import alignment_steps, load_torch_steps
-from sfm3r.types import ImageInfo, Scene
+from sfm3r.sfm.align.edge_verification import component_links
+from sfm3r.types import ImageInfo, PairResult, Scene
 
 logger = logging.getLogger(__name__)
+
+# Decoded photos the point colours keep for the export's cropped or undistorted images (one decode, not two):
+# 8 herzjesu photos at 3072x2048 hold 151 MB and took 1.0 s to decode; beyond the budget, decoded again.
+_DECODED_IMAGES_BUDGET = 512 * 2**20  # bytes
 
 # (stage, done, total): total 0 = the stage started, its size unknown; done == total > 0 = finished.
 # "stage/detail" names a step inside a stage (the display shows it beside the stage's row).
@@ -203,6 +213,36 @@ def _apply_camera_model(scene: Scene, model: CameraModel) -> Scene:
 def _scene_counts(scene: Scene, num_images: int) -> dict[str, Any]:
     counts = {"images": num_images, "registered": scene.num_images, "unregistered": list(scene.unregistered)}
     return counts | describe_scene(scene)
+
+
+def _left_out(
+    scene: Scene,
+    images: list[ImageInfo],
+    pair_results: list[PairResult],
+    conf: ReconstructConf,
+    cache_dir: Path,
+    backend: Backend,
+    max_links: int = 3,
+) -> list[dict]:
+    """The alignment's left-out components (why images are not registered), for run.json. Classic runs rank
+    the links to the model by their putative match count too (a pair with fewer putative matches than
+    ``two_view.min_num_inliers`` never reaches RANSAC: 0 inliers) and report it."""
+    components = [dict(c) for c in scene.info.get("left_out", ())]
+    if not components or backend != Backend.CLASSIC:
+        return components
+    model = set(scene.image_names)
+    for component in components:
+        links = component_links(pair_results, component["images"], model)
+        putative = stored_putative_counts(images, [(x.name_i, x.name_j) for x in links], conf.sift, conf.two_view,
+                                          cache_dir)  # fmt: skip
+        ranked = sorted(
+            links, key=lambda x: (x.two_view_verified, x.num_inliers, putative.get((x.name_i, x.name_j), -1)),
+            reverse=True,
+        )  # fmt: skip
+        component["links"] = [
+            dataclasses.asdict(x) | {"putative_matches": putative.get((x.name_i, x.name_j))} for x in ranked[:max_links]
+        ]
+    return components
 
 
 def _versions() -> dict[str, str]:
@@ -365,7 +405,8 @@ def _reconstruct(
         _warn_if_no_baseline(scene)
     with _timed(timings, "colors", progress):
         paths = {info.name: info.path for info in images}
-        scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, read_image)
+        decoded = DecodedImages(_DECODED_IMAGES_BUDGET)
+        scene = color_points(_apply_camera_model(scene, conf.camera_model), paths, decoded)
     result.scene = scene
     result.counts["scene"] = _scene_counts(scene, len(images))
     if "lens" in scene.info:
@@ -387,7 +428,7 @@ def _reconstruct(
             try:  # images an earlier export wrote identically are kept (io.export, "Reruns")
                 exported = export_gaussian_splatting_scene(
                     scene, images, run.root, text=conf.write_text, claim=run.claim, written=run.made_from,
-                    downscales=conf.downscales,
+                    downscales=conf.downscales, read_rgb=decoded,
                 )  # fmt: skip
                 remove_stale_export_files(run.manifest, exported, conf.downscales)
             finally:
@@ -400,10 +441,15 @@ def _reconstruct(
             else:
                 run.remove_owned("distorted")  # an earlier run's, no longer true
             result.counts["scene"] = _scene_counts(exported, len(images))  # what sparse/0 holds
+        logger.debug("decoded images: %d reused by the export", decoded.reused)
+        decoded.clear()
         if _preview_is_current(run, align_key, conf):
             logger.info("preview: %s is of this model already, kept", run.preview_path.name)
         else:
             write_preview(scene, run.preview_path)
+    left_out = _left_out(scene, images, pair_results, conf, run.cache_dir, backend)
+    if left_out:  # why images are not registered
+        result.counts["scene"]["left_out"] = left_out
     return _finish(result, conf, started)
 
 
@@ -421,8 +467,8 @@ def _in_background(function: Callable[[], None]) -> None:
 
 def _preview_is_current(run: RunFolder, align_key: str | None, conf: ReconstructConf) -> bool:
     """Whether OUT/preview.png was drawn from the same model: the previous run.json (still the last run's
-    here) names the same alignment unit and camera model. Drawing it costs seconds (matplotlib), a rerun
-    of a finished run otherwise nothing."""
+    here) names the same alignment unit and camera model. Kept, the file keeps its mtime (a rerun of a
+    finished run writes nothing), and drawing it again would cost a few tens of milliseconds."""
     if align_key is None or not run.preview_path.is_file() or not run.run_json.is_file():
         return False
     try:

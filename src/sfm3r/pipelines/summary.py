@@ -28,6 +28,24 @@ def format_summary(result: ReconstructResult) -> str:
         )
         if scene["unregistered"]:
             lines.append(f"Not registered: {', '.join(scene['unregistered'])}")
+            for component in scene.get("left_out", ()):
+                lines.append("  " + left_out_line(component))
     lines.append("Time: " + ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items()))
     lines.append(f"Output: {result.run.root}")
     return "\n".join(lines)
+
+
+def left_out_line(component: dict) -> str:
+    """Why one group of images stayed out of the model (run.json's counts.scene.left_out)."""
+    names = ", ".join(component["images"])
+    if not component["link_pairs"]:
+        return f"{names}: no pair to the model in the scene graph"
+    best = component["links"][0]
+    putative = best.get("putative_matches")
+    found = f"{best['num_inliers']} inliers" + (f" of {putative} putative matches" if putative is not None else "")
+    if best["two_view_verified"]:
+        found += ", rejected by the alignment's edge check"
+    return (
+        f"{names}: {component['internal_pairs']} verified pair(s) among them, none of the "
+        f"{component['link_pairs']} to the model kept (best: {best['name_i']} / {best['name_j']}, {found})"
+    )

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -44,7 +44,13 @@ from sfm3r.sfm.align.bundle_adjustment import BundleAdjustmentConf, refine_scene
 from sfm3r.sfm.align.camera_groups import CameraMode, camera_groups
 from sfm3r.sfm.align.canonical import CanonicalData, DenseViewSource, build_canonical
 from sfm3r.sfm.geometry.distortion import distort_pixels, undistort_pixels
-from sfm3r.sfm.align.edge_verification import VerifiedEdge, VerifyConf, verify_edges
+from sfm3r.sfm.align.edge_verification import (
+    VerifiedEdge,
+    VerifyConf,
+    describe_left_out,
+    left_out_message,
+    verify_edges,
+)
 from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
 from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.sfm.align.lens_selection import select_lens
@@ -331,6 +337,9 @@ def align_scene(
     report("verify", 1.0, "")
     model_images = [im for im in images if im.name in set(graph.component)]
     unregistered = tuple(n for c in graph.other_components for n in c)
+    left_out = describe_left_out(pair_results, graph)
+    for component in left_out:
+        logger.warning("alignment: %s", left_out_message(component))
     t0 = time.perf_counter()
     report("canonical", 0.0, "")
     canon = build_canonical(pair_results, graph.edges, model_images, dense_views)
@@ -346,6 +355,8 @@ def align_scene(
     report("init", 1.0, "")
     keep = np.ones(canon.match_a.size, bool)
     info: dict = {"focal_source": dict(zip(canon.image_names, source, strict=True)), "timings": timings}
+    if left_out:  # why those images are not in the model (run.json, counts.scene.left_out)
+        info["left_out"] = [asdict(component) for component in left_out]
     if conf.coarse_enabled:
         t0 = time.perf_counter()
         report("coarse", 0.0, "")

@@ -3,13 +3,15 @@
 Each pair's two point sets (the matches' 3D points in camera i and in camera j) must agree up to one
 similarity transform, pts_j ≈ s·R·pts_i + t, found by the kernel's Sim(3) RANSAC (geometry.ransac: a match
 is an inlier when its residual is below ``inlier_threshold`` times its distance from camera j). The pair is kept if the backend verified it and enough inliers remain; then the verified
-graph is built with networkx and its largest connected component becomes the model.
+graph is built with networkx and its largest connected component becomes the model. The images left out
+are described by :func:`describe_left_out` (their components and strongest links to the model), so that a
+run can say why they were not registered.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -129,3 +131,84 @@ def verify_edges(
         len(edges), len(pair_results), len(main), len(image_names), len(others),
     )
     return VerifiedGraph(kept, tuple(sorted(main, key=order.get)), others, tuple(rejected))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairLink:
+    """One input pair between a left-out component and the model, as the backend left it."""
+
+    name_i: str
+    name_j: str
+    two_view_verified: bool  # the backend verified it (then the Sim(3) edge check above rejected it)
+    num_inliers: int  # the backend's inlier count (classic: 0 when too few putative matches to run RANSAC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeftOutComponent:
+    """Images of one verified component other than the model's, and why they stay apart."""
+
+    images: tuple[str, ...]  # input order
+    internal_pairs: int  # pairs inside it that passed the edge check
+    link_pairs: int  # input pairs between it and the model (0: the scene graph offered none)
+    links: tuple[PairLink, ...]  # the strongest of those, most inliers first
+
+
+def component_links(
+    pair_results: Sequence[PairResult],
+    members: Collection[str],
+    model: Collection[str],
+    rank: Callable[[PairLink], tuple] | None = None,  # sort key, largest first; None: verified, then inliers
+) -> list[PairLink]:
+    """Every input pair between the images `members` and the images `model`, strongest first."""
+    members, model = set(members), set(model)
+    links = [
+        PairLink(name_i=p.name_i, name_j=p.name_j, two_view_verified=bool(p.verified), num_inliers=int(p.num_inliers))
+        for p in pair_results
+        if (p.name_i in members and p.name_j in model) or (p.name_j in members and p.name_i in model)
+    ]
+    links.sort(key=rank or (lambda link: (link.two_view_verified, link.num_inliers)), reverse=True)
+    return links
+
+
+def describe_left_out(
+    pair_results: Sequence[PairResult], graph: VerifiedGraph, max_links: int = 3
+) -> tuple[LeftOutComponent, ...]:
+    """Each component of ``graph.other_components`` with its strongest links to the kept component.
+
+    A left-out component has, by construction, no pair to the model that passed both the backend's check
+    and the edge check; its links say which of the two failed and with how many inliers.
+    """
+    rejected = set(graph.rejected_pairs)
+    main = set(graph.component)
+    out = []
+    for images in graph.other_components:
+        members = set(images)
+        internal = sum(
+            1 for k, p in enumerate(pair_results) if k not in rejected and p.name_i in members and p.name_j in members
+        )
+        links = component_links(pair_results, members, main)
+        out.append(LeftOutComponent(
+            images=tuple(images), internal_pairs=internal, link_pairs=len(links), links=tuple(links[:max_links])
+        ))  # fmt: skip
+    return tuple(out)
+
+
+def left_out_message(component: LeftOutComponent) -> str:
+    """One log line saying why a component was left out of the model."""
+    names = ", ".join(component.images)
+    head = (
+        f"{len(component.images)} image(s) not registered ({names}): "
+        f"{component.internal_pairs} verified pair(s) among them, none to the model"
+    )
+    if not component.link_pairs:
+        return f"{head}; the scene graph has no pair between them and the model (add pairs)"
+    useful = [link for link in component.links if link.two_view_verified or link.num_inliers > 0]
+    if not useful:
+        return f"{head}; none of its {component.link_pairs} pairs to the model has an inlier (too few matches)"
+    strongest = "; ".join(
+        f"{link.name_i} / {link.name_j}: "
+        + (f"verified with {link.num_inliers} inliers, rejected by the edge check" if link.two_view_verified
+           else f"{link.num_inliers} inliers, not verified")
+        for link in useful
+    )  # fmt: skip
+    return f"{head}; strongest of its {component.link_pairs} pairs to the model: {strongest}"
