@@ -54,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -206,6 +207,9 @@ def worker_main(kind: str, images: Path, work: Path, threads: int) -> None:
             out = _worker_colmap(images, work, threads, sequential=kind == "colmap-seq")
     except Exception as err:  # noqa: BLE001 (a failing method is a result, not a crash of the benchmark)
         out = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    for thread in threading.enumerate():  # sfm3r's worker processes count in RUSAGE_CHILDREN once reaped
+        if thread.name == "sfm3r-reap-workers":
+            thread.join(timeout=60)
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     out["cpu_s"] = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
     out["peak_rss_mb"] = max(own.ru_maxrss, kids.ru_maxrss) / 1024.0

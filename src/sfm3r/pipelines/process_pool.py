@@ -35,6 +35,7 @@ MIN_ITEMS_FOR_A_POOL = 3  # below this, starting the workers (~0.3 s each) costs
 # At most this many workers by default: each holds an interpreter, pycolmap and one image's SIFT scratch
 # (~150-300 MB at 1600 px), so a 64-core machine should not start 64 of them for a photo folder.
 MAX_DEFAULT_WORKERS = 8
+REAPER_THREAD = "sfm3r-reap-workers"  # the thread that waits for a closed pool's workers to exit
 _HEADER = struct.Struct("<Q")  # byte length of the pickle that follows
 
 
@@ -118,7 +119,7 @@ class WorkerPool:
             except OSError:
                 pass
         if processes:  # the workers exit in ~0.1 s; the run need not wait for that
-            threading.Thread(target=_reap, args=(processes,), daemon=True).start()
+            threading.Thread(target=_reap, args=(processes,), name=REAPER_THREAD, daemon=True).start()
 
 
 def _reap(processes: list[subprocess.Popen]) -> None:

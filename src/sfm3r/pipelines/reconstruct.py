@@ -316,13 +316,26 @@ def _reconstruct(
     def sift_features() -> dict:
         """SIFT features of every image (classic backend, weight-free retrieval), extracted once."""
         if not features:
-            if stop_after in (Stage.ALIGN, Stage.EXPORT) and features_to_extract(images, conf.sift, run.cache_dir):
-                # a first run: torch (the alignment's steps, ~1-2 s to import) loads while the workers extract
-                _in_background(load_torch_steps)
+            features_progress = progress
+            missing = features_to_extract(images, conf.sift, run.cache_dir)
+            if stop_after in (Stage.ALIGN, Stage.EXPORT) and missing and pool is not None and pool.size > 1:
+                # A first run: torch (the alignment's steps, ~1.7 s of CPU to import) loads in this process
+                # while the workers extract SIFT, once the first image is done (herzjesu: alignment -1.3 s,
+                # SIFT +0.7 s). Started with the workers, it doubled the SIFT time (their start-up and the
+                # import competing); in a single process it would only wait for the GIL.
+                first_extracted = threading.Event()
+                _in_background(lambda: first_extracted.wait(timeout=600) and load_torch_steps())
+
+                def features_progress(stage: str, done: int, total: int) -> None:
+                    if done > total - missing:
+                        first_extracted.set()
+                    progress(stage, done, total)
+
             with _timed(timings, "features", progress):
                 found, counts = extract_features(
-                    images, conf.sift, run.cache_dir, progress, runner=runner, processes=conf.processes, pool=pool
-                )
+                    images, conf.sift, run.cache_dir, features_progress, runner=runner, processes=conf.processes,
+                    pool=pool,
+                )  # fmt: skip
             features.update(found)
             result.counts["features"] = dataclasses.asdict(counts)
         return features
@@ -453,16 +466,16 @@ def _reconstruct(
     return _finish(result, conf, started)
 
 
-def _in_background(function: Callable[[], None]) -> None:
+def _in_background(function: Callable[[], object]) -> None:
     """Run `function` in a daemon thread; a failure is only logged (the caller's own later use reports it)."""
 
     def run() -> None:
         try:
             function()
         except Exception as err:  # noqa: BLE001
-            logger.debug("background %s failed: %s", function.__name__, err)
+            logger.debug("background preload failed: %s", err)
 
-    threading.Thread(target=run, name=f"sfm3r-{function.__name__}", daemon=True).start()
+    threading.Thread(target=run, name="sfm3r-preload", daemon=True).start()
 
 
 def _preview_is_current(run: RunFolder, align_key: str | None, conf: ReconstructConf) -> bool:
