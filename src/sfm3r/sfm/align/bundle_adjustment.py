@@ -102,8 +102,14 @@ def refine_scene(
     rotations: np.ndarray,  # (N, 3, 3) float64 cam_from_world
     translations: np.ndarray,  # (N, 3) float64 cam_from_world
     conf: BundleAdjustmentConf = BundleAdjustmentConf(),
+    *,
+    variable_cameras: Sequence[int] | None = None,  # input cameras refined (None: all)
 ) -> Scene:
     """Triangulate ``tracks`` and bundle-adjust poses, points and intrinsics (see module docstring).
+
+    With ``variable_cameras`` only those cameras' intrinsics and their images' poses are refined; the
+    other cameras and poses stay as given (they fix the gauge), as when one camera's lens model is
+    tested with the others' kept (sfm.align.lens_selection).
 
     Returns:
         Scene with every input image registered (unless its refined pose became non-finite: then it is
@@ -129,6 +135,7 @@ def refine_scene(
     obs_xy = np.asarray(tracks.obs_xy, np.float64)[order]
 
     group_of_img, params = _initial_intrinsics(cameras, cam_of_img, conf)
+    variable = None if variable_cameras is None else np.isin(cam_of_img, np.asarray(variable_cameras, np.int64))
     sizes = np.array([[cameras[c].width, cameras[c].height] for c in cam_of_img], np.float64).reshape(n, 2)
     rng = np.random.default_rng(conf.seed)
 
@@ -153,7 +160,7 @@ def refine_scene(
             sigma0 = 1.4826 * float(np.median(tri.errors[tri.obs_keep]))
             loss_scale = max(conf.loss_scale, sigma0)
         state = _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans,
-                               conf, loss_scale)
+                               conf, loss_scale, variable)
         rot, trans, params = state.rot, state.trans, state.params
         ba_iterations += state.iterations
         res = state.errors
@@ -418,8 +425,9 @@ def _loss_type(loss: LossType):
 
 
 def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, conf,
-                   loss_scale) -> _BAState:
-    """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back."""
+                   loss_scale, variable=None) -> _BAState:
+    """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back.
+    `variable` (N,) bool or None: the images whose pose and camera are refined (None: all)."""
     n = len(image_names)
     kept = np.flatnonzero(tri.obs_keep)
     k_img = obs_image[kept]
@@ -473,7 +481,13 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     has_obs = counts > 0
     for i in np.flatnonzero(has_obs):
         cfg.add_image(int(i) + 1)
-    if conf.refine_poses and has_obs.sum() >= 2:
+    constant = np.zeros(n, bool) if variable is None else has_obs & ~variable
+    for i in np.flatnonzero(constant):  # trivial frames: frame id = image id
+        cfg.set_constant_rig_from_world_pose(int(i) + 1)
+    for g in np.unique(group_of_img[constant]) if variable is not None else ():
+        if not variable[group_of_img == g].any():
+            cfg.set_constant_cam_intrinsics(int(g) + 1)
+    if conf.refine_poses and has_obs.sum() >= 2 and constant.sum() < 2:  # else the constant poses fix it
         cfg.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
     summary = pycolmap.create_default_bundle_adjuster(opts, cfg, rec).solve()
     logger.debug("BA: %s", summary.brief_report())
