@@ -89,21 +89,19 @@ def test_intrinsics_options(noisy_scene):
     assert shared.cameras[0].fx == shared.cameras[0].fy
 
 
-def test_variable_cameras_refine_only_their_intrinsics_and_poses(noisy_scene):
-    """variable_cameras = the cameras of images 0-5: their focals (5 % off) and poses (perturbed) are
-    refined; the cameras and poses of images 6-11, given exactly, are kept as given (they fix the gauge)."""
-    sc, tracks, _cams, rots, trans = noisy_scene
-    start = [Camera(c.width, c.height, (1.05 if k < 6 else 1.0) * c.fx, (1.05 if k < 6 else 1.0) * c.fy, c.cx, c.cy)
-             for k, c in enumerate(sc.cameras)]  # fmt: skip
-    rot_in = np.concatenate([rots[:6], sc.rotations[6:]])
-    trans_in = np.concatenate([trans[:6], sc.translations[6:]])
-    scene = refine_scene(tracks, sc.names, start, np.arange(12), rot_in, trans_in, variable_cameras=range(6))
-    assert [c.fx for c in scene.cameras[6:]] == [c.fx for c in start[6:]]
-    np.testing.assert_allclose(scene.rotations[6:], rot_in[6:], atol=1e-12)  # quaternion round trip
-    np.testing.assert_allclose(scene.translations[6:], trans_in[6:], atol=1e-12)
-    seen = [0, 1, 2, 4, 5]  # image 3 of this scene loses all its observations (the test below)
-    np.testing.assert_allclose([scene.cameras[k].fx for k in seen], [sc.cameras[k].fx for k in seen], rtol=0.01)
-    assert rotation_angle_deg(scene.rotations[seen], sc.rotations[seen]).max() < 0.2
+def test_camera_models_give_each_camera_its_own_model(noisy_scene):
+    """camera_models: images 0-5 SIMPLE_RADIAL (k estimated, ~0 on this pinhole data), the others as the
+    conf says (AUTO: SIMPLE_PINHOLE); a list of the wrong length is an InputError."""
+    from sfm3r.sfm.align.bundle_adjustment import CameraModel
+
+    sc, tracks, cams, rots, trans = noisy_scene
+    models = [CameraModel.SIMPLE_RADIAL] * 6 + [CameraModel.AUTO] * 6
+    scene = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, camera_models=models)
+    assert scene.info["camera_models"] == ["SIMPLE_RADIAL"] * 6 + ["SIMPLE_PINHOLE"] * 6
+    assert [c.model for c in scene.cameras[:6]] == ["SIMPLE_RADIAL"] * 6
+    assert all(abs(c.distortion[0]) < 0.02 for c in scene.cameras[:6]) and not scene.cameras[6].has_distortion
+    with pytest.raises(InputError, match="camera_models"):
+        refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, camera_models=models[:3])
 
 
 def test_shared_focal_is_recovered():

@@ -127,7 +127,7 @@ def test_two_cameras_get_their_own_lens(synthetic, realign):
     radial = report["cameras"][0]["candidates"]["SIMPLE_RADIAL"]
     assert radial["z"] > 5 and radial["gain"] > 0.1, radial
     assert report["cameras"][1]["candidates"]["SIMPLE_RADIAL"]["effect_px"] < 0.5, report["cameras"][1]
-    assert report["reference"]["model"] == "OPENCV" and report["mixed"]["heldout_error_px"] < 0.35, report["mixed"]
+    assert report["others_at"] == "OPENCV" and report["mixed"]["heldout_error_px"] < 0.35, report["mixed"]
     cams = [out.cameras[int(out.camera_of_image[out.image_names.index(gt.image_names[k])])] for k in (0, 1)]
     assert cams[0].model == "SIMPLE_RADIAL" and not cams[1].has_distortion, cams
     np.testing.assert_allclose(cams[0].distortion, [-0.1], rtol=0.05)

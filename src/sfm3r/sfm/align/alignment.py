@@ -439,8 +439,7 @@ def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -
             models = choice.models
             # the chosen fit saw 80 % of the tracks: enough for the lens when the alignment is redone with it,
             # else the models are fitted again on all tracks for the output
-            start = pinhole_cameras if len(set(models)) == 1 else choice.cameras
-            out = choice.fit if conf.lens_realign else _lens_ba(scene, tracks, start, models, conf)
+            out = choice.fit if conf.lens_realign else _lens_ba(scene, tracks, pinhole_cameras, models, conf)
             report["error_px"] = choice.fit.info["mean_reproj_error_after"]
         else:
             models = (BACameraModel(conf.lens.value),) * len(scene.cameras)
@@ -466,12 +465,12 @@ def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -
 
 def _lens_ba(scene: Scene, tracks, cameras: Sequence[Camera], models: Sequence[BACameraModel],
              conf: AlignConf) -> Scene:
-    """The lens BA of `scene`'s poses on all `tracks`: every camera with the one model of `models` (from
-    pinhole `cameras`), or, when they differ, each with its own (the BA's AUTO model: `cameras` then carry
-    their fitted lens, pinhole for the pinhole ones)."""
-    model = models[0] if len(set(models)) == 1 else BACameraModel.AUTO
+    """The lens BA of `scene`'s poses on all `tracks`, from pinhole `cameras`, each camera with its model
+    of `models` (C,)."""
+    per_camera = None if len(set(models)) == 1 else list(models)
     return refine_scene(tracks, list(scene.image_names), list(cameras), scene.camera_of_image, scene.rotations,
-                        scene.translations, replace(conf.lens_ba, camera_model=model))  # fmt: skip
+                        scene.translations, replace(conf.lens_ba, camera_model=models[0]),
+                        camera_models=per_camera)  # fmt: skip
 
 
 def _undistort_pair(pair: PairResult, lens: Mapping[str, Camera]) -> PairResult:

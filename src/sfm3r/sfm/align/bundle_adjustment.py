@@ -103,13 +103,12 @@ def refine_scene(
     translations: np.ndarray,  # (N, 3) float64 cam_from_world
     conf: BundleAdjustmentConf = BundleAdjustmentConf(),
     *,
-    variable_cameras: Sequence[int] | None = None,  # input cameras refined (None: all)
+    camera_models: Sequence[CameraModel] | None = None,  # (C,) a model per input camera (None: conf's)
 ) -> Scene:
     """Triangulate ``tracks`` and bundle-adjust poses, points and intrinsics (see module docstring).
 
-    With ``variable_cameras`` only those cameras' intrinsics and their images' poses are refined; the
-    other cameras and poses stay as given (they fix the gauge), as when one camera's lens model is
-    tested with the others' kept (sfm.align.lens_selection).
+    ``camera_models`` gives each input camera its own model instead of ``conf.camera_model`` (as when
+    one camera's lens model is tested with the others at another, sfm.align.lens_selection).
 
     Returns:
         Scene with every input image registered (unless its refined pose became non-finite: then it is
@@ -134,8 +133,7 @@ def refine_scene(
     obs_image = tracks.obs_image[order]
     obs_xy = np.asarray(tracks.obs_xy, np.float64)[order]
 
-    group_of_img, params = _initial_intrinsics(cameras, cam_of_img, conf)
-    variable = None if variable_cameras is None else np.isin(cam_of_img, np.asarray(variable_cameras, np.int64))
+    group_of_img, params = _initial_intrinsics(cameras, cam_of_img, conf, camera_models)
     sizes = np.array([[cameras[c].width, cameras[c].height] for c in cam_of_img], np.float64).reshape(n, 2)
     rng = np.random.default_rng(conf.seed)
 
@@ -160,7 +158,7 @@ def refine_scene(
             sigma0 = 1.4826 * float(np.median(tri.errors[tri.obs_keep]))
             loss_scale = max(conf.loss_scale, sigma0)
         state = _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans,
-                               conf, loss_scale, variable)
+                               conf, loss_scale)
         rot, trans, params = state.rot, state.trans, state.params
         ba_iterations += state.iterations
         res = state.errors
@@ -223,12 +221,14 @@ def _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, tran
     return cam_of_img, rot, trans
 
 
-def _initial_intrinsics(cameras, cam_of_img, conf):
-    """Camera groups of the BA and their parameters.
+def _initial_intrinsics(cameras, cam_of_img, conf, camera_models=None):
+    """Camera groups of the BA and their parameters (`camera_models`: (C,) a model per input camera).
 
     Returns:
         group_of_img (N,) int64, params list of dicts {model, width, height, fx, fy, cx, cy}.
     """
+    if camera_models is not None and len(camera_models) != len(cameras):
+        raise InputError(f"refine_scene: {len(camera_models)} camera_models for {len(cameras)} cameras")
     if conf.shared_intrinsics:
         sizes = [(cameras[c].width, cameras[c].height) for c in cam_of_img]
         uniq = sorted(set(sizes))
@@ -247,10 +247,11 @@ def _initial_intrinsics(cameras, cam_of_img, conf):
         fy = float(np.mean([c.fy for c in cams]))
         square = abs(fx - fy) <= _SQUARE_PIXEL_TOL * 0.5 * (fx + fy)
         lens = cams[0] if cams[0].has_distortion else None
-        if conf.camera_model == CameraModel.AUTO:
+        asked = CameraModel(conf.camera_model if camera_models is None else camera_models[mem[0]])
+        if asked == CameraModel.AUTO:
             model = lens.model if lens is not None else "SIMPLE_PINHOLE" if square else "PINHOLE"
         else:
-            model = _COLMAP_NAME[CameraModel(conf.camera_model)]
+            model = _COLMAP_NAME[asked]
         if model in _ONE_FOCAL:
             fx = fy = 0.5 * (fx + fy)
         extra = list(lens.distortion) if lens is not None and lens.model == model else [0.0] * _NUM_EXTRA[model]
@@ -425,9 +426,8 @@ def _loss_type(loss: LossType):
 
 
 def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, conf,
-                   loss_scale, variable=None) -> _BAState:
-    """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back.
-    `variable` (N,) bool or None: the images whose pose and camera are refined (None: all)."""
+                   loss_scale) -> _BAState:
+    """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back."""
     n = len(image_names)
     kept = np.flatnonzero(tri.obs_keep)
     k_img = obs_image[kept]
@@ -481,13 +481,7 @@ def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img,
     has_obs = counts > 0
     for i in np.flatnonzero(has_obs):
         cfg.add_image(int(i) + 1)
-    constant = np.zeros(n, bool) if variable is None else has_obs & ~variable
-    for i in np.flatnonzero(constant):  # trivial frames: frame id = image id
-        cfg.set_constant_rig_from_world_pose(int(i) + 1)
-    for g in np.unique(group_of_img[constant]) if variable is not None else ():
-        if not variable[group_of_img == g].any():
-            cfg.set_constant_cam_intrinsics(int(g) + 1)
-    if conf.refine_poses and has_obs.sum() >= 2 and constant.sum() < 2:  # else the constant poses fix it
+    if conf.refine_poses and has_obs.sum() >= 2:
         cfg.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
     summary = pycolmap.create_default_bundle_adjuster(opts, cfg, rec).solve()
     logger.debug("BA: %s", summary.brief_report())

@@ -16,17 +16,21 @@ by half a pixel is not worth a model. Each rung is compared with the current cho
 below, so a RADIAL lens can be chosen over pinhole even when SIMPLE_RADIAL alone was not enough.
 
 Per camera. With several cameras (groups of images sharing intrinsics, sfm.align.camera_groups) each
-camera climbs its own ladder, scored on the held-out observations in its own images. One fit with every
-camera at the same rung would not do: a distorted camera whose lens a rung lacks corrupts the points it
-shares with the others, so an undistorted camera's pinhole fit looks worse than it is and any extra term
-of its own "gains" (measured on the two-camera test scene: 23 % and z = 12 for a camera without
-distortion; its OPENCV noise moved pixels by 0.64 px, over the effect floor). So the reference is the top
-rung fitted with every camera (each camera's lens modelled, if richly); camera g's rung m is the reference
-with g alone refitted as model m (its intrinsics, its images' poses and the points of the tracks it sees;
-the other cameras and poses kept, which also fixes the gauge), held out on the held-out tracks it sees.
-The chosen models are then fitted together once more. Cost: the reference fit, per camera one refit per
-lower rung on the tracks it sees (for two cameras about as much as one ladder), and the final fit; with one
-camera nothing changes (the single ladder above).
+camera climbs its own ladder, scored on the held-out observations in its own images, with every other
+camera at the top rung (OPENCV) in all of its fits: the others' lenses are modelled whatever they are, so
+camera g's rungs differ only in g's model (nested fits). Two cheaper designs were measured and dropped:
+
+- one fit per rung with every camera at that rung: a distorted camera whose lens a rung lacks corrupts
+  the points it shares with the others, so an undistorted camera's pinhole fit looks worse than it is and
+  its extra terms "gain" (two-camera test scene: 23 %, z = 12, for a camera without distortion; its
+  OPENCV noise moved pixels 0.64 px, over the effect floor);
+- camera g alone refitted inside one all-OPENCV (or all-RADIAL) fit, the other cameras and poses kept:
+  g's extra terms then also absorb what the kept cameras and poses got wrong (mixed herzjesu set of
+  benchmarks/distortion.py: OPENCV 2.8 % "better" than pinhole for the undistorted camera, z 5.5).
+
+Each of g's fits uses only the tracks that g's images see (with their other images), so a camera of a few
+images costs little; with C cameras that is C x 4 such fits and one final fit of the chosen models
+together. With one camera nothing changes: the single ladder above, 4 fits.
 
 Measured (benchmarks/README.md, issue 15): on synthetic scenes (0.3 px keypoint noise, 640x480, f = 600) an
 extra term the data does not have changes the held-out error by -0.1 % to +0.01 % (z < 2); a real k2 = 0.08
@@ -74,7 +78,7 @@ _GRID = 9  # effect measured on a _GRID x _GRID grid of image points, corners in
 @dataclass(frozen=True, eq=False)
 class LensChoice:
     models: tuple[CameraModel, ...]  # (C,) the chosen model of each input camera (SIMPLE_PINHOLE = no distortion)
-    cameras: tuple[Camera, ...]  # (C,) each camera as its chosen rung fitted it (the input camera if none did)
+    cameras: tuple[Camera, ...]  # (C,) each camera as `fit` has it (the input camera without a fit)
     fit: Scene | None  # a fit with these models on the 80 % of the tracks (None when every fit failed)
     # per candidate: fit_error_px, distortion, heldout_error_px, heldout_kept, and with one camera effect_px,
     # gain, z, compared_with; with several, those per camera under "cameras" and the mixed fit under "mixed"
@@ -158,7 +162,7 @@ def select_lens(
     ladder: Sequence[CameraModel] = LADDER,
 ) -> LensChoice:
     """Fit every model of `ladder` on 80 % of the tracks, score it on the held-out 20 %, climb; with several
-    cameras, once per camera with the others kept at the top rung (module doc)."""
+    cameras, once per camera with the others at the top rung (module doc)."""
     camera_of_image = np.asarray(camera_of_image, np.int64)
     used = np.unique(camera_of_image)
     report: dict = {"rule": f"held-out {100 // HOLDOUT_EVERY} % of the tracks; a richer model needs a "
@@ -203,84 +207,69 @@ def _select_one(tracks, image_names, cameras, camera_of_image, rotations, transl
 
 def _select_per_camera(tracks, image_names, cameras, camera_of_image, rotations, translations, conf, ladder,
                        report) -> LensChoice:
-    """A ladder per camera: the reference is the top rung fitted with every camera; camera g's rung m is
-    that reference with g alone refitted (its intrinsics as model m, its images' poses, the points of the
-    tracks it sees; the other cameras and poses kept), scored on g's held-out observations."""
+    """A ladder per camera: camera g's rung m is fitted with every other camera at the top rung, on the
+    tracks that g's images see, and scored on g's held-out observations (module doc)."""
     fit_tracks, held = split_tracks(tracks)
-    reference = None
-    for model in reversed(ladder):  # the richest rung that fits
-        entry: dict = {"model": model.value}
-        reference = _try_fit(fit_tracks, held, image_names, cameras, camera_of_image, rotations, translations,
-                             replace(conf, camera_model=model), entry)  # fmt: skip
-        report["reference"] = entry
-        if reference is not None:
-            top = model
-            break
-    if reference is None:
-        return LensChoice(models=(CameraModel.SIMPLE_PINHOLE,) * len(cameras), cameras=tuple(cameras), fit=None,
-                          report={**report, "chosen": "none"})  # fmt: skip
-    ref_fit, _ = reference
+    top = ladder[-1]
+    report["others_at"] = top.value
     track_of = _track_of(held, image_names)
-    models, chosen_cameras, report["cameras"] = [], [], []
-    for g, start in enumerate(cameras):
+    models, report["cameras"] = [], []
+    for g in range(len(cameras)):
         group = [image_names[i] for i in np.flatnonzero(camera_of_image == g)]
         if not group:
             models.append(ladder[0])
-            chosen_cameras.append(start)
             continue
         fits, heldout, entries = {}, {}, {}
         for model in ladder:
             entries[model.value] = entry = {}
-            if model == top:
-                fits[model], heldout[model] = ref_fit, reference[1]
-                entry.update(fit_error_px=ref_fit.info["mean_reproj_error_after"],
-                             heldout_kept=report["reference"]["heldout_kept"])  # fmt: skip
-            else:
-                one = _fit_one_camera(fit_tracks, held, image_names, ref_fit, camera_of_image, g, model, conf, entry)
-                if one is None:
-                    continue
+            rung = [top] * len(cameras)
+            rung[g] = model
+            one = _fit_one_camera(fit_tracks, held, image_names, cameras, camera_of_image, rotations, translations,
+                                  g, rung, conf, entry)  # fmt: skip
+            if one is not None:
                 fits[model], heldout[model] = one
-            entry["distortion"] = list(_camera_of(fits[model], group[0]).distortion)
+                entry["distortion"] = list(_camera_of(fits[model], group[0]).distortion)
         group_set = set(group)
         heldout = {m: {k: e for k, e in errors.items() if k[0] in group_set} for m, errors in heldout.items()}
         common = _common(heldout)
         for model, errors in heldout.items():
             entries[model.value]["heldout_error_px"] = _mean_error(errors, common)
         ordered = [m for m in ladder if m in fits]
-        chosen = _climb(ordered, fits, heldout, common, track_of, group[0], entries) if common else ordered[0]
+        chosen = _climb(ordered, fits, heldout, common, track_of, group[0], entries) if common else ladder[0]
         models.append(chosen)
-        chosen_cameras.append(_camera_of(fits[chosen], group[0]))
         report["cameras"].append({"camera": g, "images": len(group), "first_image": group[0],
                                   "heldout_observations": len(common), "chosen": lens_name(chosen),
                                   "candidates": entries})  # fmt: skip
     logger.info("lens per camera: %s", [m.value for m in models])
     if not any(lens_name(m) != "none" for m in models):
-        return LensChoice(models=tuple(models), cameras=tuple(chosen_cameras), fit=ref_fit, report=report)
+        return LensChoice(models=tuple(models), cameras=tuple(cameras), fit=None, report=report)
     mixed: dict = {}
-    fit = _try_fit(fit_tracks, held, image_names, chosen_cameras, camera_of_image, ref_fit.rotations,
-                   ref_fit.translations, replace(conf, camera_model=CameraModel.AUTO), mixed)  # fmt: skip
+    fit = _try_fit(fit_tracks, held, image_names, cameras, camera_of_image, rotations, translations, conf, mixed,
+                   camera_models=models)  # fmt: skip
     report["mixed"] = mixed
     if fit is None:
         logger.warning("lens: the fit with a model per camera failed (%s); cameras stay pinhole", mixed["failed"])
         return LensChoice(models=(CameraModel.SIMPLE_PINHOLE,) * len(cameras), cameras=tuple(cameras), fit=None,
                           report=report)  # fmt: skip
     mixed["heldout_error_px"] = _mean_error(fit[1], list(fit[1]))
-    return LensChoice(models=tuple(models), cameras=tuple(chosen_cameras), fit=fit[0], report=report)
+    chosen_cameras = tuple(_camera_of(fit[0], image_names[int(np.flatnonzero(camera_of_image == c)[0])])
+                           if (camera_of_image == c).any() else cam for c, cam in enumerate(cameras))  # fmt: skip
+    return LensChoice(models=tuple(models), cameras=chosen_cameras, fit=fit[0], report=report)
 
 
 def _try_fit(fit_tracks, held, image_names, cameras, camera_of_image, rotations, translations, conf, entry,
-             variable_cameras=None, held_names=None) -> tuple[Scene, dict] | None:
+             camera_models=None, held_names=None) -> tuple[Scene, dict] | None:
     """(the lens BA on `fit_tracks`, its held-out errors), or None when it fails (said in `entry`);
     `entry` gets fit_error_px, distortion and heldout_kept. `held` indexes `held_names` (default
     `image_names`); its observations in images outside the fit are left out."""
     try:
         fit = refine_scene(fit_tracks, list(image_names), list(cameras), camera_of_image, rotations, translations,
-                           conf, variable_cameras=variable_cameras)  # fmt: skip
+                           conf, camera_models=camera_models)  # fmt: skip
         if fit.unregistered:
             raise ReconstructionError(f"lost images {list(fit.unregistered)}")
         errors = _heldout_errors(fit, held, held_names or image_names, conf)
     except ReconstructionError as error:
-        logger.info("lens %s: no fit (%s)", conf.camera_model.value, error)
+        logger.info("lens %s: no fit (%s)", camera_models or conf.camera_model.value, error)
         entry["failed"] = str(error)
         return None
     entry.update(fit_error_px=fit.info["mean_reproj_error_after"],
@@ -289,26 +278,21 @@ def _try_fit(fit_tracks, held, image_names, cameras, camera_of_image, rotations,
     return fit, errors
 
 
-def _fit_one_camera(fit_tracks, held, image_names, ref_fit, camera_of_image, g, model, conf, entry):
-    """Camera `g` refitted as `model` inside `ref_fit` (the others kept) on the tracks that its images see:
-    (the fit of those tracks' images, its held-out errors on the held-out tracks of `g`'s images), or None."""
+def _fit_one_camera(fit_tracks, held, image_names, cameras, camera_of_image, rotations, translations, g, models,
+                    conf, entry):
+    """The lens BA with `models` (one per camera) on the tracks that camera `g`'s images see, all their
+    images' poses and cameras refined: (that fit, its held-out errors on the held-out tracks of `g`'s
+    images), or None."""
     images = np.flatnonzero(camera_of_image == g)
     sub_fit, sub_images = _touching(fit_tracks, images)
     sub_held, _ = _touching(held, images)
-    index = [ref_fit.image_names.index(image_names[i]) for i in sub_images]
-    cams, cam_of_sub = np.unique(ref_fit.camera_of_image[index], return_inverse=True)
-    own = ref_fit.camera_of_image[ref_fit.image_names.index(image_names[images[0]])]
-    start = [_as_model(ref_fit.cameras[c], model) if c == own else ref_fit.cameras[c] for c in cams]
-    names = [image_names[i] for i in sub_images]
+    cams, cam_of_sub = np.unique(camera_of_image[sub_images], return_inverse=True)
     remap = np.full(len(image_names), -1, np.int64)
     remap[sub_images] = np.arange(sub_images.size)
-
-    def local(t: Tracks) -> Tracks:
-        return replace(t, obs_image=remap[t.obs_image])
-
-    return _try_fit(local(sub_fit), sub_held, names, start, cam_of_sub, ref_fit.rotations[index],
-                    ref_fit.translations[index], replace(conf, camera_model=CameraModel.AUTO), entry,
-                    variable_cameras=[int(np.flatnonzero(cams == own)[0])], held_names=image_names)  # fmt: skip
+    return _try_fit(replace(sub_fit, obs_image=remap[sub_fit.obs_image]), sub_held,
+                    [image_names[i] for i in sub_images], [cameras[c] for c in cams], cam_of_sub,
+                    rotations[sub_images], translations[sub_images], conf, entry,
+                    camera_models=[models[c] for c in cams], held_names=image_names)  # fmt: skip
 
 
 def _touching(tracks: Tracks, images: np.ndarray) -> tuple[Tracks, np.ndarray]:
@@ -320,19 +304,6 @@ def _touching(tracks: Tracks, images: np.ndarray) -> tuple[Tracks, np.ndarray]:
     sub = Tracks(obs_track=obs_track.astype(np.int64), obs_image=tracks.obs_image[mask],
                  obs_keypoint=tracks.obs_keypoint[mask], obs_xy=tracks.obs_xy[mask], num_tracks=int(ids.size))
     return sub, np.unique(sub.obs_image)
-
-
-def _as_model(camera: Camera, model: CameraModel) -> Camera:
-    """`camera` (the reference fit's) as a starting camera of `model`: pinhole, or its leading distortion
-    terms (the BA's AUTO model is a camera's lens model, so a zero start gets a negligible k)."""
-    if model in (CameraModel.SIMPLE_PINHOLE, CameraModel.PINHOLE):
-        return camera.pinhole()
-    size = {CameraModel.SIMPLE_RADIAL: 1, CameraModel.RADIAL: 2, CameraModel.OPENCV: 4}[model]
-    terms = (list(camera.distortion) + [0.0] * 4)[:size]
-    if not any(terms):
-        terms[0] = 1e-9
-    focal = {} if model == CameraModel.OPENCV else {"fx": (camera.fx + camera.fy) / 2, "fy": (camera.fx + camera.fy) / 2}
-    return replace(camera, model=model.value, distortion=tuple(terms), **focal)
 
 
 def _track_of(held: Tracks, image_names: Sequence[str]) -> dict:
