@@ -9,7 +9,11 @@ distortion with the GT pinhole part (``--lens``):
 - ``opencv``: OPENCV k1 = -0.12, k2 = 0.05, p1 = 0.001, p2 = -0.0008, "a typical phone lens": illustrative
   values of the order OpenCV calibrations of phone main cameras report (barrel k1 of -0.05 to -0.2, a
   smaller opposite-sign k2, tangential terms of 1e-3), not a specific device;
-- ``radial``: RADIAL k1 = -0.12, k2 = 0.05 (the same without the tangential terms).
+- ``radial``: RADIAL k1 = -0.12, k2 = 0.05 (the same without the tangential terms);
+- ``mixed``: two cameras. Every other image (1, 3, ...) through the SIMPLE_RADIAL lens (``--k``) and written
+  at 7/8 of the size (896 px wide), so that it forms its own camera group; the others are the undistorted
+  originals, copied unchanged. ``auto`` should give the first camera SIMPLE_RADIAL and keep the second
+  pinhole (per camera group, sfm.align.lens_selection); ``known`` gives both true cameras.
 
 The renderer: a photo pixel looks up the original at the pinhole pixel of the same ray (bilinear; rays outside the
 original are black). Then, on the same distorted images:
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -57,7 +62,9 @@ LENSES = {  # model, distortion (COLMAP order)
     "simple_radial": ("SIMPLE_RADIAL", None),  # (--k,)
     "radial": ("RADIAL", (-0.12, 0.05)),
     "opencv": ("OPENCV", (-0.12, 0.05, 0.001, -0.0008)),
+    "mixed": ("SIMPLE_RADIAL", None),  # (--k,) on every other image, the others undistorted
 }
+MIXED_SCALE = 7 / 8  # the distorted images of the mixed set are written at this fraction of the size
 
 
 def render_distorted(src: Path, gt_dir: Path, out: Path, model: str, distortion: tuple[float, ...]):
@@ -65,7 +72,6 @@ def render_distorted(src: Path, gt_dir: Path, out: Path, model: str, distortion:
     import dataclasses
 
     from sfm3r.io.colmap import read_colmap_model
-    from sfm3r.sfm.geometry.distortion import to_pycolmap
 
     gt = read_colmap_model(gt_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -76,16 +82,48 @@ def render_distorted(src: Path, gt_dir: Path, out: Path, model: str, distortion:
         lens_cameras.append(dataclasses.replace(camera, fx=fx, fy=fy, model=model, distortion=distortion))
     for i, name in enumerate(gt.image_names):
         pinhole = gt.cameras[int(gt.camera_of_image[i])]
-        lens = lens_cameras[int(gt.camera_of_image[i])]
-        rgb = np.asarray(Image.open(src / name).convert("RGB"), np.float64)
-        u, v = np.meshgrid(np.arange(lens.width) + 0.5, np.arange(lens.height) + 0.5)
-        rays = to_pycolmap(lens).cam_from_img(np.stack([u.ravel(), v.ravel()], 1))
-        xy = rays * [pinhole.fx, pinhole.fy] + [pinhole.cx, pinhole.cy]  # original pinhole pixels
-        coords = [xy[:, 1] - 0.5, xy[:, 0] - 0.5]
-        channels = [map_coordinates(rgb[..., c], coords, order=1, cval=0.0) for c in range(3)]
-        img = np.clip(np.stack(channels, 1).reshape(lens.height, lens.width, 3), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(out / "images" / name, quality=95)
+        _render(src / name, pinhole, lens_cameras[int(gt.camera_of_image[i])], out / "images" / name)
     return dataclasses.replace(gt, cameras=tuple(lens_cameras))
+
+
+def render_mixed(src: Path, gt_dir: Path, out: Path, k: float):
+    """Every other image through a SIMPLE_RADIAL lens of `k` at MIXED_SCALE of the size (its own camera),
+    the others copied unchanged; return the GT Scene with its two cameras (0: pinhole, 1: the lens)."""
+    import dataclasses
+
+    from sfm3r.io.colmap import read_colmap_model
+
+    gt = read_colmap_model(gt_dir)
+    if len(gt.cameras) != 1:
+        raise SystemExit(f"--lens mixed needs a GT with one camera, {gt_dir} has {len(gt.cameras)}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    pinhole = gt.cameras[0]
+    width, height = round(MIXED_SCALE * pinhole.width), round(MIXED_SCALE * pinhole.height)
+    sx, sy = width / pinhole.width, height / pinhole.height
+    f = (pinhole.fx * sx + pinhole.fy * sy) / 2  # SIMPLE_RADIAL: one focal
+    lens = dataclasses.replace(pinhole, width=width, height=height, fx=f, fy=f, cx=pinhole.cx * sx,
+                               cy=pinhole.cy * sy, model="SIMPLE_RADIAL", distortion=(k,))  # fmt: skip
+    camera_of_image = np.arange(len(gt.image_names)) % 2
+    for i, name in enumerate(gt.image_names):
+        if camera_of_image[i]:
+            _render(src / name, pinhole, lens, out / "images" / name)
+        else:
+            shutil.copyfile(src / name, out / "images" / name)
+    return dataclasses.replace(gt, cameras=(pinhole, lens), camera_of_image=camera_of_image.astype(np.int64))
+
+
+def _render(src: Path, pinhole, lens, dst: Path) -> None:
+    """Write `src` (a photo of the `pinhole` camera) as seen through `lens` (any size) into `dst`."""
+    from sfm3r.sfm.geometry.distortion import to_pycolmap
+
+    rgb = np.asarray(Image.open(src).convert("RGB"), np.float64)
+    u, v = np.meshgrid(np.arange(lens.width) + 0.5, np.arange(lens.height) + 0.5)
+    rays = to_pycolmap(lens).cam_from_img(np.stack([u.ravel(), v.ravel()], 1))
+    xy = rays * [pinhole.fx, pinhole.fy] + [pinhole.cx, pinhole.cy]  # original pinhole pixels
+    coords = [xy[:, 1] - 0.5, xy[:, 0] - 0.5]
+    channels = [map_coordinates(rgb[..., c], coords, order=1, cval=0.0) for c in range(3)]
+    img = np.clip(np.stack(channels, 1).reshape(lens.height, lens.width, 3), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(dst, quality=95)
 
 
 def run_sfm3r(images: Path, out: Path, model: str, known: Path | None = None) -> tuple[object, float]:
@@ -101,7 +139,7 @@ def run_sfm3r(images: Path, out: Path, model: str, known: Path | None = None) ->
     return result, time.perf_counter() - t0
 
 
-def run_colmap_best(images: Path, work: Path, camera_model: str = "SIMPLE_RADIAL"):
+def run_colmap_best(images: Path, work: Path, camera_model: str = "SIMPLE_RADIAL", camera_mode: str = "SINGLE"):
     import pycolmap
 
     from sfm3r.io.colmap import read_colmap_model
@@ -112,7 +150,7 @@ def run_colmap_best(images: Path, work: Path, camera_model: str = "SIMPLE_RADIAL
     t0 = time.perf_counter()
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = camera_model
-    pycolmap.extract_features(db, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+    pycolmap.extract_features(db, images, camera_mode=getattr(pycolmap.CameraMode, camera_mode), reader_options=reader,
                               device=pycolmap.Device.cpu)  # fmt: skip
     pycolmap.match_exhaustive(db, device=pycolmap.Device.cpu)
     opts = pycolmap.IncrementalPipelineOptions()
@@ -148,17 +186,25 @@ def main(argv=None) -> list[dict]:
     for set_name in args.sets:
         img_rel, gt_rel = SETS[set_name]
         case = work / set_name if args.lens == "simple_radial" else work / f"{set_name}_{args.lens}"
-        gt = render_distorted(DATA / img_rel, DATA / gt_rel, case, lens_model, distortion)
+        if args.lens == "mixed":
+            gt = render_mixed(DATA / img_rel, DATA / gt_rel, case, args.k)
+        else:
+            gt = render_distorted(DATA / img_rel, DATA / gt_rel, case, lens_model, distortion)
+        lens_image = gt.image_names[int(np.flatnonzero(gt.camera_of_image == len(gt.cameras) - 1)[0])]
+        for stale in (case / "sfm3r" / "cache").glob("scene-alignment-*"):  # keyed by inputs and config, not
+            shutil.rmtree(stale)  # by code: an earlier version's alignment would be read back
         for model in args.models:
             out = case / "sfm3r"  # one run folder: the later models reuse the cached features and matches
             result, wall = run_sfm3r(case / "images", out, model, _true_lens_file(gt, case))
             distorted = out / "distorted" / "sparse" / "0"  # the model of the photos when it has a lens
             est = read_colmap_model(distorted if distorted.is_dir() else out / "sparse" / "0")
-            rows.append(_row(set_name, f"sfm3r-{model}", est, gt, k_true, wall, result.counts.get("lens")))
+            rows.append(_row(set_name, f"sfm3r-{model}", est, gt, k_true, wall, result.counts.get("lens"),
+                             lens_image))  # fmt: skip
             print(_line(rows[-1]), flush=True)
         if args.colmap:
-            est, wall = run_colmap_best(case / "images", case, lens_model)
-            rows.append(_row(set_name, "colmap-best", est, gt, k_true, wall, None))
+            mode = "AUTO" if args.lens == "mixed" else "SINGLE"  # mixed: one camera per image size
+            est, wall = run_colmap_best(case / "images", case, lens_model, mode)
+            rows.append(_row(set_name, "colmap-best", est, gt, k_true, wall, None, lens_image))
             print(_line(rows[-1]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"distortion_{args.lens}.json").write_text(json.dumps(
@@ -168,22 +214,31 @@ def main(argv=None) -> list[dict]:
 
 
 def _true_lens_file(gt, case: Path) -> Path:
-    """A cameras.txt with the true lens (the GT's first camera) for ``--models known``."""
+    """A cameras.txt with the true lens (the GT's first camera) for ``--models known``; with several GT
+    cameras a COLMAP model folder of the GT (it says which image has which camera)."""
+    if len(gt.cameras) > 1:
+        from sfm3r.io.colmap import write_colmap_model
+
+        return write_colmap_model(gt, case / "true_lens_model", binary=False, text=True)
     model, params = gt.cameras[0].colmap_model()
     path = case / "true_lens_cameras.txt"
     path.write_text(f"1 {model} {gt.cameras[0].width} {gt.cameras[0].height} {' '.join(map(repr, params))}\n")
     return path
 
 
-def _row(set_name, method, est, gt, k_true, wall, lens_report) -> dict:
+def _row(set_name, method, est, gt, k_true, wall, lens_report, lens_image) -> dict:
+    """The metrics of `est`; its lens is that of the camera of `lens_image` (with several cameras the
+    others' models are listed after it)."""
     from sfm3r.sfm.evaluation import evaluate_poses
 
     if est is None:
         return {"set": set_name, "method": method, "registered": 0, "wall_s": wall}
     m = evaluate_poses(est, gt)
-    camera = est.cameras[0]
+    own = int(est.camera_of_image[est.image_names.index(lens_image)]) if lens_image in est.image_names else 0
+    camera = est.cameras[own]
     k = camera.distortion[0] if camera.distortion else 0.0
-    return {"set": set_name, "method": method, "model": camera.colmap_model()[0], "k": k,
+    others = [c.colmap_model()[0] for i, c in enumerate(est.cameras) if i != own]
+    return {"set": set_name, "method": method, "model": " + ".join([camera.colmap_model()[0], *others]), "k": k,
             "distortion": list(camera.distortion),
             "k_rel_err": abs(k - k_true) / abs(k_true), "AUC@3": m["AUC@3"], "AUC@5": m["AUC@5"],
             "registration_rate": m["registration_rate"], "focal_err_max": m["focal_err_max"], "wall_s": wall,

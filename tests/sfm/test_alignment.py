@@ -217,3 +217,35 @@ def test_lens_auto_estimates_radial_distortion_only_where_the_data_has_it(ring):
     plain = align_scene(pairs, scene.images, AlignConf(lens=Lens.AUTO))
     assert plain.info["lens"]["chosen"] == "none", plain.info["lens"]
     assert all(not c.has_distortion for c in plain.cameras)
+
+
+@pytest.mark.slow
+def test_lens_auto_chooses_per_camera_group(ring):
+    """Two cameras (EXIF focals 1 px apart, so camera_groups splits them): every other image through a
+    SIMPLE_RADIAL lens. AUTO gives that camera SIMPLE_RADIAL with its k and keeps the other pinhole."""
+    from dataclasses import replace
+
+    from sfm3r.sfm.align.alignment import Lens
+    from sfm3r.sfm.geometry.distortion import distort_pixels
+
+    scene, pairs = ring
+    f = scene.cameras[0].fx
+    images = [replace(im, prior_focal_px=f if k % 2 == 0 else f + 1.0) for k, im in enumerate(scene.images)]
+    lens = {im.name: replace(scene.cameras[k], model="SIMPLE_RADIAL", distortion=(-0.1,))
+            for k, im in enumerate(images) if k % 2 == 0}  # fmt: skip
+
+    def seen(xy, name):
+        return distort_pixels(xy, lens[name]).astype(np.float32) if name in lens else xy
+
+    pairs = [replace(p, xy_i=seen(p.xy_i, p.name_i), xy_j=seen(p.xy_j, p.name_j)) for p in pairs]
+    out = align_scene(pairs, images, AlignConf(lens=Lens.AUTO))
+    report = out.info["lens"]
+    assert report["chosen"] == "mixed" and report["realigned"], report
+    assert report["chosen_per_camera"] == ["simple_radial", "none"], report
+    for name, c in zip(out.image_names, out.camera_of_image):
+        camera = out.cameras[int(c)]
+        if name in lens:
+            assert camera.model == "SIMPLE_RADIAL" and camera.distortion[0] == pytest.approx(-0.1, rel=0.1), camera
+        else:
+            assert not camera.has_distortion, camera
+    _check_accuracy(out, scene)

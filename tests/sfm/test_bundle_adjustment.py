@@ -89,6 +89,21 @@ def test_intrinsics_options(noisy_scene):
     assert shared.cameras[0].fx == shared.cameras[0].fy
 
 
+def test_camera_models_give_each_camera_its_own_model(noisy_scene):
+    """camera_models: images 0-5 SIMPLE_RADIAL (k estimated, ~0 on this pinhole data), the others as the
+    conf says (AUTO: SIMPLE_PINHOLE); a list of the wrong length is an InputError."""
+    from sfm3r.sfm.align.bundle_adjustment import CameraModel
+
+    sc, tracks, cams, rots, trans = noisy_scene
+    models = [CameraModel.SIMPLE_RADIAL] * 6 + [CameraModel.AUTO] * 6
+    scene = refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, camera_models=models)
+    assert scene.info["camera_models"] == ["SIMPLE_RADIAL"] * 6 + ["SIMPLE_PINHOLE"] * 6
+    assert [c.model for c in scene.cameras[:6]] == ["SIMPLE_RADIAL"] * 6
+    assert all(abs(c.distortion[0]) < 0.02 for c in scene.cameras[:6]) and not scene.cameras[6].has_distortion
+    with pytest.raises(InputError, match="camera_models"):
+        refine_scene(tracks, sc.names, cams, np.arange(12), rots, trans, camera_models=models[:3])
+
+
 def test_shared_focal_is_recovered():
     sc = make_scene(10, num_points=300, outlier_frac=0.1, focal=520.0, focal_jitter=0.0, seed=5)
     tracks = build_tracks(sc.pairs, sc.names)

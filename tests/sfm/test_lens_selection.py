@@ -25,6 +25,21 @@ def synthetic():
     return gt, pairs
 
 
+def _scene(gt, cameras: tuple[Camera, ...], camera_of_image: np.ndarray) -> Scene:
+    """The GT poses and `cameras` (pinhole) as the alignment's scene, before its track points."""
+    return Scene(
+        image_names=gt.image_names, cameras=cameras, camera_of_image=camera_of_image.astype(np.int64),
+        rotations=gt.rotations, translations=gt.translations, points_xyz=np.zeros((0, 3)),
+        points_rgb=np.zeros((0, 3), np.uint8), points_error=np.zeros(0), obs_point=np.zeros(0, np.int64),
+        obs_image=np.zeros(0, np.int64), obs_xy=np.zeros((0, 2)), unregistered=(), info={},
+    )  # fmt: skip
+
+
+def _conf(lens_realign: bool) -> AlignConf:
+    conf = AlignConf(lens=Lens.AUTO, lens_realign=lens_realign)
+    return replace(conf, lens_ba=replace(conf.lens_ba, num_threads=1))  # small problems: threads only contend
+
+
 def _choose(synthetic, model: str | None, distortion: tuple[float, ...] = ()) -> dict:
     gt, pairs = synthetic
     camera = gt.cameras[0]  # all images share it (same size, focal, principal point)
@@ -32,15 +47,8 @@ def _choose(synthetic, model: str | None, distortion: tuple[float, ...] = ()) ->
         lens = replace(camera, model=model, distortion=distortion)
         pairs = [replace(p, xy_i=distort_pixels(p.xy_i, lens).astype(np.float32),
                          xy_j=distort_pixels(p.xy_j, lens).astype(np.float32)) for p in pairs]  # fmt: skip
-    scene = Scene(
-        image_names=gt.image_names, cameras=(camera,), camera_of_image=np.zeros(N, np.int64),
-        rotations=gt.rotations, translations=gt.translations, points_xyz=np.zeros((0, 3)),
-        points_rgb=np.zeros((0, 3), np.uint8), points_error=np.zeros(0), obs_point=np.zeros(0, np.int64),
-        obs_image=np.zeros(0, np.int64), obs_xy=np.zeros((0, 2)), unregistered=(), info={},
-    )  # fmt: skip
-    conf = AlignConf(lens=Lens.AUTO, lens_realign=False)
-    conf = replace(conf, lens_ba=replace(conf.lens_ba, num_threads=1))  # small problems: threads only contend
-    out = _estimate_lens(scene, pairs, conf)
+    scene = _scene(gt, (camera,), np.zeros(N, np.int64))
+    out = _estimate_lens(scene, pairs, _conf(lens_realign=False))
     report = out.info["lens"]
     assert set(report["candidates"]) == {"SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"}, report
     assert all("heldout_error_px" in c for c in report["candidates"].values()), report
@@ -93,3 +101,34 @@ def test_distortion_difference_is_the_corner_shift_against_pinhole():
     # the largest shift is at a corner: 0.1·r² of its radius (r = 400 px / 600 px, to first order)
     assert distortion_difference(lens, pinhole) == pytest.approx(400 * 0.1 * (400 / 600) ** 2, rel=0.1)
     assert distortion_difference(lens, lens) == 0.0 and distortion_difference(pinhole, pinhole) == 0.0
+
+
+@pytest.mark.parametrize("realign", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["fit-on-80%", "refit-on-all"])  # fmt: skip
+def test_two_cameras_get_their_own_lens(synthetic, realign):
+    """Every other image through a SIMPLE_RADIAL lens (its own camera), the others pinhole: the first
+    camera gets SIMPLE_RADIAL with its k, the second stays pinhole, and the report says why per camera."""
+    gt, pairs = synthetic
+    camera = gt.cameras[0]
+    lens = replace(camera, model="SIMPLE_RADIAL", distortion=(-0.1,))
+    camera_of_image = np.arange(N) % 2  # 0: distorted, 1: pinhole
+    group = dict(zip(gt.image_names, camera_of_image.tolist()))
+
+    def seen(xy, name):
+        return distort_pixels(xy, lens).astype(np.float32) if group[name] == 0 else xy
+
+    pairs = [replace(p, xy_i=seen(p.xy_i, p.name_i), xy_j=seen(p.xy_j, p.name_j)) for p in pairs]
+    scene = _scene(gt, (camera, camera), camera_of_image)
+    out = _estimate_lens(scene, pairs, _conf(lens_realign=realign))
+    report = out.info["lens"]
+    assert report["chosen"] == "mixed" and report["chosen_per_camera"] == ["simple_radial", "none"], report
+    assert [c["chosen"] for c in report["cameras"]] == ["simple_radial", "none"], report
+    assert [c["images"] for c in report["cameras"]] == [N // 2, N // 2]
+    radial = report["cameras"][0]["candidates"]["SIMPLE_RADIAL"]
+    assert radial["z"] > 5 and radial["gain"] > 0.1, radial
+    assert report["cameras"][1]["candidates"]["SIMPLE_RADIAL"]["effect_px"] < 0.5, report["cameras"][1]
+    assert report["others_at"] == "OPENCV" and report["mixed"]["heldout_error_px"] < 0.35, report["mixed"]
+    cams = [out.cameras[int(out.camera_of_image[out.image_names.index(gt.image_names[k])])] for k in (0, 1)]
+    assert cams[0].model == "SIMPLE_RADIAL" and not cams[1].has_distortion, cams
+    np.testing.assert_allclose(cams[0].distortion, [-0.1], rtol=0.05)
+    np.testing.assert_allclose([cams[0].fx, cams[1].fx], camera.fx, rtol=0.02)

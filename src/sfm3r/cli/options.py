@@ -182,7 +182,7 @@ _OPTIONS: dict[str, Callable] = {
     "camera_model": click.option(
         "--camera-model", type=click.Choice(CAMERA_MODELS, case_sensitive=False), default=None,
         help="Camera model of the COLMAP model: PINHOLE, SIMPLE_PINHOLE, or a lens model whose distortion is "
-             "estimated (SIMPLE_RADIAL, RADIAL, OPENCV; AUTO = the richest of pinhole, SIMPLE_RADIAL, RADIAL, OPENCV that held-out matches support). The "
+             "estimated (SIMPLE_RADIAL, RADIAL, OPENCV; AUTO = per camera, the richest of pinhole, SIMPLE_RADIAL, RADIAL, OPENCV that held-out matches support). The "
              "3DGS folder always gets undistorted PINHOLE images [default: PINHOLE].",
     ),
     "known_intrinsics": click.option(

@@ -53,7 +53,7 @@ from sfm3r.sfm.align.edge_verification import (
 )
 from sfm3r.sfm.geometry.camera_model import DEFAULT_FOCAL_FACTOR
 from sfm3r.sfm.geometry.projection import project_pinhole
-from sfm3r.sfm.align.lens_selection import select_lens
+from sfm3r.sfm.align.lens_selection import lens_name, select_lens
 from sfm3r.sfm.align.pose_init import initial_poses
 from sfm3r.sfm.align.step_confs import CoarseConf, ReprojectionConf
 from sfm3r.sfm.align.tracks import build_tracks
@@ -440,9 +440,10 @@ def _realign_with_lens(scene, pair_results, images, conf, dense_views, progress)
 def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -> Scene:
     """A final BA on the tracks with the lens model ``conf.lens`` (poses, points, focal, principal point
     and distortion refined per camera group). ``Lens.AUTO`` climbs the ladder pinhole -> SIMPLE_RADIAL ->
-    RADIAL -> OPENCV and keeps a richer model only where held-out tracks support it
-    (sfm.align.lens_selection); with pinhole chosen the scene is returned unchanged. The choice and every
-    candidate's numbers are in ``info["lens"]``."""
+    RADIAL -> OPENCV per camera group and keeps a richer model only where that group's held-out tracks
+    support it (sfm.align.lens_selection); with pinhole chosen everywhere the scene is returned unchanged.
+    The choice and every candidate's numbers are in ``info["lens"]`` (``chosen``: the model, or "mixed"
+    with ``chosen_per_camera`` when the groups differ)."""
     tracks = build_tracks(pairs, list(scene.image_names), min_length=2)
     pinhole_cameras = [c.pinhole() for c in scene.cameras]
     try:
@@ -450,17 +451,17 @@ def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -
             choice = select_lens(tracks, list(scene.image_names), pinhole_cameras, scene.camera_of_image,
                                  scene.rotations, scene.translations, conf.lens_ba)  # fmt: skip
             report = {"asked": conf.lens.value, **choice.report}
-            if choice.model == BACameraModel.SIMPLE_PINHOLE or choice.fit is None:
+            if not choice.has_lens or choice.fit is None:
                 logger.info("lens: pinhole kept")
                 return replace(scene, info={**scene.info, "lens": report | {"chosen": "none"}})
-            model = choice.model
+            models = choice.models
             # the chosen fit saw 80 % of the tracks: enough for the lens when the alignment is redone with it,
-            # else the model is fitted again on all tracks for the output
-            out = choice.fit if conf.lens_realign else _lens_ba(scene, tracks, pinhole_cameras, model, conf)
-            report["error_px"] = report["candidates"][model.value]["fit_error_px"]
+            # else the models are fitted again on all tracks for the output
+            out = choice.fit if conf.lens_realign else _lens_ba(scene, tracks, pinhole_cameras, models, conf)
+            report["error_px"] = choice.fit.info["mean_reproj_error_after"]
         else:
-            model = BACameraModel(conf.lens.value)
-            out = _lens_ba(scene, tracks, pinhole_cameras, model, conf)
+            models = (BACameraModel(conf.lens.value),) * len(scene.cameras)
+            out = _lens_ba(scene, tracks, pinhole_cameras, models, conf)
             report = {"asked": conf.lens.value, "error_px": out.info["mean_reproj_error_after"]}
     except ReconstructionError as error:
         logger.warning("lens distortion not estimated (%s); cameras stay pinhole", error)
@@ -468,19 +469,26 @@ def _estimate_lens(scene: Scene, pairs: Sequence[PairResult], conf: AlignConf) -
     if out.unregistered:
         logger.warning("lens estimation lost images %s; cameras stay pinhole", out.unregistered)
         return replace(scene, info={**scene.info, "lens": {"asked": conf.lens.value, "chosen": "none"}})
-    report["chosen"] = Lens(model.value.lower()).value
+    names = [lens_name(m) for m in models]
+    report["chosen"] = names[0] if len(set(names)) == 1 else "mixed"
+    if len(models) > 1:
+        report["chosen_per_camera"] = names
     report["distortion"] = [list(c.distortion) for c in out.cameras]
-    logger.info("lens: %s, distortion %s, error %.3f px", model.value, report["distortion"], report["error_px"])
+    logger.info("lens: %s, distortion %s, error %.3f px", names, report["distortion"], report["error_px"])
     lengths = np.bincount(out.obs_point, minlength=out.num_points)
     tracks_info = {**out.info, "mean_track_length": float(lengths.mean()) if lengths.size else 0.0}
     return replace(out, unregistered=scene.unregistered,
                    info={**scene.info, "lens": report, "tracks": tracks_info})  # fmt: skip
 
 
-def _lens_ba(scene: Scene, tracks, cameras: Sequence[Camera], model: BACameraModel, conf: AlignConf) -> Scene:
-    """The lens BA of `scene`'s poses on all `tracks` with camera `model`."""
+def _lens_ba(scene: Scene, tracks, cameras: Sequence[Camera], models: Sequence[BACameraModel],
+             conf: AlignConf) -> Scene:
+    """The lens BA of `scene`'s poses on all `tracks`, from pinhole `cameras`, each camera with its model
+    of `models` (C,)."""
+    per_camera = None if len(set(models)) == 1 else list(models)
     return refine_scene(tracks, list(scene.image_names), list(cameras), scene.camera_of_image, scene.rotations,
-                        scene.translations, replace(conf.lens_ba, camera_model=model))  # fmt: skip
+                        scene.translations, replace(conf.lens_ba, camera_model=models[0]),
+                        camera_models=per_camera)  # fmt: skip
 
 
 def _undistort_pair(pair: PairResult, lens: Mapping[str, Camera]) -> PairResult:

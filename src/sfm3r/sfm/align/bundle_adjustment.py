@@ -102,8 +102,13 @@ def refine_scene(
     rotations: np.ndarray,  # (N, 3, 3) float64 cam_from_world
     translations: np.ndarray,  # (N, 3) float64 cam_from_world
     conf: BundleAdjustmentConf = BundleAdjustmentConf(),
+    *,
+    camera_models: Sequence[CameraModel] | None = None,  # (C,) a model per input camera (None: conf's)
 ) -> Scene:
     """Triangulate ``tracks`` and bundle-adjust poses, points and intrinsics (see module docstring).
+
+    ``camera_models`` gives each input camera its own model instead of ``conf.camera_model`` (as when
+    one camera's lens model is tested with the others at another, sfm.align.lens_selection).
 
     Returns:
         Scene with every input image registered (unless its refined pose became non-finite: then it is
@@ -128,7 +133,7 @@ def refine_scene(
     obs_image = tracks.obs_image[order]
     obs_xy = np.asarray(tracks.obs_xy, np.float64)[order]
 
-    group_of_img, params = _initial_intrinsics(cameras, cam_of_img, conf)
+    group_of_img, params = _initial_intrinsics(cameras, cam_of_img, conf, camera_models)
     sizes = np.array([[cameras[c].width, cameras[c].height] for c in cam_of_img], np.float64).reshape(n, 2)
     rng = np.random.default_rng(conf.seed)
 
@@ -216,12 +221,14 @@ def _check_inputs(tracks, image_names, cameras, camera_of_image, rotations, tran
     return cam_of_img, rot, trans
 
 
-def _initial_intrinsics(cameras, cam_of_img, conf):
-    """Camera groups of the BA and their parameters.
+def _initial_intrinsics(cameras, cam_of_img, conf, camera_models=None):
+    """Camera groups of the BA and their parameters (`camera_models`: (C,) a model per input camera).
 
     Returns:
         group_of_img (N,) int64, params list of dicts {model, width, height, fx, fy, cx, cy}.
     """
+    if camera_models is not None and len(camera_models) != len(cameras):
+        raise InputError(f"refine_scene: {len(camera_models)} camera_models for {len(cameras)} cameras")
     if conf.shared_intrinsics:
         sizes = [(cameras[c].width, cameras[c].height) for c in cam_of_img]
         uniq = sorted(set(sizes))
@@ -240,10 +247,11 @@ def _initial_intrinsics(cameras, cam_of_img, conf):
         fy = float(np.mean([c.fy for c in cams]))
         square = abs(fx - fy) <= _SQUARE_PIXEL_TOL * 0.5 * (fx + fy)
         lens = cams[0] if cams[0].has_distortion else None
-        if conf.camera_model == CameraModel.AUTO:
+        asked = CameraModel(conf.camera_model if camera_models is None else camera_models[mem[0]])
+        if asked == CameraModel.AUTO:
             model = lens.model if lens is not None else "SIMPLE_PINHOLE" if square else "PINHOLE"
         else:
-            model = _COLMAP_NAME[CameraModel(conf.camera_model)]
+            model = _COLMAP_NAME[asked]
         if model in _ONE_FOCAL:
             fx = fy = 0.5 * (fx + fy)
         extra = list(lens.distortion) if lens is not None and lens.model == model else [0.0] * _NUM_EXTRA[model]
