@@ -121,7 +121,8 @@ def extract_features(
         todo_here = todo
     with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
         jobs = [(info.path, conf) for info in todo_here]
-        for info, features in zip(todo_here, map_in_processes(sift_of_file, jobs, workers=processes, pool=pool), strict=True):
+        extracted = map_in_processes(sift_of_file, jobs, workers=processes, pool=pool)
+        for info, features in zip(todo_here, extracted, strict=True):
             cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             done += 1
             if progress:
@@ -461,8 +462,9 @@ def _fundamentals(
             xy_j = np.asarray(matches_for.features[info_j.name].keypoints[matches[:, 1]], np.float64)
             jobs.append((xy_i, xy_j, _F_RANSAC_MAX_ERROR, *ransac))
             tried.append(k)
+    found_all = pool.map(fundamental_job, jobs) if pool else map(fundamental_job, jobs)
     fundamentals, weights, used = [], [], []
-    for done, (k, found) in enumerate(zip(tried, pool.map(fundamental_job, jobs) if pool else map(fundamental_job, jobs), strict=True)):
+    for done, (k, found) in enumerate(zip(tried, found_all, strict=True)):
         if tick is not None:
             tick(done)
         if found is None or found[1] < _SELF_CALIB_MIN_INLIERS:
@@ -614,7 +616,8 @@ def match_classic(
              priors[info_i.name], priors[info_j.name], matches_for(info_i, info_j), conf)
             for info_i, info_j in (ordered[k] for k in todo_here)
         ]  # fmt: skip
-        results_here = map_in_processes(verify_job, jobs, workers=processes, pool=pool)  # pycolmap's RANSAC holds the GIL
+        # pycolmap's RANSAC holds the GIL: worker processes, not threads
+        results_here = map_in_processes(verify_job, jobs, workers=processes, pool=pool)
         for k, result in zip(todo_here, results_here, strict=True):
             cache.write_pair_result(writer, keys[k], result)
             done += 1

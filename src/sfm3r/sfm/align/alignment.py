@@ -30,6 +30,7 @@ points stay at the image centre unless known. ``camera_mode`` says which images 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -284,8 +285,8 @@ def alignment_steps(conf: AlignConf) -> tuple[str, ...]:
 def load_torch_steps() -> None:
     """Import the alignment's torch steps now (torch takes ~1-2 s to import): a pipeline may call this in a
     background thread while other work runs, so that the alignment does not wait for it."""
-    import sfm3r.sfm.align.coarse_alignment  # noqa: F401
-    import sfm3r.sfm.align.reprojection_refinement  # noqa: F401
+    for module in ("sfm3r.sfm.align.coarse_alignment", "sfm3r.sfm.align.reprojection_refinement"):
+        importlib.import_module(module)
 
 
 def align_scene(

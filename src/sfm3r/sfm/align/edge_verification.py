@@ -11,7 +11,7 @@ run can say why they were not registered.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -157,16 +157,16 @@ def component_links(
     pair_results: Sequence[PairResult],
     members: Collection[str],
     model: Collection[str],
-    rank: Callable[[PairLink], tuple] | None = None,  # sort key, largest first; None: verified, then inliers
 ) -> list[PairLink]:
-    """Every input pair between the images `members` and the images `model`, strongest first."""
+    """Every input pair between the images `members` and the images `model`, strongest first (verified by
+    the backend first, then most inliers)."""
     members, model = set(members), set(model)
     links = [
         PairLink(name_i=p.name_i, name_j=p.name_j, two_view_verified=bool(p.verified), num_inliers=int(p.num_inliers))
         for p in pair_results
         if (p.name_i in members and p.name_j in model) or (p.name_j in members and p.name_i in model)
     ]
-    links.sort(key=rank or (lambda link: (link.two_view_verified, link.num_inliers)), reverse=True)
+    links.sort(key=lambda link: (link.two_view_verified, link.num_inliers), reverse=True)
     return links
 
 
