@@ -258,3 +258,40 @@ def test_sigterm_or_sighup_mid_matching_says_how_to_resume_then_resumes(photos, 
     else:  # the signal landed after the last pair: the rerun only aligns
         assert_success(invoke("reconstruct", photos, out, *FAST))
         _assert_same_model(out, reference)
+
+
+def _committed_features(out: Path) -> int:
+    total = 0
+    for shard in (out / "cache").glob("features-sift-*/shards/*.h5"):
+        with h5py.File(shard, "r") as f:
+            total += len(f["units"])
+    return total
+
+
+def test_sigterm_during_colmap_s_threaded_extraction_stops_cleanly_then_resumes(full_photos, full_reference, tmp_path):
+    """SIGTERM once the first image's features are committed, while COLMAP's extraction runs in threads: exit 143
+    with the resume line and no C stack dump, no temporary database left; the rerun reads the committed features."""
+    out = tmp_path / "out"
+    command = cli_command()
+    command[-1] = "import sfm3r.pipelines.classic as c; c._COMMIT_SECONDS = 1e-9; " + command[-1]
+    process = subprocess.Popen(
+        [*command, "reconstruct", str(full_photos), str(out), *FULL_ARGS],
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(process, lambda: _committed_features(out) >= 1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr
+    assert "rerun the same command to resume" in stderr
+    assert "stack trace" not in stderr and "Aborted" not in stderr and "Traceback" not in stderr, stderr
+    assert not list((out / "cache").glob("sfm3r-sift-*")), "a temporary COLMAP database was left behind"
+    committed = _committed_features(out)
+    assert 1 <= committed < len(FULL_NAMES), "the signal should land inside the extraction"
+    assert_success(invoke("reconstruct", full_photos, out, *FULL_ARGS))
+    counts = run_json(out)["counts"]["features"]
+    assert counts["cached"] == committed and counts["computed"] == len(FULL_NAMES) - committed
+    _assert_same_model(out, full_reference)
