@@ -38,6 +38,19 @@ def test_second_call_reads_the_same_scene_from_the_cache(small, tmp_path):
     assert counts.computed == 1
 
 
+def test_another_sfm3r_version_aligns_again(small, tmp_path, monkeypatch):
+    """An upgrade must not read back the scene the older code aligned (the versions are in the namespace)."""
+    import sfm3r
+
+    scene, pairs = small
+    conf = AlignConf(refine=Refinement.NONE)
+    _, counts, _ = align_cached(pairs, scene.images, conf, tmp_path)
+    assert counts.computed == 1
+    monkeypatch.setattr(sfm3r, "__version__", sfm3r.__version__ + ".post1")
+    _, counts, _ = align_cached(pairs, scene.images, conf, tmp_path)
+    assert (counts.computed, counts.cached) == (1, 0)
+
+
 def test_cached_scene_keeps_each_cameras_lens(small, tmp_path):
     from sfm3r.io import cache
     from sfm3r.types import Camera

@@ -1,7 +1,8 @@
 """The alignment as a cached stage: a rerun with the same pairwise results, images and options reads the
 Scene from OUT/cache instead of aligning again.
 
-Namespace ``scene-alignment`` (config: the AlignConf); one unit per distinct input, key = sha256 of every
+Namespace ``scene-alignment`` (config: the AlignConf and the versions of sfm3r and pycolmap, so that an
+upgrade aligns again instead of reading a scene the older code made); one unit per distinct input, key = sha256 of every
 input of :func:`~sfm3r.sfm.align.alignment.align_scene`: each pair result's arrays and flags (in order), each
 image's name, content hash, size and focal prior, and the known cameras. The alignment is deterministic
 given those, so the cached Scene is the one it would compute. MASt3R runs with dense views stream those
@@ -15,7 +16,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import pycolmap
 
+import sfm3r
 from sfm3r.io import cache
 from sfm3r.pipelines.classic import StageCounts
 from sfm3r.sfm.align.alignment import AlignConf, align_scene
@@ -49,6 +52,11 @@ def alignment_key(
     return digest.hexdigest()
 
 
+def alignment_store_config(conf: AlignConf) -> dict:
+    """What a cached scene depends on besides its inputs: the options, and the code that aligned (the versions)."""
+    return {"align": conf, "code": {"sfm3r": sfm3r.__version__, "pycolmap": pycolmap.__version__}}
+
+
 def align_cached(
     pair_results: Sequence[PairResult],
     images: Sequence[ImageInfo],
@@ -66,7 +74,7 @@ def align_cached(
         scene = align_scene(pair_results, images, conf, dense_views=dense_views, known_cameras=known, progress=progress)
         return scene, StageCounts(1, 0, 1), None
     key = alignment_key(pair_results, images, known)
-    with cache.open_store(cache_dir, "scene-alignment", {"align": conf}) as store:
+    with cache.open_store(cache_dir, "scene-alignment", alignment_store_config(conf)) as store:
         if store.has(key):
             logger.info("alignment: reused from the cache (inputs and options unchanged)")
             return cache.read_scene(store, key), StageCounts(1, 1, 0), key

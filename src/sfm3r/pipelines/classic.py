@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from sfm3r.io import cache
-from sfm3r.io.images import decoded_alike_by_colmap
 from sfm3r.pipelines.classic_jobs import fundamental_job, sift_of_file, verify_job
-from sfm3r.pipelines.colmap_sift import colmap_extraction_available, colmap_sift_of_files
+from sfm3r.pipelines.colmap_sift import colmap_reads_alike, colmap_sift_of_files
 from sfm3r.pipelines.process_pool import WorkerPool, map_in_processes, map_in_threads
 from sfm3r.sfm.classic.focal_sweep import multi_view_focal_sweep
 from sfm3r.sfm.classic.self_calibration import (
@@ -127,8 +126,8 @@ def extract_features(
     else:
         todo_here = todo
     by_colmap: list[ImageInfo] = []
-    if colmap_reader and colmap_extraction_available():
-        by_colmap = [info for info in todo_here if decoded_alike_by_colmap(info.path)]
+    if colmap_reader:
+        by_colmap = [info for info in todo_here if colmap_reads_alike(info.path)]
     colmap_names = {info.name for info in by_colmap}
     by_array = [info for info in todo_here if info.name not in colmap_names]
     if todo_here:

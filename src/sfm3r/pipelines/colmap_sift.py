@@ -25,15 +25,24 @@ from pathlib import Path
 
 import pycolmap
 
+from sfm3r.io.images import decoded_alike_by_colmap, read_image
 from sfm3r.pipelines.process_pool import map_in_threads
-from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extraction_options, features_from_colmap
+from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extract_sift, extraction_options, features_from_colmap
 
-__all__ = ["colmap_sift_of_file", "colmap_sift_of_files", "colmap_extraction_available"]
+__all__ = ["colmap_reads_alike", "colmap_sift_of_file", "colmap_sift_of_files", "sift_of_image_file"]
 
 
-def colmap_extraction_available() -> bool:
-    """Whether this pycolmap extracts on the CPU (a CUDA build's SiftGPU goes through ``extract_sift``)."""
-    return not pycolmap.has_cuda
+def colmap_reads_alike(path: Path) -> bool:
+    """Whether the SIFT of this file goes through COLMAP's pipeline: its reader decodes the file alike, and this
+    pycolmap extracts on the CPU (a CUDA build's SiftGPU goes through ``extract_sift``, as before)."""
+    return not pycolmap.has_cuda and decoded_alike_by_colmap(path)
+
+
+def sift_of_image_file(path: Path, conf: SiftConf, scratch_dir: Path) -> SiftFeatures:
+    """SIFT of one file by the route :func:`classic.extract_features` takes for it (a Ray worker's unit), so
+    that a cache unit holds the same bytes wherever it was computed."""
+    features = colmap_sift_of_file(path, conf, scratch_dir) if colmap_reads_alike(path) else None
+    return features if features is not None else extract_sift(read_image(path), conf)
 
 
 def colmap_sift_of_file(
