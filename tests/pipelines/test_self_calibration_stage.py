@@ -173,6 +173,31 @@ def test_images_alone_in_their_size_get_their_own_focal_from_pairs_with_any_imag
     assert again == calibrated
 
 
+def test_a_photo_with_one_strong_pair_gets_its_focal_and_the_pair_verifies(tmp_path):
+    """Regression (Sacre-Coeur sparse, 4 of 5 registered): a photo whose only usable pair reaches a calibrated
+    photo kept the 1.2 max(W, H) default focal (1280 px for 858), and the calibrated check of its one link
+    then kept 24 of 223 true matches. One F with the other focal known fixes its focal."""
+    name, width, height, focal = "p6.jpg", 1067, 694, 858.0
+    features = _photos()
+    rng = np.random.default_rng(2)  # the cloud and descriptors of _photos
+    pts = rng.uniform(-1.5, 1.5, size=(1500, 3))
+    desc = rng.integers(0, 255, size=(len(pts), 128)).astype(np.uint8)
+    centre = 7.0 * np.array([0.9, 0.1, 0.45]) / np.linalg.norm([0.9, 0.1, 0.45])
+    features[name] = _observe(pts, desc, centre, np.zeros(3), np.random.default_rng(3), width, height, focal)
+    names = [n for n, *_ in PHOTOS]
+    graph = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :]) + (("p1.jpg", name),)
+    pairs = Pairs(names=(*names, name), pairs=graph, scores=np.full(len(graph), np.nan, np.float32),
+                  sources=("complete",) * len(graph))  # fmt: skip
+    images = [_info(n, width=w, height=h) for n, w, h, _ in PHOTOS] + [_info(name, width=width, height=height)]
+    updated, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    assert calibrated["p1.jpg"] == pytest.approx(900.0, rel=0.015)
+    assert name in calibrated and calibrated[name] == pytest.approx(focal, rel=0.015)
+    link = Pairs(names=pairs.names, pairs=graph[-1:], scores=pairs.scores[-1:], sources=pairs.sources[-1:])
+    (result,), _ = match_classic(updated, link, features, SiftConf(), TwoViewConf(), tmp_path,
+                                 self_calibrated=calibrated)  # fmt: skip
+    assert result.verified
+
+
 def test_putative_matching_stores_every_pair_once_for_the_later_stages(tmp_path, caplog):
     features, images, pairs = _complete_graph()
     all_pairs = pairs.pairs

@@ -124,6 +124,36 @@ def test_a_camera_with_too_few_pairs_is_refused_but_the_others_are_found():
     np.testing.assert_allclose(est.focal_px[:4], FOCALS[:4], rtol=2e-3)
 
 
+def test_a_camera_with_one_strong_pair_to_an_accepted_camera_is_found():
+    """Internet photos (Sacre-Coeur sparse): a photo linked to the others by a single good pair. With the
+    other camera's focal accepted, that one F fixes the photo's focal (two equations, one unknown)."""
+    rng = np.random.default_rng(4)
+    pts, poses = _cameras(rng)
+    pairs = np.array([p for p in ALL_PAIRS if 4 not in p] + [[1, 4]])  # camera 4: one pair
+    found = [_ransac_f(pts, poses, a, b, rng) for a, b in pairs]
+    weights = [n for _, n in found]
+    assert weights[-1] >= 100
+    est = estimate_camera_focals([f for f, _ in found], pairs, SIZES, UNKNOWN, weights)
+    assert est.reasons == ("ok",) * len(SIZES), est.reasons
+    np.testing.assert_allclose(est.focal_px, FOCALS, rtol=0.02)
+    # a weak single pair (few inliers: unrelated views reach 14-17) is not enough on its own
+    est = estimate_camera_focals([f for f, _ in found], pairs, SIZES, UNKNOWN, weights[:-1] + [40])
+    assert np.isnan(est.focal_px[4]) and "40 inliers" in est.reasons[4], est.reasons[4]
+    np.testing.assert_allclose(est.focal_px[:4], FOCALS[:4], rtol=0.02)
+
+
+def test_one_strong_pair_needs_the_other_camera_accepted():
+    """Cameras 3 and 4 see each other only: one F for two unknown focals is not trusted, however strong."""
+    rng = np.random.default_rng(7)
+    pts, poses = _cameras(rng)
+    pairs = np.array([p for p in ALL_PAIRS if 3 not in p and 4 not in p] + [[3, 4]])
+    found = [_ransac_f(pts, poses, a, b, rng) for a, b in pairs]
+    est = estimate_camera_focals([f for f, _ in found], pairs, SIZES, UNKNOWN, [1000.0] * len(found))
+    assert np.isnan(est.focal_px[[3, 4]]).all(), est.reasons
+    assert all("not accepted" in est.reasons[c] for c in (3, 4)), est.reasons
+    np.testing.assert_allclose(est.focal_px[:3], FOCALS[:3], rtol=0.02)
+
+
 def test_a_camera_whose_pairs_disagree_is_refused():
     """One true F and two wrong ones (bad pairs with many inliers): no two pairs agree on camera 4's focal."""
     rng = np.random.default_rng(6)

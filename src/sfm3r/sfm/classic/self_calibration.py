@@ -32,8 +32,10 @@ one camera's focal with the others fixed, then a bounded 1-D refinement) find th
 least-squares over all pair costs with a Cauchy loss polishes it (coordinate descent alone crawls along the
 curved valleys of the two-focal costs). Each camera is then accepted or refused by the tests of
 :func:`estimate_focal` on its cost curve at the others' final focals, plus a cross-check: at least two of its
-pairs, each alone, must put its focal near the estimate (one F fixes a focal when the other is known). On
-Sacre-Coeur (10 photos, 10 cameras, focals 800-2840 px) 9 of 10 focals are found, median error 3 %.
+pairs, each alone, must put its focal near the estimate (one F fixes a focal when the other is known), or,
+for a camera with a single usable pair, that pair must be strong (``min_single_pair_weight`` inliers) and
+reach a camera whose focal is known or accepted. On Sacre-Coeur (10 photos, 10 cameras, focals 800-2840 px)
+9 of 10 focals are found, median error 3 %.
 
 :func:`bougnoux_focals` is Bougnoux's closed form (1998) for the two focals of one F; it starts
 :func:`estimate_camera_focals` and cross-checks the tests.
@@ -88,6 +90,14 @@ class SelfCalibConf:
     # agreeing pairs cross-check each other; a wrong F puts its minimum anywhere in the range.
     min_agreeing_pairs: int = 2
     agreement: float = 0.1
+    # ... except a camera with a single usable pair, accepted from it alone when that pair is strong (its
+    # weight, the F-RANSAC inlier count, at least this) and the camera at its other end has a known or
+    # accepted focal: the F's two equations then fix the one unknown focal and still cross-check it (the
+    # curve tests below). Without it an internet photo linked to the others by one good pair keeps the
+    # 1.2 * max(W, H) default, and that wrong focal makes the calibrated two-view check reject the pair's
+    # true matches (Sacre-Coeur sparse: 24 of 223 F inliers at the default focal 1280 px, 209 at the
+    # pseudo-GT 858 px). Its pairs without true matches had 15-17 F inliers (3 px).
+    min_single_pair_weight: float = 100.0
     # Cauchy loss scale of estimate_camera_focals' joint polish: ~ the cost of a true F from noisy matches
     # (Sacre-Coeur at its pseudo-GT focals: 0.0003-0.008), so a wrong F (cost 0.05-0.6) barely pulls.
     # Sacre-Coeur median focal error 0.033 / 0.042 / 0.064 at 0.005 / 0.01 / 0.02; synthetic noisy F as good.
@@ -98,8 +108,8 @@ class SelfCalibConf:
             raise ValueError(f"invalid focal search range in {self}")
         if not 0 <= self.trim < 1 or min(self.min_pairs, self.min_agreeing_pairs) < 1 or not 0 < self.max_flatness <= 1:
             raise ValueError(f"invalid thresholds in {self}")
-        if not (self.agreement > 0 and self.polish_scale > 0):
-            raise ValueError(f"agreement and polish_scale must be positive in {self}")
+        if not (self.agreement > 0 and self.polish_scale > 0 and self.min_single_pair_weight > 0):
+            raise ValueError(f"agreement, polish_scale and min_single_pair_weight must be positive in {self}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,7 +288,9 @@ def estimate_camera_focals(
     :func:`estimate_focal`); cameras of unknown focal are solved by coordinate descent on it (see the
     module doc, then a joint robust least-squares polish), searched over ``conf.min_factor``..``conf.max_factor``
     times the camera's max(W, H). A camera is refused (NaN) when fewer than ``conf.min_agreeing_pairs`` of its
-    pairs each alone give its focal within ``conf.agreement`` of the estimate, or its cost curve (the others
+    pairs each alone give its focal within ``conf.agreement`` of the estimate (a camera with one usable pair:
+    unless that pair has ``conf.min_single_pair_weight`` and its other camera a known or accepted focal;
+    such cameras are decided last), or its cost curve (the others
     at their estimates) is flat (``conf.max_flatness``, ``conf.min_contrast``) or lowest at the edge of the
     range. Refused cameras still take part (as free unknowns) in the estimates of the others. Pairs between
     two known cameras and non-finite or all-zero matrices are ignored.
@@ -383,8 +395,21 @@ def estimate_camera_focals(
     contrast = np.full(C, np.nan)
     reasons = ["known" if not unknown[c] else "" for c in range(C)]
     estimate = np.where(unknown, np.nan, known)
-    for c in np.flatnonzero(unknown):
-        if num_pairs[c] < conf.min_agreeing_pairs:
+    single = [c for c in np.flatnonzero(unknown) if num_pairs[c] == 1 and conf.min_agreeing_pairs > 1]
+    for c in [c for c in np.flatnonzero(unknown) if c not in single] + single:  # single-pair cameras last
+        needed = conf.min_agreeing_pairs
+        if c in single:
+            k = pairs_of[c][0]
+            other = int(cams[k, 1] if cams[k, 0] == c else cams[k, 0])
+            if w[k] < conf.min_single_pair_weight or not np.isfinite(estimate[other]):
+                reasons[c] = (
+                    f"1 usable pairs, need {conf.min_agreeing_pairs} (or one of >= {conf.min_single_pair_weight:.0f} "
+                    f"inliers to a camera of known or accepted focal: {w[k]:.0f} inliers, the other camera's focal "
+                    f"{'known or accepted' if np.isfinite(estimate[other]) else 'not accepted'})"
+                )  # fmt: skip
+                continue
+            needed = 1
+        elif num_pairs[c] < conf.min_agreeing_pairs:
             reasons[c] = f"{num_pairs[c]} usable pairs, need {conf.min_agreeing_pairs}"
             continue
         alone = size[c] * grid[np.argmin(pair_curves(c, size[c] * grid), axis=0)]  # (Pc,) each pair's own minimum
@@ -401,10 +426,10 @@ def estimate_camera_focals(
             reasons[c] = f"the cost is lowest at the edge of the searched range ({focal[c]:.0f} px)"
         elif flatness[c] > conf.max_flatness:
             reasons[c] = f"the cost curve is flat (min/median {flatness[c]:.2f} > {conf.max_flatness})"
-        elif agreeing < conf.min_agreeing_pairs:
+        elif agreeing < needed:
             reasons[c] = (
                 f"{agreeing} of its {num_pairs[c]} pairs alone give a focal within {conf.agreement:.0%} of "
-                f"{focal[c]:.0f} px, need {conf.min_agreeing_pairs}"
+                f"{focal[c]:.0f} px, need {needed}"
             )
         else:
             reasons[c] = "ok"
