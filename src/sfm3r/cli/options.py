@@ -210,8 +210,8 @@ _OPTIONS: dict[str, Callable] = {
     ),
     "processes": click.option(
         "--processes", type=click.IntRange(min=1), default=None,
-        help="Parallel local workers (threads, or processes where needed) for SIFT extraction and pair "
-             "verification (1 = one at a time in this process) [default: one per CPU core, at most 8].",
+        help="Local worker processes for SIFT extraction and pair verification (1 = none, all in this process) "
+             "[default: one per CPU core, at most 8].",
     ),
     "ray_address": click.option(
         "--ray-address", default=None,

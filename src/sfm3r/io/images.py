@@ -213,22 +213,6 @@ def read_image(path: Path) -> np.ndarray:
     return _to_rgb(image)
 
 
-def decoded_alike_by_colmap(path: Path) -> bool:
-    """Whether COLMAP's own image reader sees the pixels :func:`read_image` gives: an upright 8-bit RGB or
-    grey JPEG or PNG (EXIF orientation 1 or none).
-
-    Both decode those with libjpeg / libpng to the same values (the SIFT of both is identical on the GT
-    sets; tests/pipelines/test_colmap_sift.py). Anything else (rotated by EXIF, alpha, 16 bits, palette,
-    CMYK, other formats) is False: its features are extracted from :func:`read_image`'s array. An
-    unreadable file is False too (reading it again reports the problem).
-    """
-    try:
-        with Image.open(path) as image:
-            return image.format in ("JPEG", "PNG") and image.mode in ("RGB", "L") and exif_orientation(image) == 1
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return False
-
-
 class DecodedImages:
     """:func:`read_image` with a memory, for stages that decode the same files one after the other (the
     point colours, then the export's cropped or undistorted images): one decode instead of two.

@@ -30,8 +30,7 @@ import numpy as np
 
 from sfm3r.io import cache
 from sfm3r.pipelines.classic_jobs import fundamental_job, sift_of_file, verify_job
-from sfm3r.pipelines.colmap_sift import colmap_reads_alike, colmap_sift_of_files
-from sfm3r.pipelines.process_pool import WorkerPool, map_in_processes, map_in_threads
+from sfm3r.pipelines.process_pool import WorkerPool, map_in_processes
 from sfm3r.sfm.classic.focal_sweep import multi_view_focal_sweep
 from sfm3r.sfm.classic.self_calibration import (
     SelfCalibConf,
@@ -104,15 +103,10 @@ def extract_features(
     cache_dir: Path,
     progress: Progress | None = None,
     runner=None,  # a distributed.RayRunner: extract on its cluster; None: in this process
-    processes: int | None = None,  # local threads or worker processes; None: one per core
+    processes: int | None = None,  # local worker processes (process_pool.map_in_processes); None: one per core
     pool: WorkerPool | None = None,  # the run's worker processes (then `processes` is the pool's)
-    colmap_reader: bool = True,  # False: every image from read_image's array (worker processes)
 ) -> tuple[dict[str, SiftFeatures], StageCounts]:
-    """SIFT features of every image, from the cache where present. Returns {name: features}, counts.
-
-    Images that COLMAP's reader decodes alike are extracted by COLMAP's own pipeline in threads
-    (pipelines/colmap_sift.py), the others from ``read_image`` in worker processes: the same features.
-    """
+    """SIFT features of every image, from the cache where present. Returns {name: features}, counts."""
     store = _features_store(cache_dir, conf)
     todo = [info for info in images if not store.has(info.sha256)]
     logger.info("features: %d images, %d cached, %d to extract", len(images), len(images) - len(todo), len(todo))
@@ -125,33 +119,14 @@ def extract_features(
         todo_here: Sequence[ImageInfo] = []
     else:
         todo_here = todo
-    by_colmap: list[ImageInfo] = []
-    if colmap_reader:
-        by_colmap = [info for info in todo_here if colmap_reads_alike(info.path)]
-    colmap_names = {info.name for info in by_colmap}
-    by_array = [info for info in todo_here if info.name not in colmap_names]
-    if todo_here:
-        logger.info("features: %d by COLMAP's reader (threads), %d from decoded arrays (worker processes)",
-                    len(by_colmap), len(by_array))  # fmt: skip
     with store.writer(max_seconds=_COMMIT_SECONDS) as writer:
-
-        def store_features(info: ImageInfo, features: SiftFeatures | None) -> None:
-            nonlocal done
-            if features is None:  # COLMAP's reader refused the file: from its decoded array instead
-                features = sift_of_file((info.path, conf))
+        jobs = [(info.path, conf) for info in todo_here]
+        extracted = map_in_processes(sift_of_file, jobs, workers=processes, pool=pool)
+        for info, features in zip(todo_here, extracted, strict=True):
             cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             done += 1
             if progress:
                 progress("features", done, len(images))
-
-        jobs = [(info.path, conf) for info in by_array]
-        from_arrays = map_in_processes(sift_of_file, jobs, workers=processes, pool=pool)
-        for info, features in zip(by_array, from_arrays, strict=True):
-            store_features(info, features)
-        threads = pool.size if pool is not None else processes
-        extracted = colmap_sift_of_files([info.path for info in by_colmap], conf, cache_dir, workers=threads)
-        for info, features in zip(by_colmap, extracted, strict=True):
-            store_features(info, features)
     result = {info.name: SiftFeatures(**_feature_fields(cache.read_features(store, info.sha256))) for info in images}
     store.close()
     return result, StageCounts(len(images), len(images) - len(todo), len(todo))
@@ -319,7 +294,7 @@ def self_calibrate_focals(
     calib_conf: SelfCalibConf = SelfCalibConf(),
     counts: dict[str, int] | None = None,  # filled with the cache units: total, cached, computed
     progress: Progress | None = None,
-    workers: int | None = None,  # threads for the F-RANSAC (pycolmap's RANSAC releases the GIL); None: one per core
+    pool: WorkerPool | None = None,  # the run's worker processes for the F-RANSAC; None: in this process
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """Focal self-calibration of the images without a focal prior: one focal per image size, else per image.
 
@@ -354,7 +329,7 @@ def self_calibrate_focals(
     with PutativeMatches(cache_dir, sift_conf, conf, features, device) as matches_for:
         updated, calibrated = _self_calibrate(
             images, groups, by_name, pairs, order, store, matches_for, tally, skip, conf, calib_conf, max_pairs,
-            max_pairs_per_image, progress, workers=workers,
+            max_pairs_per_image, progress, pool=pool,
         )  # fmt: skip
     store.close()
     return updated, calibrated
@@ -376,7 +351,7 @@ def _self_calibrate(
     max_pairs_per_image: int,
     progress: Progress | None = None,
     *,
-    workers: int | None = None,
+    pool: WorkerPool | None = None,
 ) -> tuple[list[ImageInfo], dict[str, float]]:
     """The body of :func:`self_calibrate_focals` (groups first, then the images left over)."""
     calibrated: dict[str, float] = {}
@@ -396,7 +371,7 @@ def _self_calibrate(
         if not store.has(key):
             with store.writer() as writer:
                 tick = (lambda k, n=len(ordered), size=size: progress(f"self_calibration/{size}", k, n)) if progress else None
-                writer.add(key, _self_calibration_unit(ordered, matches_for, width, height, conf, calib_conf, tick, workers))
+                writer.add(key, _self_calibration_unit(ordered, matches_for, width, height, conf, calib_conf, tick, pool))
             store.refresh()
         attrs = store.read(key).attrs
         if attrs["focal_px"] is None:
@@ -418,7 +393,7 @@ def _self_calibrate(
     if leftover:
         per_image = _calibrate_per_image(
             leftover, images, pairs, order, matches_for, focal_of, skip, store, calib_conf, max_pairs_per_image, tally,
-            progress, workers=workers,
+            progress, pool=pool,
         )  # fmt: skip
         calibrated.update(per_image)
         focal_of.update(per_image)
@@ -442,10 +417,10 @@ def _self_calibration_unit(
     conf: TwoViewConf,
     calib_conf: SelfCalibConf,
     tick: Callable[[int], None] | None = None,  # called with the number of pairs done
-    workers: int | None = None,
+    pool: WorkerPool | None = None,
 ) -> cache.Unit:
     """Match the pairs, F by seeded LO-RANSAC, focal by estimate_focal -> a cache unit."""
-    fundamentals, weights, _, putative = _fundamentals(ordered, matches_for, _F_RANSAC_GROUP, tick, workers)
+    fundamentals, weights, _, putative = _fundamentals(ordered, matches_for, _F_RANSAC_GROUP, tick, pool)
     est = estimate_focal(np.asarray(fundamentals).reshape(-1, 3, 3), width, height, weights, calib_conf)
     attrs = {
         "focal_px": est.focal_px, "best_focal_px": est.best_focal_px, "flatness": est.flatness,
@@ -471,7 +446,7 @@ def _fundamentals(
     matches_for: PutativeMatches,
     ransac: tuple[int, float],  # F-RANSAC (minimum trials, confidence)
     tick: Callable[[int], None] | None = None,  # called with the number of pairs done
-    workers: int | None = None,  # threads (pycolmap's RANSAC releases the GIL); None: one per core
+    pool: WorkerPool | None = None,  # the run's worker processes (pycolmap's RANSAC holds the GIL)
 ) -> tuple[list[np.ndarray], list[float], list[int], dict[tuple[str, str], np.ndarray]]:
     """F (x_j^T F x_i = 0) of each pair (i, j) with enough F-RANSAC inliers (seeded LO-RANSAC).
 
@@ -487,7 +462,7 @@ def _fundamentals(
             xy_j = np.asarray(matches_for.features[info_j.name].keypoints[matches[:, 1]], np.float64)
             jobs.append((xy_i, xy_j, _F_RANSAC_MAX_ERROR, *ransac))
             tried.append(k)
-    found_all = map_in_threads(fundamental_job, jobs, workers=workers)
+    found_all = pool.map(fundamental_job, jobs) if pool else map(fundamental_job, jobs)
     fundamentals, weights, used = [], [], []
     for done, (k, found) in enumerate(zip(tried, found_all, strict=True)):
         if tick is not None:
@@ -514,7 +489,7 @@ def _calibrate_per_image(
     tally: dict[str, int],
     progress: Progress | None = None,
     *,
-    workers: int | None = None,
+    pool: WorkerPool | None = None,
 ) -> dict[str, float]:
     """One focal per image of `leftover`, jointly from the best pairs of each with any image -> {name: focal}.
 
@@ -546,7 +521,7 @@ def _calibrate_per_image(
     _count(tally, store.has(key))
     if not store.has(key):
         tick = (lambda k, n=len(chosen): progress("self_calibration/per image", k, n)) if progress else None
-        fundamentals, weights, used, _ = _fundamentals(chosen, matches_for, _F_RANSAC_PER_IMAGE, tick, workers)
+        fundamentals, weights, used, _ = _fundamentals(chosen, matches_for, _F_RANSAC_PER_IMAGE, tick, pool)
         index = {name: c for c, name in enumerate(cameras)}
         pair_cameras = np.array([[index[chosen[k][0].name], index[chosen[k][1].name]] for k in used], np.int64)
         est = estimate_camera_focals(
@@ -602,7 +577,8 @@ def match_classic(
     progress: Progress | None = None,
     self_calibrated: Mapping[str, float] | None = None,
     runner=None,  # a distributed.RayRunner: compute the pairs on its cluster; None: in this process
-    processes: int | None = None,  # threads for the verification; None: one per core
+    processes: int | None = None,  # local worker processes for the verification; None: one per core
+    pool: WorkerPool | None = None,  # the run's worker processes (then `processes` is the pool's)
 ) -> tuple[list[PairResult], StageCounts]:
     """Match, verify and triangulate every pair of the scene graph, from the cache where present.
 
@@ -640,8 +616,8 @@ def match_classic(
              priors[info_i.name], priors[info_j.name], matches_for(info_i, info_j), conf)
             for info_i, info_j in (ordered[k] for k in todo_here)
         ]  # fmt: skip
-        # pycolmap's RANSAC releases the GIL: threads, without the workers' start and pickling (process_pool.py)
-        results_here = map_in_threads(verify_job, jobs, workers=processes)
+        # pycolmap's RANSAC holds the GIL: worker processes, not threads
+        results_here = map_in_processes(verify_job, jobs, workers=processes, pool=pool)
         for k, result in zip(todo_here, results_here, strict=True):
             cache.write_pair_result(writer, keys[k], result)
             done += 1

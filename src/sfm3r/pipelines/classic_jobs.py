@@ -1,8 +1,7 @@
-"""Units of work of the classic backend's parallel workers (pipelines/process_pool.py).
+"""Units of work of the classic backend's worker processes (pipelines/process_pool.py).
 
-pycolmap's SIFT extraction on an array holds the GIL, so it runs in worker processes (for the images COLMAP's
-own reader cannot read alike, pipelines/colmap_sift.py); the two-view RANSAC releases it and runs in threads.
-This module is what a worker process imports: kept apart from
+pycolmap's SIFT extraction and its two-view RANSAC hold the GIL, so the classic backend runs them in
+worker processes, one per core. This module is what a worker imports: kept apart from
 pipelines/classic.py so that it loads only numpy, Pillow and pycolmap, not the cache, the matcher or
 torch. Each job is a picklable tuple; a verification job carries the keypoints, not the descriptors, and
 a self-calibration job the matched keypoints alone.

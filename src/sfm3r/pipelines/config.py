@@ -96,9 +96,8 @@ class ReconstructConf:
     downscales: tuple[int, ...] = ()  # factors of the 3DGS folder's downscaled copies images_<f>/ (io.downscale)
     overwrite: bool = False  # delete an earlier run's outputs and cache in OUT first
     workers: Workers = Workers.LOCAL  # where the per-image and per-pair stages run (not part of any cache key)
-    # local parallelism of SIFT and the two-view RANSAC: threads where pycolmap releases the GIL (COLMAP's
-    # extraction pipeline, the RANSAC), worker processes for SIFT on decoded arrays; None: one per core, at
-    # most 8 (pipelines/process_pool.py); 1: everything in this process, one at a time. Not part of any cache key.
+    # local worker processes for SIFT and two-view verification (pycolmap holds the GIL); None: one per core,
+    # at most 8 (pipelines/process_pool.py); 1: everything in this process. Not part of any cache key.
     processes: int | None = None
     ray: RayConf = field(default_factory=RayConf)  # with workers = ray
 

@@ -132,8 +132,9 @@ def auto_chunk_size(num_units: int, num_workers: int, given: int = 0) -> int:
 
 def features_chunk(ref: StoreRef, infos: Sequence[ImageInfo], sift_conf) -> dict[str, int]:
     """Extract and commit the SIFT features of ``infos`` not yet in the cache (as classic.extract_features)."""
+    from sfm3r.io.images import read_image
     from sfm3r.pipelines.classic import _feature_fields
-    from sfm3r.pipelines.colmap_sift import sift_of_image_file
+    from sfm3r.sfm.classic.sift import extract_sift
 
     started = time.perf_counter()
     store = ref.open()
@@ -142,7 +143,7 @@ def features_chunk(ref: StoreRef, infos: Sequence[ImageInfo], sift_conf) -> dict
         for info in infos:
             if store.has(info.sha256):  # committed before this chunk's worker died: not recomputed
                 continue
-            features = sift_of_image_file(info.path, sift_conf, store.path.parent)  # by the local run's route
+            features = extract_sift(read_image(info.path), sift_conf)
             cache.write_features(writer, info.sha256, cache.Features(**_feature_fields(features)))
             computed += 1
     store.close()

@@ -1,12 +1,7 @@
-"""Per-item CPU work on every core: worker processes for library calls that hold the GIL, threads for those
-that release it.
+"""Per-item CPU work on every core, in worker processes: for library calls that hold the GIL.
 
-pycolmap's SIFT extraction on an array (``FeatureExtractor.extract``) holds the GIL (two threads calling it
-take as long as one), so the classic backend extracts the images that COLMAP's own reader cannot read alike
-in worker processes, one per core. COLMAP's extraction pipeline (pipelines/colmap_sift.py) and its RANSAC
-estimators (the two-view verification, the self-calibration's F) release it: :func:`map_in_threads` runs
-them, without the workers' start (~0.5 s of CPU each) or pickling (herzjesu's 27 verifications on 2 cores:
-0.62-0.69 s in two threads, 0.92-0.98 s in two new workers, 1.1-1.2 s in one thread).
+pycolmap's SIFT extraction holds the GIL (two threads calling it take as long as one), so the classic
+backend extracts the images of a run in worker processes, one per core.
 
 The workers are plain ``python -m sfm3r.pipelines.process_pool`` subprocesses, not ``multiprocessing``
 ones: a spawned multiprocessing worker imports the caller's ``__main__`` again, which runs the whole
@@ -29,10 +24,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
-__all__ = ["WorkerPool", "map_in_processes", "map_in_threads", "usable_cores"]
+__all__ = ["WorkerPool", "map_in_processes", "usable_cores"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -71,32 +65,6 @@ def map_in_processes(
         return
     with WorkerPool(workers) as own:
         yield from own.map(function, items, min_items=min_items)
-
-
-def map_in_threads(
-    function: Callable[[Item], Result],  # releases the GIL for most of its time (else: map_in_processes)
-    items: Iterable[Item],
-    *,
-    workers: int | None = None,  # None: one per usable core, at most MAX_DEFAULT_WORKERS
-) -> Iterator[Result]:
-    """``function(item)`` for each item in threads, yielded in the order of `items` as they finish.
-
-    One item or one worker runs in the calling thread. An exception raised by `function` is raised here;
-    when the caller stops early (an exception, Ctrl-C, ``close()``), the items not started are dropped
-    and those running are waited for.
-    """
-    items = list(items)
-    count = min(workers or min(usable_cores(), MAX_DEFAULT_WORKERS), len(items))
-    if count <= 1:
-        yield from map(function, items)
-        return
-    executor = ThreadPoolExecutor(count, thread_name_prefix="sfm3r-map")
-    try:
-        futures = [executor.submit(function, item) for item in items]
-        for future in futures:
-            yield future.result()
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
 
 
 class WorkerPool:

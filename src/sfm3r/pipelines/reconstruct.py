@@ -377,7 +377,7 @@ def _reconstruct(
             calib_counts: dict[str, int] = {}
             images, calibrated = self_calibrate_focals(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, skip=known, device=device,
-                counts=calib_counts, progress=progress, workers=conf.processes,
+                counts=calib_counts, progress=progress, pool=pool,
             )  # fmt: skip
         result.counts["self_calibration"] = calib_counts
         result.images = images  # same names and sha256; prior_focal_px set where self-calibrated
@@ -388,7 +388,7 @@ def _reconstruct(
         if backend == Backend.CLASSIC:
             pair_results, match_counts = match_classic(
                 images, pairs, features, conf.sift, conf.two_view, run.cache_dir, device, progress,
-                self_calibrated=calibrated | known_focals, runner=runner, processes=conf.processes,
+                self_calibrated=calibrated | known_focals, runner=runner, processes=conf.processes, pool=pool,
             )  # fmt: skip
         else:
             from sfm3r.pipelines.mast3r import match_mast3r  # the network code loads only when used

@@ -30,7 +30,7 @@ import pycolmap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRESETS", "SiftConf", "SiftFeatures", "extract_sift", "extraction_options", "features_from_colmap"]
+__all__ = ["PRESETS", "SiftConf", "SiftFeatures", "extract_sift"]
 
 DESCRIPTOR_DIM = 128
 
@@ -158,45 +158,11 @@ def extract_sift(
         kp[:, 0] *= sx
         kp[:, 1] *= sy
         kp[:, 2] *= 0.5 * (sx + sy)
-    logger.debug("SIFT: %d keypoints on a %dx%d image (scale %.3f)", len(kp), width, height, scale)
-    return _capped_features(kp, desc, width, height, conf)
-
-
-def features_from_colmap(
-    keypoints: np.ndarray,  # (N, 6) float32 COLMAP affine keypoints x, y, a11, a12, a21, a22, original pixels
-    descriptors: np.ndarray,  # (N, 128) uint8, as COLMAP's extraction stores them
-    width: int,
-    height: int,
-    conf: SiftConf,
-) -> SiftFeatures:
-    """The SiftFeatures of what COLMAP's own extraction pipeline stored for an image (its database rows).
-
-    COLMAP maps the keypoints of a downscaled image back to original pixels as :func:`extract_sift` does;
-    scale and orientation come from the affine shape (COLMAP's ``FeatureKeypoint::ComputeScale`` and
-    ``ComputeOrientation``), and the same hard cap on the number of features applies. The result equals
-    :func:`extract_sift` of the same pixels (scales and orientations to float rounding; tested).
-    """
-    kp = np.asarray(keypoints, np.float32).reshape(-1, 6)
-    a11, a12, a21, a22 = kp[:, 2], kp[:, 3], kp[:, 4], kp[:, 5]
-    scale = 0.5 * (np.hypot(a11, a21) + np.hypot(a12, a22))
-    orientation = np.arctan2(a21, a11)
-    matrix = np.stack([kp[:, 0], kp[:, 1], scale, orientation], axis=1).astype(np.float32)
-    desc = np.asarray(descriptors, np.uint8).reshape(-1, DESCRIPTOR_DIM)
-    return _capped_features(matrix, desc, width, height, conf)
-
-
-def _capped_features(
-    kp: np.ndarray,  # (N, 4) float32: x, y, scale, orientation in original pixels
-    desc: np.ndarray,  # (N, 128) uint8
-    width: int,
-    height: int,
-    conf: SiftConf,
-) -> SiftFeatures:
-    """SiftFeatures of at most ``conf.max_num_features`` keypoints: those of largest scale, as COLMAP keeps."""
     if conf.max_num_features and len(kp) > conf.max_num_features:
         # Keep the largest scales (COLMAP's choice); stable, and keep the original order of the survivors.
         keep = np.sort(np.argsort(-kp[:, 2], kind="stable")[: conf.max_num_features])
         kp, desc = kp[keep], desc[keep]
+    logger.debug("SIFT: %d keypoints on a %dx%d image (scale %.3f)", len(kp), width, height, scale)
     return SiftFeatures(
         keypoints=np.ascontiguousarray(kp[:, :2]),
         scales=np.ascontiguousarray(kp[:, 2]),
@@ -226,14 +192,8 @@ def _extractor(conf: SiftConf, device: pycolmap.Device, num_threads: int, thread
     Built once and reused (building one per image costs time); one per thread because COLMAP's extractor
     keeps per-image-size scratch state and is not safe to share between threads.
     """
-    return pycolmap.FeatureExtractor.create(extraction_options(conf, num_threads), device=device)
-
-
-def extraction_options(conf: SiftConf, num_threads: int = -1) -> pycolmap.FeatureExtractionOptions:
-    """COLMAP's extraction options for `conf` (also the downscaling, which its own extraction pipeline applies)."""
     opts = pycolmap.FeatureExtractionOptions()
     opts.num_threads = num_threads
-    opts.max_image_size = conf.max_image_size or 1 << 30
     sift = opts.sift
     sift.max_num_features = conf.max_num_features or 1 << 30
     sift.first_octave = conf.first_octave
@@ -244,4 +204,4 @@ def extraction_options(conf: SiftConf, num_threads: int = -1) -> pycolmap.Featur
     sift.max_num_orientations = conf.max_num_orientations
     sift.upright = conf.upright
     sift.domain_size_pooling = conf.domain_size_pooling
-    return opts
+    return pycolmap.FeatureExtractor.create(opts, device=device)
