@@ -76,13 +76,16 @@ def _align_synthetic(num_images: int, threads: int) -> float:
 
 
 def _in_fresh_processes(kind: str, arg: str, threads: int, work: Path, copies: int = 1) -> list[float]:
-    """The alignment's seconds in `copies` fresh processes run at the same time (copies > 1: a busy machine)."""
+    """The alignment's seconds in `copies` fresh processes run at the same time (copies > 1: a busy machine),
+    each on its own kept run (work/copy<k>)."""
     code = (
         "import sys, json; sys.path.insert(0, %r); import alignment_threads as a; "
         "print('RESULT', json.dumps(a._worker(%r, %r, %d, %r)))"
-    ) % (str(Path(__file__).resolve().parent), kind, arg, threads, str(work))
-    runs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(copies)]  # fmt: skip
+    )
+    here = str(Path(__file__).resolve().parent)
+    runs = [subprocess.Popen([sys.executable, "-c", code % (here, kind, arg, threads, str(work / f"copy{k}"))],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for k in range(copies)]  # fmt: skip
     seconds = []
     for run in runs:
         out, err = run.communicate()
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     cases = [("real", name) for name in args.sets] + [("synthetic", str(n)) for n in args.synthetic]
     for kind, arg in cases:  # the kept runs first, outside the timings
         if kind == "real":
-            _kept_run(arg, args.work)
+            for k in range(args.concurrent):
+                _kept_run(arg, args.work / f"copy{k}")
     seconds: dict[tuple[str, int], list[float]] = {}
     for repeat in range(args.repeats):
         for kind, arg in cases:
