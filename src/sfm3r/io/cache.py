@@ -58,7 +58,8 @@ Unit types written by the typed helpers (other code may store free-form units wi
     attrs: width, height (int, original image size after EXIF rotation)
 
 ``unit_type = "scene"`` (:func:`write_scene` / :func:`read_scene`), one alignment result (namespace
-``scene-alignment``, key: a hash of every input of the alignment):
+``scene-alignment``, config: the alignment's options and the sfm3r and pycolmap versions, so that an upgrade
+aligns again; key: a hash of every input of the alignment):
     the Scene's arrays under their own names, ``cameras`` (C, 6) float64 (width, height, fx, fy, cx, cy),
     ``camera_distortion`` (C, 4) float64 (the model's distortion parameters, zero-padded)
     attrs: image_names, unregistered, camera_models (lists of str), info (the Scene's JSON-ready info)
