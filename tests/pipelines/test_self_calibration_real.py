@@ -63,3 +63,9 @@ def test_sacre_coeur_sparse_photo_with_one_strong_pair_gets_its_focal(tmp_path):
     lone = "32809961_8274055477.jpg"
     assert lone in names and lone in calibrated  # measured: 848.2 px (-1.2 %)
     assert calibrated[lone] == pytest.approx(gt[lone], rel=0.05)
+    # Two narrow views (~14 deg, 2,721 and 2,834 px): one pair pins each focal, a second fits it (its own
+    # minimum 10-80 % off, its cost at the estimate 0.0005-0.0013 above that minimum), a third F is wrong.
+    # They were refused (1 agreeing pair of 3) and kept the ~1,250 px default: AUC@3 8.0 instead of 80.1.
+    for narrow in ("51091044_3486849416.jpg", "71295362_4051449754.jpg"):
+        assert narrow in calibrated, narrow  # measured: 2,721 px (+0.0 %), 2,802 px (-1.1 %)
+        assert calibrated[narrow] == pytest.approx(gt[narrow], rel=0.05)

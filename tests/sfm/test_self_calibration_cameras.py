@@ -9,7 +9,7 @@ import pycolmap
 import pytest
 from scipy.spatial.transform import Rotation
 
-from sfm3r.sfm.classic.self_calibration import estimate_camera_focals, pair_essential_costs
+from sfm3r.sfm.classic.self_calibration import SelfCalibConf, estimate_camera_focals, pair_essential_costs
 
 SIZES = np.array([[640, 480], [800, 600], [480, 640], [1024, 768], [900, 600]], np.float64)
 FOCALS = np.array([600.0, 900.0, 1400.0, 1100.0, 750.0])
@@ -181,3 +181,37 @@ def test_no_pairs_and_bad_input():
         estimate_camera_focals(np.eye(3)[None], [[0, 1]], SIZES, UNKNOWN, weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="cameras"):
         estimate_camera_focals(np.eye(3)[None], [[0, 7]], SIZES, UNKNOWN)
+
+
+# Sacre-Coeur's sparse subset (5 internet photos): the F-RANSAC F of its 6 pairs with >= 30 inliers (each
+# normalised), their inlier counts, the photos' sizes and pseudo-GT focals (a COLMAP model).
+_SC_SIZES = np.array([[780, 1063], [1068, 694], [1067, 694], [761, 1015], [675, 1012]], np.float64)
+_SC_GT = np.array([1255.7, 873.3, 858.3, 2721.1, 2833.6])
+_SC_CAMS = np.array([(0, 3), (0, 4), (2, 1), (1, 3), (1, 4), (4, 3)])
+_SC_WEIGHTS = np.array([117.0, 342.0, 223.0, 40.0, 79.0, 816.0])
+_SC_F = np.array([
+    [8.5223264529e-07, 3.3119024734e-05, -2.3018166051e-02, -3.3251243141e-05, 1.6933228737e-06, 1.9665708597e-02, 2.2375003995e-02, -1.9159781244e-02, -9.9910744353e-01],
+    [4.8403326196e-07, 1.5865663591e-05, -1.0936200068e-02, -1.5799736099e-05, 5.8797290171e-07, 8.0895247153e-03, 1.1948108601e-02, -8.0498613524e-03, -9.9980368125e-01],
+    [3.2712563363e-07, 7.5244139701e-06, -8.0386827058e-03, -8.7422213091e-06, -9.2337295106e-07, 2.7172285106e-03, 6.0726689317e-03, -2.0833533787e-03, 9.9994338762e-01],
+    [5.9630682286e-07, -4.0168744322e-06, 1.8519099113e-03, 2.9768027967e-06, -7.3601335121e-07, 2.3924590008e-03, -1.9005517036e-03, -1.0170286957e-03, -9.9999310003e-01],
+    [-1.0511664613e-06, 9.1612311025e-06, -4.2043572592e-03, -6.2966771035e-06, -2.0760472048e-06, -1.9173215679e-03, 4.7713929343e-03, 2.6817514962e-03, 9.9997434424e-01],
+    [8.2311130495e-08, -7.6553485743e-06, 8.2030627341e-03, 7.8552748763e-06, 1.1072234839e-07, 7.0980690609e-03, -7.7055977343e-03, -7.6087795408e-03, 9.9988252175e-01],
+]).reshape(-1, 3, 3)  # fmt: skip
+
+
+def test_a_pair_that_fits_the_focal_without_pinning_it_agrees_and_a_wrong_f_does_not():
+    """Sacre-Coeur sparse: photos 3 and 4 are narrow views (~14 deg). Each has one pair that pins its focal,
+    one whose own minimum is 10-80 % off but which fits the estimate about as well, and (photo 3) a wrong F
+    (40 inliers, cost ~0.2 at every focal). Counted as agreeing, the fitting pairs let both be accepted."""
+    est = estimate_camera_focals(_SC_F, _SC_CAMS, _SC_SIZES, np.full(5, np.nan), _SC_WEIGHTS)
+    assert [est.reasons[c] for c in (1, 2, 3, 4)] == ["ok"] * 4, est.reasons
+    np.testing.assert_allclose(est.focal_px[1:], _SC_GT[1:], rtol=0.03)
+    assert np.isnan(est.focal_px[0]) and "every focal fits" in est.reasons[0]  # its aggregate curve is flat
+    # Only pins count (the rule before): photos 3 and 4 are refused with 1 agreeing pair of 3.
+    pins_only = estimate_camera_focals(_SC_F, _SC_CAMS, _SC_SIZES, np.full(5, np.nan), _SC_WEIGHTS,
+                                       SelfCalibConf(max_consistent_cost=0.0))  # fmt: skip
+    assert np.isnan(pins_only.focal_px[[3, 4]]).all(), pins_only.reasons
+    # A wrong F is never a fitting pair: without photo 3's pinning pair (to photo 4) it is refused.
+    keep = [0, 1, 2, 3, 4]
+    alone = estimate_camera_focals(_SC_F[keep], _SC_CAMS[keep], _SC_SIZES, np.full(5, np.nan), _SC_WEIGHTS[keep])
+    assert np.isnan(alone.focal_px[3]), alone.reasons[3]

@@ -90,6 +90,13 @@ class SelfCalibConf:
     # agreeing pairs cross-check each other; a wrong F puts its minimum anywhere in the range.
     min_agreeing_pairs: int = 2
     agreement: float = 0.1
+    # A pair also agrees when it does not pin the focal but fits it: its cost at the joint estimate is that of
+    # a true F (at most `max_consistent_cost`) and within `consistency_slack` of its own minimum. A narrow view
+    # (Sacre-Coeur's 2,700-2,800 px photos, ~14 deg) leaves a true pair's own minimum 10-80 % off with a cost
+    # only 0.0005-0.0013 lower; a wrong F costs 0.05-0.6 at every focal (0.2 at the estimate there), so it
+    # never agrees. At least one pair must still pin the focal within `agreement`.
+    max_consistent_cost: float = 0.02
+    consistency_slack: float = 0.002
     # ... except a camera with a single usable pair, accepted from it alone when that pair is strong (its
     # weight, the F-RANSAC inlier count, at least this) and the camera at its other end has a known or
     # accepted focal: the F's two equations then fix the one unknown focal and still cross-check it (the
@@ -110,6 +117,8 @@ class SelfCalibConf:
             raise ValueError(f"invalid thresholds in {self}")
         if not (self.agreement > 0 and self.polish_scale > 0 and self.min_single_pair_weight > 0):
             raise ValueError(f"agreement, polish_scale and min_single_pair_weight must be positive in {self}")
+        if self.max_consistent_cost < 0 or self.consistency_slack < 0:
+            raise ValueError(f"max_consistent_cost and consistency_slack must be >= 0 in {self}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,7 +297,9 @@ def estimate_camera_focals(
     :func:`estimate_focal`); cameras of unknown focal are solved by coordinate descent on it (see the
     module doc, then a joint robust least-squares polish), searched over ``conf.min_factor``..``conf.max_factor``
     times the camera's max(W, H). A camera is refused (NaN) when fewer than ``conf.min_agreeing_pairs`` of its
-    pairs each alone give its focal within ``conf.agreement`` of the estimate (a camera with one usable pair:
+    pairs agree with the estimate: alone give its focal within ``conf.agreement``, or fit it about as well as
+    their own minimum (``conf.max_consistent_cost``, ``conf.consistency_slack``; one must pin it) (a camera
+    with one usable pair:
     unless that pair has ``conf.min_single_pair_weight`` and its other camera a known or accepted focal;
     such cameras are decided last), or its cost curve (the others
     at their estimates) is flat (``conf.max_flatness``, ``conf.min_contrast``) or lowest at the edge of the
@@ -412,8 +423,13 @@ def estimate_camera_focals(
         elif num_pairs[c] < conf.min_agreeing_pairs:
             reasons[c] = f"{num_pairs[c]} usable pairs, need {conf.min_agreeing_pairs}"
             continue
-        alone = size[c] * grid[np.argmin(pair_curves(c, size[c] * grid), axis=0)]  # (Pc,) each pair's own minimum
-        agreeing = int(np.sum(np.abs(np.log(alone / focal[c])) <= np.log1p(conf.agreement)))
+        own_curves = pair_curves(c, size[c] * grid)  # (S, Pc): each pair alone, the other cameras at `focal`
+        alone = size[c] * grid[np.argmin(own_curves, axis=0)]  # (Pc,) each pair's own minimum
+        pins = np.abs(np.log(alone / focal[c])) <= np.log1p(conf.agreement)
+        at_estimate = pair_curves(c, np.array([focal[c]]))[0]  # (Pc,)
+        slack = at_estimate - own_curves.min(axis=0)  # (Pc,) how much worse the estimate fits than the pair's best
+        fits = (at_estimate <= conf.max_consistent_cost) & (slack <= conf.consistency_slack)
+        agreeing = int(np.sum(pins | fits)) if pins.any() else 0
         costs = curve(c, size[c] * grid)
         min_cost = float(curve(c, np.array([focal[c]]))[0])
         best = int(np.argmin(np.abs(grid - focal[c] / size[c])))
@@ -428,8 +444,8 @@ def estimate_camera_focals(
             reasons[c] = f"the cost curve is flat (min/median {flatness[c]:.2f} > {conf.max_flatness})"
         elif agreeing < needed:
             reasons[c] = (
-                f"{agreeing} of its {num_pairs[c]} pairs alone give a focal within {conf.agreement:.0%} of "
-                f"{focal[c]:.0f} px, need {needed}"
+                f"{agreeing} of its {num_pairs[c]} pairs agree with {focal[c]:.0f} px (alone within "
+                f"{conf.agreement:.0%}, or fitting it as well as their own minimum; one must pin it), need {needed}"
             )
         else:
             reasons[c] = "ok"
