@@ -25,17 +25,22 @@ def _gt_focals() -> dict[str, float]:
     return {row[9]: focal_of_camera[row[8]] for row in rows("images.txt") if len(row) == 10}  # the pose lines
 
 
-@pytest.mark.slow  # ~1.5 min: SIFT on 10 photos, then 45 pairs matched
-@pytest.mark.skipif(not SACRE_COEUR.exists(), reason="shared data set sacre_coeur not available")
-def test_sacre_coeur_focals_from_pairs_across_sizes(tmp_path):
-    images = load_image_infos(SACRE_COEUR / "images")
-    assert len({(i.width, i.height) for i in images}) == len(images) and not any(i.prior_focal_px for i in images)
+def _self_calibrated_complete_graph(images, tmp_path):
+    """self_calibrate_focals of `images` over all their pairs -> (updated images, {name: focal})."""
     features, _ = extract_features(images, SiftConf(), tmp_path)
     names = [info.name for info in images]
     complete = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
     pairs = Pairs(names=tuple(names), pairs=complete, scores=np.full(len(complete), np.nan, np.float32),
                   sources=("complete",) * len(complete))  # fmt: skip
-    updated, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    return self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+
+
+@pytest.mark.slow  # ~1.5 min: SIFT on 10 photos, then 45 pairs matched
+@pytest.mark.skipif(not SACRE_COEUR.exists(), reason="shared data set sacre_coeur not available")
+def test_sacre_coeur_focals_from_pairs_across_sizes(tmp_path):
+    images = load_image_infos(SACRE_COEUR / "images")
+    assert len({(i.width, i.height) for i in images}) == len(images) and not any(i.prior_focal_px for i in images)
+    updated, calibrated = _self_calibrated_complete_graph(images, tmp_path)
     gt = _gt_focals()
     errors = {info.name: abs(info.prior_focal_px / gt[info.name] - 1) for info in updated if info.name in calibrated}
     default_errors = [abs(1.2 * max(i.width, i.height) / gt[i.name] - 1) for i in images]
@@ -51,14 +56,10 @@ def test_sacre_coeur_focals_from_pairs_across_sizes(tmp_path):
 def test_sacre_coeur_sparse_photo_with_one_strong_pair_gets_its_focal(tmp_path):
     """Regression (the sparse subset registered 4 of 5): 32809961's only usable pair reaches 10265353, whose
     focal is accepted; with the default focal (1280 px for 858) that pair's calibrated check kept 24 of 223
-    true matches."""
+    true matches. And its two narrow views get their focals from one pinning and one fitting pair."""
     images = load_image_infos(SACRE_COEUR / "images")[::2]
-    features, _ = extract_features(images, SiftConf(), tmp_path)
     names = [info.name for info in images]
-    complete = tuple((a, b) for k, a in enumerate(names) for b in names[k + 1 :])
-    pairs = Pairs(names=tuple(names), pairs=complete, scores=np.full(len(complete), np.nan, np.float32),
-                  sources=("complete",) * len(complete))  # fmt: skip
-    _, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
+    _, calibrated = _self_calibrated_complete_graph(images, tmp_path)
     gt = _gt_focals()
     lone = "32809961_8274055477.jpg"
     assert lone in names and lone in calibrated  # measured: 848.2 px (-1.2 %)
