@@ -2,10 +2,10 @@
 Scene from OUT/cache instead of aligning again.
 
 Namespace ``scene-alignment`` (config: the AlignConf and the versions of sfm3r and pycolmap, so that an
-upgrade aligns again instead of reading a scene the older code made); one unit per distinct input, key = sha256 of every
-input of :func:`~sfm3r.sfm.align.alignment.align_scene`: each pair result's arrays and flags (in order), each
-image's name, content hash, size and focal prior, and the known cameras. The alignment is deterministic
-given those, so the cached Scene is the one it would compute. MASt3R runs with dense views stream those
+upgrade aligns again instead of reading a scene the older code made); one unit per distinct input, key =
+sha256 of every input of :func:`~sfm3r.sfm.align.alignment.align_scene`: each pair result's arrays and flags
+(in order), each image's name, content hash, size and focal prior, and the known cameras. The alignment is
+deterministic given those, so the cached Scene is the one it would compute. MASt3R runs with dense views stream those
 into the alignment; they are not hashed here, so such runs are not cached (always computed).
 """
 
