@@ -355,13 +355,16 @@ def estimate_camera_focals(
             np.broadcast_to(pp[b][None], (S, Pc, 2)).reshape(-1, 2),
         ).reshape(S, Pc)  # fmt: skip
 
-    def curve(c: int, candidates: np.ndarray) -> np.ndarray:
-        """(S,) aggregate cost of camera c at each candidate focal, the others at `focal`."""
-        costs = pair_curves(c, candidates)
+    def aggregate(c: int, costs: np.ndarray) -> np.ndarray:
+        """(S,) camera c's aggregate of its (S, Pc) pair costs: the weighted mean of the lowest 1 - trim."""
         keep = max(1, int(np.ceil((1 - conf.trim) * costs.shape[1])))
         order = np.argsort(costs, axis=1, kind="stable")[:, :keep]
         kept_w = w[pairs_of[c]][order]
         return np.sum(np.take_along_axis(costs, order, axis=1) * kept_w, axis=1) / np.sum(kept_w, axis=1)
+
+    def curve(c: int, candidates: np.ndarray) -> np.ndarray:
+        """(S,) aggregate cost of camera c at each candidate focal, the others at `focal`."""
+        return aggregate(c, pair_curves(c, candidates))
 
     grid = np.geomspace(conf.min_factor, conf.max_factor, conf.num_steps)  # (S,) factors of max(W, H)
     solve = [c for c in np.argsort(-num_pairs, kind="stable") if unknown[c] and num_pairs[c] > 0]
@@ -431,8 +434,8 @@ def estimate_camera_focals(
         slack = at_estimate - own_curves.min(axis=0)  # (Pc,) how much worse the estimate fits than the pair's best
         fits = (at_estimate <= conf.max_consistent_cost) & (slack <= conf.consistency_slack)
         agreeing = int(np.sum(pins | fits)) if pins.any() else 0
-        costs = curve(c, size[c] * grid)
-        min_cost = float(curve(c, np.array([focal[c]]))[0])
+        costs = aggregate(c, own_curves)  # (S,) the same grid: the pair curves are not computed again
+        min_cost = float(aggregate(c, at_estimate[None])[0])
         best = int(np.argmin(np.abs(grid - focal[c] / size[c])))
         median = float(np.median(costs))
         flatness[c] = min_cost / median if median > 0 else 1.0
