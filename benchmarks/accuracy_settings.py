@@ -72,6 +72,8 @@ SETTINGS: dict[str, Callable[[ReconstructConf], ReconstructConf]] = {
     "pp-min-3": lambda c: _reproj(c, min_images_for_pp=3),
     "pp-min-4": lambda c: _reproj(c, min_images_for_pp=4),
     "tol-1e-6": lambda c: _reproj(c, tolerance=1e-6, max_iters=60),
+    "tol-3e-4": lambda c: _reproj(c, tolerance=3e-4),
+    "tol-1e-3": lambda c: _reproj(c, tolerance=1e-3),
     "coarse-outlier-0.1": lambda c: _coarse(c, outlier_threshold=0.1),
     "coarse-outlier-0.5": lambda c: _coarse(c, outlier_threshold=0.5),
     "no-coarse": lambda c: _align(c, coarse_enabled=False),

@@ -178,3 +178,71 @@ def test_vectorised_triangulation_matches_pycolmap_reference():
         assert np.linalg.norm(ours - np.ravel(ref["xyz"])) < 1e-2 * np.linalg.norm(ours - sc.points.mean(0)) + 1e-3
         compared += 1
     assert compared > 40
+
+
+def _points_only_problem(loss):
+    """The inputs of one points-only BA round on a synthetic scene, its points moved off their optimum."""
+    import dataclasses
+
+    from sfm3r.sfm.align import bundle_adjustment as ba
+
+    sc = make_scene(12, num_points=400, outlier_frac=0.2, seed=0)
+    tracks = build_tracks(sc.pairs, sc.names)
+    conf = BundleAdjustmentConf(refine_focal=False, refine_poses=False, camera_model="pinhole", loss=loss)
+    order = np.lexsort((tracks.obs_image, tracks.obs_track))
+    obs = tracks.obs_track[order], tracks.obs_image[order], np.asarray(tracks.obs_xy, np.float64)[order]
+    group_of_img, params = ba._initial_intrinsics(list(sc.cameras), np.arange(12), conf)
+    K = ba._intrinsics_per_image(params, group_of_img)
+    tri = ba._triangulate(*obs, tracks.num_tracks, K, sc.rotations, sc.translations, np.full(obs[0].size, 20.0),
+                          conf, np.random.default_rng(0))
+    noise = np.random.default_rng(1).normal(scale=0.01 * np.ptp(sc.points, axis=0).max(), size=tri.xyz.shape)
+    tri = dataclasses.replace(tri, xyz=tri.xyz + noise)
+    return sc, tri, obs, group_of_img, params, K, conf
+
+
+@pytest.mark.parametrize("loss", ["trivial", "huber", "soft_l1", "cauchy"])
+def test_points_only_solver_reaches_pycolmaps_optimum(loss):
+    """Poses and pinhole cameras fixed: the per-point solver ends where pycolmap's BA does, at no higher cost."""
+    from sfm3r.sfm.align import bundle_adjustment as ba
+
+    sc, tri, (ot, oi, ox), group_of_img, params, K, conf = _points_only_problem(loss)
+    assert ba._points_only(conf, params)
+    ours = ba._refine_points(tri, ot, oi, ox, group_of_img, params, sc.rotations, sc.translations, conf, 2.0)
+    ref = ba._bundle_adjust_colmap(tri, ot, oi, ox, sc.names, group_of_img, params, sc.rotations, sc.translations,
+                                   conf, 2.0)
+    kept = np.flatnonzero(tri.obs_keep)
+    pt = tri.point_of_track[ot[kept]]
+
+    def cost(xyz):
+        err = ba._reproj_errors(xyz[pt], ox[kept], K, sc.rotations, sc.translations, oi[kept])
+        return ba._robust_loss(err * err, ba.LossType(loss), 2.0)[0].sum()
+
+    assert cost(ours.xyz) <= cost(ref.xyz) * (1 + 1e-6) < cost(tri.xyz)
+    extent = np.ptp(sc.points, axis=0).max()
+    np.testing.assert_allclose(ours.xyz, ref.xyz, atol=1e-4 * extent)
+    assert abs(ours.errors.mean() - ref.errors.mean()) < 1e-3
+    np.testing.assert_array_equal(ours.rot, sc.rotations)  # nothing but the points moved
+
+
+def test_points_only_bundle_adjustment_takes_the_per_point_solver_only_when_cameras_are_fixed(noisy_scene,
+                                                                                                monkeypatch):
+    """refine_scene with poses and focals fixed gives the same scene through the per-point solver as through
+    pycolmap; anything that moves a camera goes to pycolmap."""
+    from sfm3r.sfm.align import bundle_adjustment as ba
+
+    sc, tracks, cams, _, _ = noisy_scene
+    conf = BundleAdjustmentConf(refine_focal=False, refine_poses=False, camera_model="pinhole")
+    fast = refine_scene(tracks, sc.names, list(sc.cameras), np.arange(12), sc.rotations, sc.translations, conf)
+    points_only = ba._points_only
+    monkeypatch.setattr(ba, "_points_only", lambda conf, params: False)
+    slow = refine_scene(tracks, sc.names, list(sc.cameras), np.arange(12), sc.rotations, sc.translations, conf)
+    np.testing.assert_array_equal(fast.obs_image, slow.obs_image)
+    np.testing.assert_allclose(fast.points_xyz, slow.points_xyz, atol=1e-4 * np.ptp(sc.points, axis=0).max())
+    assert abs(fast.info["mean_reproj_error_after"] - slow.info["mean_reproj_error_after"]) < 1e-3
+    _, params = ba._initial_intrinsics(cams, np.arange(12), conf)
+    assert points_only(conf, params)
+    for moved in ({"refine_poses": True}, {"refine_focal": True}, {"refine_principal_point": True}):
+        assert not points_only(BundleAdjustmentConf(**{**dict(refine_focal=False, refine_poses=False), **moved}),
+                               params)
+    _, radial = ba._initial_intrinsics(cams, np.arange(12), BundleAdjustmentConf(camera_model="simple_radial"))
+    assert not points_only(conf, radial)

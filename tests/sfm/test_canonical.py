@@ -82,3 +82,17 @@ def test_weiszfeld_focal_ignores_outliers():
     u = 700.0 * ray
     u[:100] = rng.uniform(-300, 300, size=(100, 2))
     assert abs(weiszfeld_focal(u, ray)[0] / 700.0 - 1) < 0.01
+
+
+def test_group_median_is_the_lower_median_of_each_group():
+    from sfm3r.sfm.align.canonical import group_median
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, 3000)
+    groups[groups == 7] = 8  # group 7 empty
+    values = rng.integers(0, 50, 3000).astype(float)  # many ties
+    out = group_median(values, groups, 41)
+    for g in range(41):
+        sel = np.sort(values[groups == g])
+        assert out[g] == (sel[(sel.size - 1) // 2] if sel.size else 0.0)
+    assert group_median(np.zeros(0), np.zeros(0, np.int64), 3).tolist() == [0.0, 0.0, 0.0]

@@ -172,3 +172,21 @@ def test_block_lm_dense_and_sparse_solves_agree():
     dense = solve_damped(H, g, 1e-3, free, dense=True)
     np.testing.assert_allclose(dense, sparse, rtol=1e-9, atol=1e-12)
     assert not dense[:7].any()
+
+
+def test_refinement_stops_once_no_camera_moves_with_the_cameras_of_a_full_run():
+    """The camera-step stop ends the iterations early, with the cameras where many more iterations put them."""
+    torch.set_num_threads(1)
+    canon, rotations, centres, depths, focal, pp = _tiny_problem(seed=2)
+    keep = np.ones(canon.match_a.size, bool)
+    N = len(canon.image_names)
+    args = (canon, rotations, centres, depths, focal, pp, keep, np.zeros(N, bool), 0)
+    early = refine_reprojection(*args, ReprojectionConf(), groups=np.zeros(N, np.int64))
+    full = refine_reprojection(*args, ReprojectionConf(tolerance=1e-12, camera_step_tolerance=0.0, max_iters=30),
+                               groups=np.zeros(N, np.int64))
+    assert len(early.cost_history) < len(full.cost_history)
+    angle = np.degrees(np.arccos(np.clip((np.trace(early.rotations @ full.rotations.transpose(0, 2, 1),
+                                                   axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    assert angle.max() < 3e-3  # degrees: the camera steps left are ~1e-5 rad and shrinking
+    np.testing.assert_allclose(early.centres, full.centres, atol=1e-4 * np.median(depths))
+    np.testing.assert_allclose(early.focal, full.focal, rtol=1e-4)

@@ -79,3 +79,19 @@ def test_reweighting_keeps_iterating_while_the_objective_changes():
                               update=lambda x, d: (x + d, 50.0), max_iters=10, tolerance=1.0, reweight=reweight)
     # during the three changes the tolerance test is skipped; afterwards 50 is no better than 50: stop
     assert out.state == 3.0 and out.cost_history == (100.0, 50.0, 50.0, 50.0)
+
+
+def test_a_small_step_stops_the_loop_before_the_cost_tolerance_would():
+    """Each step halves x and lowers the cost by 10 %: the cost tolerance never fires, the step size does."""
+    xs = []
+
+    def update(x, d):
+        xs.append(x + d)
+        return x + d, 100.0 * 0.9 ** len(xs)
+
+    out = levenberg_marquardt(1.0, 100.0, linearise=lambda x: x, solve=lambda x, mu: -x / 2, update=update,
+                              max_iters=50, tolerance=1e-6, small_step=lambda d: abs(d) < 0.1)
+    assert out.state == pytest.approx(1 / 16) and len(out.cost_history) == 5  # steps 0.5, 0.25, 0.125, 0.0625
+    out = levenberg_marquardt(1.0, 100.0, linearise=lambda x: x, solve=lambda x, mu: -x / 2, update=update,
+                              max_iters=50, tolerance=1e-6)
+    assert len(out.cost_history) == 51  # without it: every iteration

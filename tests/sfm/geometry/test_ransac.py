@@ -63,3 +63,30 @@ def test_no_consistent_similarity_returns_none():
     rng = np.random.default_rng(3)
     src, dst = rng.normal(size=(30, 3)) + [0, 0, 5], rng.normal(size=(30, 3)) + [0, 0, 5]
     assert sim3_ransac(src, dst, np.ones(30), rng=rng, iters=4, thr=1e-6) is None
+
+
+def test_random_triples_are_distinct_and_cover_every_index():
+    from sfm3r.sfm.geometry.ransac import _distinct_triples
+
+    for m in (3, 4, 50):
+        triples = _distinct_triples(m, 20000, np.random.default_rng(m))
+        assert triples.min() >= 0 and triples.max() < m
+        assert (np.sort(triples, 1)[:, 1:] != np.sort(triples, 1)[:, :-1]).all()  # three different indices
+        counts = np.bincount(triples.ravel(), minlength=m)
+        np.testing.assert_allclose(counts / counts.mean(), 1.0, atol=0.15)  # uniform over the indices
+
+
+def test_many_points_are_scored_on_a_subset_and_refitted_on_all():
+    """5,000 correspondences, 40 % outliers: the hypotheses are scored on SCORE_POINTS of them, the fit and the
+    inlier mask cover all."""
+    from sfm3r.sfm.geometry.ransac import SCORE_POINTS
+
+    rng = np.random.default_rng(3)
+    src = rng.normal(size=(5000, 3)) + [0, 0, 6]
+    dst = 1.3 * src + [0.1, 0.2, -0.3]
+    outliers = rng.random(5000) < 0.4
+    dst[outliers] = rng.normal(size=(outliers.sum(), 3)) * 3 + [0, 0, 6]
+    assert SCORE_POINTS < 5000
+    fit = sim3_ransac(src, dst, np.ones(5000), rng=np.random.default_rng(0))
+    assert fit.scale == pytest.approx(1.3, rel=1e-9)
+    np.testing.assert_array_equal(fit.inliers, ~outliers)

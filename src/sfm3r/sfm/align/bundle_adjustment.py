@@ -12,7 +12,9 @@
    under the rough input poses come back once the poses are good.
 2. **bundle adjustment** (pycolmap / Ceres, robust loss) of poses, points and optionally focal lengths
    on an in-memory ``pycolmap.Reconstruction``; the gauge is fixed with ``TWO_CAMS_FROM_WORLD``, so the
-   result stays in the frame (and scale) of the input poses.
+   result stays in the frame (and scale) of the input poses. When only the points move (poses and pinhole
+   cameras fixed, as for the track points of the default alignment) every point is its own 3-parameter
+   problem, solved for all points at once in numpy (``_refine_points``: the same optimum, ~10x faster).
 
 The inlier threshold starts loose (``initial_max_error_frac`` of the image size: the input poses come from
 a coarse alignment and can be tens of pixels off), then shrinks to ``outlier_sigmas`` robust standard
@@ -54,6 +56,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["LossType", "CameraModel", "BundleAdjustmentConf", "refine_scene"]
 
 _SQUARE_PIXEL_TOL = 0.01  # fx, fy within 1 % -> one focal (SIMPLE_PINHOLE) in "auto" mode
+_MIN_POINT_DEPTH = 1e-9  # camera-frame depth at or below which a point is behind its observer
+# Points-only LM (_refine_points): damping of each point's first step, and the damping at which a point whose
+# steps keep failing is left where it is
+_LM_INITIAL_DAMPING = 1e-4
+_LM_MAX_DAMPING = 1e8
 _GREY = 128
 
 
@@ -427,6 +434,116 @@ def _loss_type(loss: LossType):
 
 def _bundle_adjust(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, conf,
                    loss_scale) -> _BAState:
+    """BA of the kept observations: pycolmap, or the per-point solver when only points move."""
+    if _points_only(conf, params):
+        return _refine_points(tri, obs_track, obs_image, obs_xy, group_of_img, params, rot, trans, conf, loss_scale)
+    return _bundle_adjust_colmap(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans,
+                                 conf, loss_scale)
+
+
+def _points_only(conf: BundleAdjustmentConf, params) -> bool:
+    """True when the BA moves the points alone: poses and pinhole intrinsics fixed (conf.track_points)."""
+    fixed_cameras = not (conf.refine_poses or conf.refine_focal or conf.refine_principal_point)
+    return fixed_cameras and all(_NUM_EXTRA[p["model"]] == 0 for p in params)
+
+
+def _robust_loss(s: np.ndarray, loss: LossType, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ceres's robust loss of squared residual norms s (K,) with scale a (px): (ρ(s), ρ'(s))."""
+    b = scale * scale
+    loss = LossType(loss)
+    if loss == LossType.TRIVIAL:
+        return s, np.ones_like(s)
+    if loss == LossType.HUBER:
+        root = np.sqrt(np.maximum(s, 1e-300))
+        inside = s <= b
+        return np.where(inside, s, 2.0 * scale * root - b), np.where(inside, 1.0, scale / root)
+    if loss == LossType.SOFT_L1:
+        root = np.sqrt(1.0 + s / b)
+        return 2.0 * b * (root - 1.0), 1.0 / root
+    return b * np.log1p(s / b), 1.0 / (1.0 + s / b)
+
+
+def _refine_points(tri, obs_track, obs_image, obs_xy, group_of_img, params, rot, trans, conf, loss_scale) -> _BAState:
+    """The points-only BA (poses and pinhole cameras fixed): each point alone minimises Σ ρ(|π(X) − x|²) over
+    its kept observations, by Levenberg–Marquardt on its 3 coordinates, all points at once.
+
+    Stops as Ceres does: when an iteration lowers the total cost by at most ``conf.function_tolerance`` of it
+    (or after ``conf.max_ba_iterations``); a point whose own cost stops falling leaves the iterations earlier.
+    The same optimum as pycolmap's BA with every camera and pose constant (test_bundle_adjustment checks it),
+    without building a Reconstruction.
+    """
+    t0 = time.perf_counter()
+    kept = np.flatnonzero(tri.obs_keep)
+    pt = tri.point_of_track[obs_track[kept]]  # (k,) point of each kept observation
+    img = obs_image[kept]
+    x = np.asarray(obs_xy, np.float64)[kept]
+    K = _intrinsics_per_image(params, group_of_img)[img]  # (k, 4) fx, fy, cx, cy
+    R, t = rot[img], trans[img]
+    num_points = tri.num_points
+
+    def evaluate(xyz: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """At the observations `obs`: camera-frame points (n, 3), residuals (n, 2) px, ρ (n,) (inf behind
+        the camera), ρ' (n,)."""
+        pc = np.einsum("kij,kj->ki", R[obs], xyz[pt[obs]]) + t[obs]
+        z = pc[:, 2]
+        in_front = z > _MIN_POINT_DEPTH
+        r = K[obs, :2] * pc[:, :2] / np.where(in_front, z, 1.0)[:, None] + K[obs, 2:] - x[obs]
+        rho, weight = _robust_loss((r * r).sum(1), conf.loss, loss_scale)
+        return pc, r, np.where(in_front, rho, np.inf), weight
+
+    def per_point(values: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Sums over each point's observations: (n,) or (n, c) -> (P,) or (P, c)."""
+        if values.ndim == 1:
+            return np.bincount(pt[obs], values, minlength=num_points)
+        return np.stack([np.bincount(pt[obs], v, minlength=num_points) for v in values.T], 1)
+
+    xyz = tri.xyz.astype(np.float64).copy()
+    everything = np.arange(kept.size)
+    pc, r, rho, weight = evaluate(xyz, everything)
+    cost = per_point(rho, everything)
+    mu = np.full(num_points, _LM_INITIAL_DAMPING)
+    active = np.isfinite(cost)
+    iterations = 0
+    while active.any() and iterations < conf.max_ba_iterations:
+        iterations += 1
+        obs = np.flatnonzero(active[pt])
+        pts = np.flatnonzero(active)
+        # J (n, 2, 3) = d(pixel) / d(camera-frame point) · R; each point's normal equations by bincount
+        z = pc[obs, 2]
+        D = np.zeros((obs.size, 2, 3))
+        D[:, 0, 0] = K[obs, 0] / z
+        D[:, 1, 1] = K[obs, 1] / z
+        D[:, :, 2] = -K[obs, :2] * pc[obs, :2] / (z * z)[:, None]
+        J = D @ R[obs]
+        JtW = J.transpose(0, 2, 1) * weight[obs, None, None]
+        H = per_point((JtW @ J).reshape(-1, 9), obs)[pts].reshape(-1, 3, 3)
+        g = per_point((JtW @ r[obs, :, None])[..., 0], obs)[pts]
+        diag = np.diagonal(H, axis1=1, axis2=2)
+        H = H + (mu[pts, None] * diag + 1e-12 * (diag.sum(1, keepdims=True) + 1.0))[:, :, None] * np.eye(3)
+        trial = xyz.copy()
+        trial[pts] += np.linalg.solve(H, -g[..., None])[..., 0]
+        pc_n, r_n, rho_n, weight_n = evaluate(trial, obs)
+        new_cost = per_point(rho_n, obs)
+        better = active & (new_cost < cost)
+        decrease = float(np.sum((cost - new_cost)[better]))
+        before = float(cost[np.isfinite(cost)].sum())
+        take = better[pt[obs]]
+        xyz[better] = trial[better]
+        pc[obs[take]], r[obs[take]], weight[obs[take]] = pc_n[take], r_n[take], weight_n[take]
+        small = better & ((cost - new_cost) <= conf.function_tolerance * cost)
+        cost[better] = new_cost[better]
+        mu = np.where(better, np.maximum(mu / 3.0, 1e-9), np.where(active, mu * 10.0, mu))
+        active &= ~small & (mu < _LM_MAX_DAMPING)
+        if decrease <= conf.function_tolerance * before:
+            break
+    errors = _reproj_errors(xyz[pt], x, _intrinsics_per_image(params, group_of_img), rot, trans, img)
+    return _BAState(rot=rot, trans=trans, params=params, xyz=xyz, point_of_track=tri.point_of_track,
+                    obs_keep=tri.obs_keep, errors=errors, iterations=iterations,
+                    solve_time_s=time.perf_counter() - t0)
+
+
+def _bundle_adjust_colmap(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, conf,
+                          loss_scale) -> _BAState:
     """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back."""
     n = len(image_names)
     kept = np.flatnonzero(tri.obs_keep)

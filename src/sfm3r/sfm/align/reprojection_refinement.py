@@ -475,11 +475,27 @@ def refine_reprojection(
         rn, _ = prob.residuals(prm_n)
         return (prm_n, rn), prob.cost(rn, delta2())
 
+    scene_depth = float(np.median(depths)) if depths.size else 1.0
+    min_focal = float(np.min(focal))
+
+    def small_step(step) -> bool:
+        """No camera moved by more than conf.camera_step_tolerance (see ReprojectionConf)."""
+        full_c = step[0]
+        pose = full_c[: 6 * N].reshape(N, 6)
+        moves = (
+            np.linalg.norm(pose[:, :3], axis=1).max(initial=0.0),  # rad
+            np.linalg.norm(pose[:, 3:], axis=1).max(initial=0.0) / scene_depth,
+            np.abs(full_c[6 * N : 6 * N + prob.nf]).max(initial=0.0),  # log focal
+            np.abs(full_c[6 * N + prob.nf :]).max(initial=0.0) / min_focal,  # principal point
+        )
+        return max(moves) <= conf.camera_step_tolerance
+
     r, _ = prob.residuals(prm)
     out = levenberg_marquardt(
         (prm, r), prob.cost(r, delta2()),
         linearise=lambda state: prob.system(state[0], state[1], delta2()), solve=prob.solve, update=update,
-        max_iters=conf.max_iters, tolerance=conf.tolerance, reweight=reweight, on_iteration=on_iteration,
+        max_iters=conf.max_iters, tolerance=conf.tolerance, reweight=reweight, small_step=small_step,
+        on_iteration=on_iteration,
     )
     (prm, r), history = out.state, out.cost_history
     err = prob.match_errors(r)

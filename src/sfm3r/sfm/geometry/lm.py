@@ -12,8 +12,9 @@ e.g. the residuals at those parameters):
 A step is accepted when the new cost is finite and lower. Damping policy (:class:`Damping`): start at
 ``initial``; divide by ``decrease`` (floored at ``floor``) after an accepted step; multiply by ``increase``
 after a failed trial; give up the iteration after ``max_trials`` failed trials. The loop stops when an
-iteration finds no better step, when the relative cost decrease falls below ``tolerance``, or after
-``max_iters`` iterations.
+iteration finds no better step, when the relative cost decrease falls below ``tolerance``, when the optional
+``small_step(step)`` says an accepted step no longer moves what the problem cares about (e.g. no camera
+moved, while weakly constrained points still creep), or after ``max_iters`` iterations.
 
 An optional ``reweight(state) -> cost or None`` runs before each iteration: a problem whose objective
 changes between iterations (robust-scale annealing) returns the cost of ``state`` under the new objective;
@@ -64,6 +65,7 @@ def levenberg_marquardt(
     tolerance: float,
     damping: Damping = Damping(),
     reweight: Callable[[S], float | None] | None = None,
+    small_step: Callable[[Any], bool] | None = None,
     on_iteration: Callable[[int, int, float], None] | None = None,
 ) -> LMResult[S]:
     """Minimise from ``state`` (whose cost is ``cost``); see the module docstring for the callables.
@@ -88,7 +90,7 @@ def levenberg_marquardt(
                 continue
             new_state, fn = update(state, step)
             if np.isfinite(fn) and fn < f:
-                accepted = new_state, fn
+                accepted = new_state, fn, step
                 mu = max(mu / damping.decrease, damping.floor)
                 break
             mu *= damping.increase
@@ -96,10 +98,10 @@ def levenberg_marquardt(
             if changed is not None:
                 continue
             break
-        state, fn = accepted
+        state, fn, step = accepted
         rel = (f - fn) / max(f, 1e-300)
         f = fn
         history.append(f)
-        if rel < tolerance and changed is None:
+        if changed is None and (rel < tolerance or (small_step is not None and small_step(step))):
             break
     return LMResult(state=state, cost_history=tuple(history), damping=mu)

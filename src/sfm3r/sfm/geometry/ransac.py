@@ -2,8 +2,9 @@
 
 One inlier rule everywhere: a correspondence is an inlier when ``|s R src + t − dst| < thr·|dst|``, the
 residual relative to the point's distance from the origin of ``dst``'s frame (pointmaps are noisier far
-away). One refit policy: the hypothesis with most inliers (random 3-point samples, vectorised) is refitted
-``refits`` times on its current inliers with the caller's weights (local optimisation).
+away). One refit policy: the hypothesis with most inliers (random 3-point samples, vectorised, scored on
+a random subset of at most ``SCORE_POINTS`` correspondences) is refitted ``refits`` times on its current
+inliers, among all correspondences, with the caller's weights (local optimisation).
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ class Sim3Fit:
     @property
     def num_inliers(self) -> int:
         return int(self.inliers.sum())
+
+
+# Correspondences on which the random hypotheses are scored: scoring all of a pair's (thousands) cost more than
+# the rest of the verification; the best hypothesis of a subset this size is refitted on all of them anyway.
+SCORE_POINTS = 512
+
+
+def _distinct_triples(m: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 3) int64: uniformly random triples of distinct indices in [0, m), m >= 3."""
+    first = rng.integers(0, m, count)
+    second = rng.integers(0, m - 1, count)
+    second += second >= first
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    third = rng.integers(0, m - 2, count)
+    third += third >= low
+    third += third >= high
+    return np.stack([first, second, third], 1)
 
 
 def relative_residuals(src, dst, scale, rot, trans) -> np.ndarray:
@@ -60,11 +78,13 @@ def sim3_ransac(
     m = src.shape[0]
     if m < 3:
         raise ValueError(f"a similarity fit needs at least 3 point pairs, got {m}")
-    samples = np.argsort(rng.random((iters, m)), axis=1)[:, :3]  # (iters, 3) distinct indices per row
+    samples = _distinct_triples(m, iters, rng)
     s, R, t = fit_similarity_batch(src[samples], dst[samples], np.ones(samples.shape))
-    res = relative_residuals(src, dst, s, R, t)
-    best = int(np.argmax((res < thr).sum(1)))
-    res = res[best]
+    # hypotheses are scored on at most SCORE_POINTS random correspondences (the refits below use all)
+    scored = np.sort(rng.choice(m, SCORE_POINTS, replace=False)) if m > SCORE_POINTS else slice(None)
+    best = int(np.argmax((relative_residuals(src[scored], dst[scored], s, R, t) < thr).sum(1)))
+    s, R, t = s[best : best + 1], R[best : best + 1], t[best : best + 1]
+    res = relative_residuals(src, dst, s, R, t)[0]
     inl = res < thr
     for _ in range(refits):
         if inl.sum() < 3:
