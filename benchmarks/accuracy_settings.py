@@ -75,6 +75,7 @@ SETTINGS: dict[str, Callable[[ReconstructConf], ReconstructConf]] = {
     "tol-3e-4": lambda c: _reproj(c, tolerance=3e-4),
     "tol-1e-3": lambda c: _reproj(c, tolerance=1e-3),
     "coarse-outlier-0.1": lambda c: _coarse(c, outlier_threshold=0.1),
+    "coarse-tol-1e-4": lambda c: _coarse(c, tolerance=1e-4),
     "coarse-outlier-0.5": lambda c: _coarse(c, outlier_threshold=0.5),
     "no-coarse": lambda c: _align(c, coarse_enabled=False),
     "no-rotavg": lambda c: _align(c, rotation_averaging=False),
