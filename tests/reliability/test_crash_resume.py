@@ -90,10 +90,25 @@ _EVERY_UNIT = (
 )
 
 
-def _start(photos: Path, out: Path, args: tuple[str, ...], every_unit: bool = False) -> subprocess.Popen:
+# The alignment of the slow tests' four photos takes ~0.4 s, shorter than their random kill delay (up to 1 s)
+# after the kill point's log line: the killed run waits 1.5 s before its coarse step and before its 2D
+# refinement (the results are the same), so that the kill lands inside the alignment on any machine.
+_SLOW_ALIGNMENT = (
+    "import time, sfm3r.sfm.align.coarse_alignment as ca, sfm3r.sfm.align.reprojection_refinement as rr; "
+    "_c, _r = ca.coarse_align, rr.refine_reprojection; "
+    "ca.coarse_align = lambda *a, **kw: (time.sleep(1.5), _c(*a, **kw))[1]; "
+    "rr.refine_reprojection = lambda *a, **kw: (time.sleep(1.5), _r(*a, **kw))[1]; "
+)
+
+
+def _start(
+    photos: Path, out: Path, args: tuple[str, ...], every_unit: bool = False, slow_alignment: bool = False
+) -> subprocess.Popen:
     command = cli_command()
     if every_unit:
         command[-1] = _EVERY_UNIT + command[-1]
+    if slow_alignment:
+        command[-1] = _SLOW_ALIGNMENT + command[-1]
     return subprocess.Popen(
         [*command, "reconstruct", str(photos), str(out), *args],
         env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -185,7 +200,7 @@ def test_kill_at_random_points_then_resume(full_photos, full_reference, tmp_path
             break  # the first kill came after the alignment was cached: a rerun aligns nothing to interrupt
         event = re.compile(rng.choice(_KILL_AFTER[stage]))
         before = len(event.findall(_log(out)))
-        process = _start(full_photos, out, FULL_ARGS)
+        process = _start(full_photos, out, FULL_ARGS, slow_alignment=stage == "alignment")
         try:
             _wait_for(process, lambda: len(event.findall(_log(out))) > before)
             time.sleep(rng.uniform(0.0, 1.0))
