@@ -151,12 +151,12 @@ try:
     main()
 except SystemExit as exit:
     code = exit.code
-heavy = ("torch", "roma", "faiss", "asmk", "matplotlib")
+heavy = ("torch", "roma", "faiss", "asmk", "matplotlib", "scipy.optimize", "scipy.sparse")  # ~1.5 s, ~0.2, 0.15 s
 print(json.dumps({"exit": code, "loaded": [name for name in heavy if name in sys.modules]}))
 """
 
 
-def test_rerun_of_a_finished_run_imports_no_torch_and_computes_nothing(photos, full_run, tmp_path):
+def test_rerun_of_a_finished_run_imports_no_torch_or_scipy_and_computes_nothing(photos, full_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(full_run, out)
     args = ["reconstruct", str(photos), str(out), "--quiet"]

@@ -31,8 +31,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from sfm3r.errors import InputError
 from sfm3r.types import PairResult
@@ -176,7 +174,9 @@ def _collect_edges(pair_results, index, verified_only, min_conf):
 
 def _components(ea: np.ndarray, eb: np.ndarray, num_nodes: int) -> np.ndarray:
     """(num_nodes,) int64 connected-component label of every node (isolated nodes get their own)."""
-    graph = sp.coo_matrix((np.ones(ea.size, np.int8), (ea, eb)), shape=(num_nodes, num_nodes)).tocsr()
+    from scipy.sparse import coo_matrix  # here, not at import: a cached rerun never loads scipy.sparse
+    from scipy.sparse.csgraph import connected_components
+    graph = coo_matrix((np.ones(ea.size, np.int8), (ea, eb)), shape=(num_nodes, num_nodes)).tocsr()
     _, labels = connected_components(graph, directed=True, connection="weak")
     return labels.astype(np.int64)
 
@@ -202,6 +202,7 @@ def _distinct(x: np.ndarray) -> np.ndarray:
 
 def _strong_edges(ea: np.ndarray, eb: np.ndarray, num_nodes: int) -> np.ndarray:
     """(E,) bool: the edge closes at least one triangle (a common neighbour of both ends)."""
+    import scipy.sparse as sp  # here: see _components
     if ea.size == 0:
         return np.zeros(0, bool)
     adj = sp.coo_matrix((np.ones(2 * ea.size, np.float32), (np.r_[ea, eb], np.r_[eb, ea])),
@@ -242,6 +243,7 @@ def _merge_groups(wa, wb, wc, out, node_image) -> np.ndarray:
     Group links whose image sets overlap are rejected. Where the remaining links still chain into a
     conflict, links are added greedily by total confidence (a short Python union-find over those groups).
     """
+    import scipy.sparse as sp  # here: see _components
     use = (out[wa] >= 0) & (out[wb] >= 0) & (out[wa] != out[wb])
     if not use.any():
         return out

@@ -50,7 +50,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares, minimize_scalar
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +168,7 @@ def estimate_focal(
     The principal point is taken at (width / 2, height / 2). Non-finite or rank-deficient (all-zero)
     matrices are ignored. See the module doc for the cost and when the estimate is refused.
     """
+    from scipy.optimize import minimize_scalar  # here, not at import: a cached rerun never loads scipy.optimize
     F = np.asarray(fundamentals, np.float64).reshape(-1, 3, 3)
     w = np.ones(len(F)) if weights is None else np.asarray(weights, np.float64).ravel()
     if len(w) != len(F):
@@ -307,6 +307,7 @@ def estimate_camera_focals(
     range. Refused cameras still take part (as free unknowns) in the estimates of the others. Pairs between
     two known cameras and non-finite or all-zero matrices are ignored.
     """
+    from scipy.optimize import least_squares, minimize_scalar  # here: see estimate_focal
     F = np.asarray(fundamentals, np.float64).reshape(-1, 3, 3)
     cams = np.asarray(pair_cameras, np.int64).reshape(-1, 2)
     sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
