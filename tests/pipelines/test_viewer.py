@@ -91,24 +91,29 @@ def test_page_loads_in_headless_chromium(served, tmp_path):
     server, view = served
     clients = []
     server.on_client_connect(lambda client: clients.append(client.client_id))
-    shot = tmp_path / "viewer.png"  # kept under pytest's tmp folder for a look
-    command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,800",
-        "--virtual-time-budget=15000", f"http://127.0.0.1:{server.get_port()}",
-    ]  # fmt: skip
-    subprocess.run(command, capture_output=True, timeout=180, check=False)
-    assert clients, "the page never opened its websocket to the viewer"
-    image = np.asarray(Image.open(shot).convert("RGB")).astype(np.int32)
-    assert image.shape[:2] == (800, 1280)
-    # the 3D view (left of the panel) is not blank: many non-white pixels, of several colours
-    scene_area = image[150:750, 300:900]
-    drawn = (scene_area < 235).any(axis=2)
+    # Headless Chromium sometimes takes its screenshot before the camera frustums arrive over the websocket
+    # (1 run in ~6 of the CI suite on 2026-12-07: the points drawn, 0 red pixels): a second page load decides.
+    for attempt in range(2):
+        shot = tmp_path / f"viewer_{attempt}.png"  # kept under pytest's tmp folder for a look
+        command = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
+            "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path / f'profile_{attempt}'}", f"--screenshot={shot}",
+            "--window-size=1280,800", "--virtual-time-budget=15000", f"http://127.0.0.1:{server.get_port()}",
+        ]  # fmt: skip
+        subprocess.run(command, capture_output=True, timeout=180, check=False)
+        assert clients, "the page never opened its websocket to the viewer"
+        image = np.asarray(Image.open(shot).convert("RGB")).astype(np.int32)
+        assert image.shape[:2] == (800, 1280)
+        # the 3D view (left of the panel) is not blank: many non-white pixels, of several colours
+        scene_area = image[150:750, 300:900]
+        drawn = (scene_area < 235).any(axis=2)
+        r, g, b = scene_area[..., 0], scene_area[..., 1], scene_area[..., 2]
+        reds = (r > g + 60) & (r > b + 60)  # the red camera frustums
+        if drawn.mean() > 0.002 and reds.sum() > 200:
+            break
     assert drawn.mean() > 0.002, f"only {drawn.mean():.2%} of the scene area is drawn"
-    r, g, b = scene_area[..., 0], scene_area[..., 1], scene_area[..., 2]
-    reds = (r > g + 60) & (r > b + 60)
-    assert reds.sum() > 200, f"{reds.sum()} red pixels"  # the red camera frustums
+    assert reds.sum() > 200, f"{reds.sum()} red pixels"
 
 
 def test_view_command_prints_the_url_and_stops_on_ctrl_c(run_folder):
