@@ -231,3 +231,18 @@ def test_graph_report_counts():
     assert (report.degree_min, report.degree_max) == (2, 4)
     assert report.degree_mean == pytest.approx(2 * 17 / 10)
     assert report.pairs_by_source == {"swin": 17}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_components_agree_with_networkx_and_are_numbered_by_lowest_image(seed):
+    rng = np.random.default_rng(seed)
+    n = 40
+    pairs = [tuple(int(v) for v in rng.choice(n, 2, replace=False)) for _ in range(25)]
+    label = sg._components(n, pairs)
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(pairs)
+    expected = sorted(nx.connected_components(g), key=min)
+    assert label.shape == (n,) and label.dtype == np.int64
+    assert [set(np.flatnonzero(label == c).tolist()) for c in range(label.max() + 1)] == expected
+    assert sg._components(0, []).shape == (0,)

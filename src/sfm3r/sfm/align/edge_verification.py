@@ -14,7 +14,6 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 
 from sfm3r.sfm.geometry.ransac import sim3_ransac
@@ -99,6 +98,8 @@ def verify_edges(
     Images in ``image_names`` without a verified edge, or outside the largest component, are reported in
     ``other_components``. Ties between equally large components go to the one with more inliers.
     """
+    import networkx as nx  # here, not at the top: a cached rerun imports this module but never verifies (~0.1 s)
+
     rng = np.random.default_rng(conf.seed)
     known = set(image_names)
     graph = nx.Graph()

@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.edge_verification import VerifiedEdge
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ def project_so3(m: np.ndarray) -> np.ndarray:
 
 
 def _tree_centre(tree: nx.Graph) -> int:
+    import networkx as nx
+
     a = next(iter(tree.nodes))
     far = lambda s: max(nx.single_source_shortest_path_length(tree, s).items(), key=lambda kv: kv[1])[0]  # noqa: E731
     a = far(a)
@@ -97,6 +102,8 @@ def initial_poses(
     canon: CanonicalData, edges: Sequence[VerifiedEdge], average_rotations: bool = True
 ) -> InitialPoses:
     """Poses of all images of `canon` from the verified edges (the edge graph must be connected)."""
+    import networkx as nx  # here, not at the top: a cached rerun imports this module but never aligns (~0.1 s)
+
     N = len(canon.image_names)
     g = nx.Graph()
     g.add_nodes_from(range(N))

@@ -36,7 +36,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 
 from sfm3r.errors import InputError
@@ -266,15 +265,39 @@ def make_pairs(names: Sequence[str], graph: str, similarity: np.ndarray | None =
     return _to_pairs(names, chosen, sym)
 
 
+class _UnionFind:
+    """Disjoint sets over 0..n-1 whose root is always the set's lowest member (the lower root wins a union).
+
+    Used instead of networkx: every run, a cached rerun included, checks its graph's connectivity, and
+    importing networkx alone costs ~0.1 s.
+    """
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, a: int) -> int:
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]  # path halving
+            a = parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> bool:
+        """Join the sets of a and b; False when they were already one."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        self.parent[max(ra, rb)] = min(ra, rb)
+        return True
+
+
 def _components(n: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
     """(N,) int64 component label of each image, components numbered by their lowest image index."""
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from(pairs)
-    label = np.empty(n, np.int64)
-    for c, comp in enumerate(sorted(nx.connected_components(g), key=min)):
-        label[list(comp)] = c
-    return label
+    sets = _UnionFind(n)
+    for i, j in pairs:
+        sets.union(int(i), int(j))
+    roots = np.array([sets.find(a) for a in range(n)], np.int64)
+    return np.unique(roots, return_inverse=True)[1].astype(np.int64).reshape(n)
 
 
 def _bridge_candidates(label: np.ndarray, sym: np.ndarray | None) -> list[tuple[float, int, int]]:
@@ -331,22 +354,13 @@ def ensure_connected(
     if n == 0 or label.max() == 0:
         return pairs, ()
     num_components = int(label.max()) + 1
-    parent = list(range(num_components))
-
-    def find(c: int) -> int:
-        while parent[c] != c:
-            parent[c] = parent[parent[c]]
-            c = parent[c]
-        return c
-
+    merged = _UnionFind(num_components)
     added: list[tuple[int, int]] = []
     remaining = num_components
     while remaining > 1:
-        current = np.array([find(int(c)) for c in label])
+        current = np.array([merged.find(int(c)) for c in label])
         for _, i, j in sorted(_bridge_candidates(current, sym), key=_rank):
-            a, b = find(int(label[i])), find(int(label[j]))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+            if merged.union(int(label[i]), int(label[j])):
                 added.append((i, j))
                 remaining -= 1
     chosen = {(index[a], index[b]): src for (a, b), src in zip(pairs.pairs, pairs.sources)}
