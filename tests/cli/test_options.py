@@ -96,18 +96,24 @@ def test_processes_one_matches_without_worker_processes(two_photos, tmp_path, mo
     assert json.loads((out / "run.json").read_text())["config"]["processes"] == 1
 
 
-def test_a_first_run_loads_the_torch_steps_while_sift_runs_and_a_rerun_or_match_does_not(two_photos, tmp_path, monkeypatch):
-    """torch (~1-2 s to import) loads in a background thread during a first run's SIFT, only when the run
-    goes on to the alignment and has features to extract (a rerun of a finished run must not import it)."""
+def test_a_first_run_loads_the_alignment_steps_while_sift_runs_and_a_rerun_or_match_does_not(two_photos, tmp_path, monkeypatch):
+    """The alignment's steps (scipy) load in a background thread during a first run's SIFT, and torch (~1-2 s to
+    import) with them only when the alignment is predicted to run on torch; only when the run goes on to the
+    alignment and has features to extract (a rerun of a finished run must not import them)."""
     from sfm3r.pipelines import reconstruct as module
 
-    loaded = []
-    monkeypatch.setattr(module, "load_torch_steps", lambda: loaded.append(True))
+    loaded, asked = [], []
+    monkeypatch.setattr(module, "load_alignment_steps", lambda with_torch: loaded.append(with_torch))
+    out = tmp_path / "small"  # three pairs: the alignment runs on numpy, torch is not preloaded
+    assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
+    assert loaded == [False]
+    monkeypatch.setattr(module, "needs_torch", lambda num_pairs, device: asked.append(num_pairs) or True)
+    loaded.clear()
     result = CliRunner().invoke(cli, ["match", str(two_photos), str(tmp_path / "m"), "-q"])
     assert result.exit_code == 0, result.output
     assert loaded == []  # stops before the alignment
     out = tmp_path / "a"
     assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
-    assert loaded == [True]
+    assert loaded == [True] and asked == [3]  # three photos, complete graph
     assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
     assert loaded == [True]  # every feature cached: nothing preloaded

@@ -11,13 +11,15 @@ import itertools
 
 import numpy as np
 import pytest
-from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
 import torch
 
 from alignment_synthetic import make_scene, project
-from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.block_lm import image_graph_fill
+from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.reprojection_refinement import ReprojectionConf, ReprojectionProblem, refine_reprojection
+from sfm3r.sfm.geometry import arrays as backends
+from sfm3r.sfm.geometry.arrays import Arrays
+from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
 
 
 def _tiny_problem(seed: int = 0):
@@ -49,7 +51,7 @@ def _tiny_problem(seed: int = 0):
         edge_i=np.array(ei), edge_j=np.array(ej), edge_scale_i=np.ones(len(ei)), edge_scale_j=np.ones(len(ei)),
         match_edge=np.array(me), match_a=np.array(ma), match_b=np.array(mb), match_conf=rng.uniform(0.5, 1.0, K),
     )
-    noise = rotvec_to_rotmat(torch.as_tensor(0.01 * rng.normal(size=(N, 3)))).numpy()
+    noise = rotvec_to_rotmat(0.01 * rng.normal(size=(N, 3)))
     rotations = noise @ scene.rotations
     centres = np.stack([-R.T @ t for R, t in zip(scene.rotations, scene.translations, strict=True)])
     centres = centres + 0.03 * rng.normal(size=centres.shape)
@@ -66,20 +68,27 @@ def _tiny_problem(seed: int = 0):
         ([0, 1, 2, 3, 4, 5], [2]),  # a camera per image, one focal known (principal points fixed)
     ],
 )
-def test_camera_system_and_step_match_the_dense_jacobian(groups, fixed):
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_camera_system_and_step_match_the_dense_jacobian(groups, fixed, backend):
+    """The system of each array backend against the dense Jacobian (autograd, always on torch)."""
     torch.set_num_threads(1)
     canon, rotations, centres, depths, focal, pp = _tiny_problem()
     N, A = len(canon.image_names), canon.anchor_depth.size
     fixed_focal = np.isin(np.arange(N), fixed)
     keep = np.ones(canon.match_a.size, bool)
     keep[::7] = False  # some matches unused
-    prob = ReprojectionProblem(canon, keep, np.array(groups), fixed_focal, 1, ReprojectionConf())
-    entries_per_anchor = np.bincount(prob.ent_anchor[:-1].numpy(), minlength=A)
+    arrays = Arrays(np) if backend == "numpy" else Arrays(torch, torch.device("cpu"))
+    tested = ReprojectionProblem(canon, keep, np.array(groups), fixed_focal, 1, ReprojectionConf(), arrays)
+    prob = ReprojectionProblem(canon, keep, np.array(groups), fixed_focal, 1, ReprojectionConf(),
+                               Arrays(torch, torch.device("cpu")))
+    entries_per_anchor = np.bincount(Arrays.to_numpy(prob.ent_anchor[:-1]), minlength=A)
     assert entries_per_anchor.max() >= 4  # anchors seen by several images: the general Schur path
     prm = prob.initial_params(rotations, centres, depths, focal, pp)
     r, _ = prob.residuals(prm)
     delta2 = 2.0**2
-    system = prob.system(prm, r, delta2)
+    tested_prm = tested.initial_params(rotations, centres, depths, focal, pp)
+    system = tested.system(tested_prm, tested.residuals(tested_prm)[0], delta2)
+    assert isinstance(system.h, np.ndarray if backend == "numpy" else torch.Tensor)
 
     ncol = prob.ncol
 
@@ -110,8 +119,8 @@ def test_camera_system_and_step_match_the_dense_jacobian(groups, fixed):
     close(system.g, g)
     close(system.E.toarray(), E)
     close(system.e, e)
-    close(system.h[prob.free_d], h)
-    close(system.g_d[prob.free_d], gd)
+    close(Arrays.to_numpy(system.h)[prob.free_d], h)
+    close(Arrays.to_numpy(system.g_d)[prob.free_d], gd)
 
     # the damped step equals the dense solve of the full (cameras + depths) damped system
     mu = 1e-3
@@ -122,11 +131,12 @@ def test_camera_system_and_step_match_the_dense_jacobian(groups, fixed):
     M[F:, F:] = torch.diag(h * (1 + mu) + 1e-12)
     dense = torch.linalg.solve(M, -torch.cat([g, gd]))
     for dense_solve in (False, True):  # sparse LU, dense Cholesky (chosen by the predicted fill-in)
-        prob.dense_solve = dense_solve
-        full_c, full_d = prob.solve(system, mu)
+        tested.dense_solve = dense_solve
+        full_c, full_d = tested.solve(system, mu)
+        full_d = Arrays.to_numpy(full_d)
         close(full_c[prob.free_c], dense[:F])
         close(full_d[prob.free_d], dense[F:])
-        assert not full_c[~prob.free_c].any() and not full_d[~torch.as_tensor(prob.free_d)].any()
+        assert not full_c[~prob.free_c].any() and not full_d[~prob.free_d].any()
 
 
 def test_dense_factorisation_only_for_graphs_whose_sparse_lu_fills_in():
@@ -190,3 +200,42 @@ def test_refinement_stops_once_no_camera_moves_with_the_cameras_of_a_full_run():
     assert angle.max() < 3e-3  # degrees: the camera steps left are ~1e-5 rad and shrinking
     np.testing.assert_allclose(early.centres, full.centres, atol=1e-4 * np.median(depths))
     np.testing.assert_allclose(early.focal, full.focal, rtol=1e-4)
+
+
+def test_numpy_and_torch_refinements_agree(monkeypatch):
+    """The backend is chosen by size (NUMPY_MAX_MATCHES); both give the same refinement to float rounding."""
+    torch.set_num_threads(1)
+    canon, rotations, centres, depths, focal, pp = _tiny_problem(seed=1)
+    keep = np.ones(canon.match_a.size, bool)
+    N = len(canon.image_names)
+    args = (canon, rotations, centres, depths, focal, pp, keep, np.zeros(N, bool), 0, ReprojectionConf())
+    on_numpy = refine_reprojection(*args, groups=np.zeros(N, np.int64))
+    monkeypatch.setattr(backends, "NUMPY_MAX_MATCHES", 0)  # every problem on torch
+    on_torch = refine_reprojection(*args, groups=np.zeros(N, np.int64))
+    assert len(on_numpy.cost_history) == len(on_torch.cost_history)
+    np.testing.assert_allclose(on_numpy.cost_history, on_torch.cost_history, rtol=1e-9)
+    np.testing.assert_allclose(on_numpy.rotations, on_torch.rotations, atol=1e-10)
+    np.testing.assert_allclose(on_numpy.centres, on_torch.centres, atol=1e-10 * np.median(depths))
+    np.testing.assert_allclose(on_numpy.depths, on_torch.depths, rtol=1e-9)
+    np.testing.assert_allclose(on_numpy.focal, on_torch.focal, rtol=1e-10)
+    assert (on_numpy.inlier_matches == on_torch.inlier_matches).all()
+
+
+def test_numpy_and_torch_coarse_alignments_agree(monkeypatch):
+    """The coarse 3D alignment (which starts the refinement above) on both backends: one result, lower cost."""
+    from sfm3r.sfm.align.coarse_alignment import coarse_align
+    from sfm3r.sfm.align.step_confs import CoarseConf
+
+    torch.set_num_threads(1)
+    canon, rotations, centres, depths, focal, pp = _tiny_problem(seed=3)
+    N = len(canon.image_names)
+    args = (canon, rotations, centres, np.ones(N), focal, pp, 0, CoarseConf())
+    on_numpy = coarse_align(*args)
+    monkeypatch.setattr(backends, "NUMPY_MAX_MATCHES", 0)
+    on_torch = coarse_align(*args)
+    assert on_numpy.cost_history[-1] < 0.7 * on_numpy.cost_history[0]  # the 2 % depth noise stays
+    np.testing.assert_allclose(on_numpy.cost_history, on_torch.cost_history, rtol=1e-9)
+    np.testing.assert_allclose(on_numpy.rotations, on_torch.rotations, atol=1e-10)
+    np.testing.assert_allclose(on_numpy.centres, on_torch.centres, atol=1e-10 * np.median(depths))
+    np.testing.assert_allclose(on_numpy.scales, on_torch.scales, rtol=1e-9)
+    assert (on_numpy.inlier_matches == on_torch.inlier_matches).all()

@@ -49,7 +49,7 @@ from sfm3r.pipelines.pairs import select_pairs, sift_similarity
 from sfm3r.pipelines.process_pool import WorkerPool
 from sfm3r.pipelines.run_folder import RunFolder, check_separate_from_inputs, prepare_run_folder, write_json_atomic
 from sfm3r.pipelines.validation import validate_options
-from sfm3r.sfm.align.alignment import alignment_steps, load_torch_steps
+from sfm3r.sfm.align.alignment import alignment_steps, load_alignment_steps, needs_torch
 from sfm3r.sfm.align.edge_verification import component_links
 from sfm3r.types import ImageInfo, PairResult, Scene
 
@@ -312,19 +312,23 @@ def _reconstruct(
         ]  # fmt: skip
 
     features: dict = {}
+    num_pairs: list[int] = []  # the scene graph's pair count, once known (a retrieval graph needs SIFT first)
 
     def sift_features() -> dict:
         """SIFT features of every image (classic backend, weight-free retrieval), extracted once."""
         if not features:
             features_progress = progress
             missing = features_to_extract(images, conf.sift, run.cache_dir)
+            expected_pairs = num_pairs[0] if num_pairs else len(images) * (len(images) - 1) // 2  # at most
             if stop_after in (Stage.ALIGN, Stage.EXPORT) and missing and pool is not None and pool.size > 1:
-                # A first run: torch (the alignment's steps, ~1.7 s of CPU to import) loads in this process
-                # while the workers extract SIFT, once the first image is done (herzjesu: alignment -1.3 s,
-                # SIFT +0.7 s). Started with the workers, it doubled the SIFT time (their start-up and the
-                # import competing); in a single process it would only wait for the GIL.
+                # A first run: the alignment's steps (scipy's solvers, ~0.3 s) load in this process while the
+                # workers extract SIFT, once the first image is done, and torch too (~1.7 s of CPU) when the
+                # scene is large enough for the alignment to run on it (a small one runs on numpy; fountain:
+                # alignment -1.3 s, SIFT +0.7 s). Started with the workers, it doubled the SIFT time (their
+                # start-up and the import competing); in a single process it would only wait for the GIL.
+                with_torch = needs_torch(expected_pairs, device)
                 first_extracted = threading.Event()
-                _in_background(lambda: first_extracted.wait(timeout=600) and load_torch_steps())
+                _in_background(lambda: first_extracted.wait(timeout=600) and load_alignment_steps(with_torch))
 
                 def features_progress(stage: str, done: int, total: int) -> None:
                     if done > total - missing:
@@ -353,6 +357,7 @@ def _reconstruct(
 
     with _timed(timings, "pairs", progress):  # SIFT runs here only when a retrieval graph needs the similarity
         pairs, graph_report = select_pairs(images, conf, similarity=similarity)
+        num_pairs.append(len(pairs))
         run.claim(run.root / "pairs.txt")
         _write_pairs_txt(run.root / "pairs.txt", pairs)
     result.counts["pairs"] = {

@@ -19,8 +19,8 @@ Stages (each its own module):
 Default refinement = (a) "reprojection": measured best on real data (classic backend, full pipeline, AUC@3
 fountain / herzjesu / temple ring: (a) 96.98 / 98.20 / 91.73, (b) "ba" 88.61 / 91.03 / 69.53 (its principal
 point stays centred), (a)+(b) 96.99 / 98.32 / 89.97; benchmarks/README.md §1); on synthetic scenes with a
-centred principal point (b) is marginally more accurate. Note: on a shared 2-core machine torch runs these small batched ops
-~20x faster with ``torch.set_num_threads(1)`` (the caller's choice; the library sets no global flags).
+centred principal point (b) is marginally more accurate. Steps 4 and 5 run on numpy for small problems on the CPU
+and on torch otherwise (``sfm.geometry.arrays``): torch's import costs as much as a small scene's whole alignment.
 
 Intrinsics: known cameras (fixed, or as a starting point with ``known_intrinsics="prior"``) > EXIF prior >
 the backend's focal (Weiszfeld fit of its pointmaps) > ``default_focal_factor``·max(W, H). Principal
@@ -58,6 +58,7 @@ from sfm3r.sfm.align.lens_selection import lens_name, select_lens
 from sfm3r.sfm.align.pose_init import initial_poses
 from sfm3r.sfm.align.step_confs import CoarseConf, ReprojectionConf
 from sfm3r.sfm.align.tracks import build_tracks
+from sfm3r.sfm.geometry.arrays import NUMPY_MAX_MATCHES
 from sfm3r.types import Camera, ImageInfo, PairResult, Scene
 
 logger = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def _scene_from_anchors(
     info: dict,
 ) -> Scene:
     """One point per kept match (mean of its two anchors' world points), observed in both images."""
-    from sfm3r.sfm.align.coarse_alignment import anchor_rays  # a torch step's module (see align_scene)
+    from sfm3r.sfm.align.coarse_alignment import anchor_rays
 
     X = rotations.transpose(0, 2, 1)[canon.anchor_image] @ (anchor_rays(canon, focal, pp) * depth[:, None])[..., None]
     X = X[..., 0] + centres[canon.anchor_image]
@@ -282,10 +283,24 @@ def alignment_steps(conf: AlignConf) -> tuple[str, ...]:
     return tuple(steps)
 
 
-def load_torch_steps() -> None:
-    """Import the alignment's torch steps now (torch takes ~1-2 s to import): a pipeline may call this in a
-    background thread while other work runs, so that the alignment does not wait for it."""
-    for module in ("sfm3r.sfm.align.coarse_alignment", "sfm3r.sfm.align.reprojection_refinement"):
+# Verified matches per image pair that predict a problem's size before matching (Strecha sets, 1,024 px:
+# 1,100-1,300): see needs_torch.
+EXPECTED_MATCHES_PER_PAIR = 1_000
+
+
+def needs_torch(num_pairs: int, device: str = "cpu") -> bool:
+    """Whether an alignment of `num_pairs` image pairs will likely run on torch (geometry.arrays), predicted
+    from the pair count before any matching: a pipeline may then import torch (~1.5 s of CPU) in the
+    background while other work runs (load_alignment_steps). A wrong guess costs time only: the backend is chosen by the actual size."""
+    return str(device) != "cpu" or num_pairs * EXPECTED_MATCHES_PER_PAIR > NUMPY_MAX_MATCHES
+
+
+def load_alignment_steps(with_torch: bool) -> None:
+    """Import the alignment's graph library and least-squares steps now (networkx and scipy's solvers, ~0.5 s of
+    CPU) and, `with_torch`, torch (~1.5 s of CPU): a pipeline may call this in a background thread while other
+    work runs, so that the alignment does not wait for them."""
+    modules = ["networkx", "sfm3r.sfm.align.coarse_alignment", "sfm3r.sfm.align.reprojection_refinement"]
+    for module in ["torch", *modules] if with_torch else modules:
         importlib.import_module(module)
 
 
@@ -302,7 +317,7 @@ def align_scene(
     Images outside the largest verified component are listed in ``Scene.unregistered``. Raises
     ReconstructionError when fewer than two images can be placed.
     """
-    # the torch steps load here, not at import: building an AlignConf (a cached rerun) must not import torch
+    # the steps load here, not at import: building an AlignConf (a cached rerun) imports nothing it does not need
     from sfm3r.sfm.align.coarse_alignment import coarse_align
     from sfm3r.sfm.align.reprojection_refinement import refine_reprojection
 

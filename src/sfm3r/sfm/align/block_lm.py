@@ -1,8 +1,8 @@
 """A small block-sparse Levenberg–Marquardt step shared by the coarse and the reprojection stages.
 
 Residuals come in groups of `d` rows; each group depends on two parameter blocks of size `p` (the two images
-of a match). Per-group Jacobian blocks (K, d, p) are reduced per unique block pair with ``index_add_`` into
-the blocks of JᵀWJ, which is assembled as a scipy sparse matrix and solved with a sparse LU. Memory is
+of a match). Per-group Jacobian blocks (K, d, p), numpy or torch (geometry.arrays), are reduced per unique
+block pair by scatter-adds into the blocks of JᵀWJ, which is assembled as a scipy sparse matrix and solved with a sparse LU. Memory is
 O(K·d·p) for the Jacobians plus O((N + E)·p²) for the normal equations: no dense N×N matrix.
 """
 
@@ -12,49 +12,42 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-import torch
 
-
-def add_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
-    """target[index[k]] += rows[k] for (K, ...) rows into a contiguous (P, ...) target, in place.
-
-    index_add_ on the flattened 2-D views: on the CPU it is ~4x faster than on (P, 18, 18) blocks
-    (5.4 vs 23 ms for 4,096 blocks into 300, 2 threads), the same sums.
-    """
-    target.view(target.shape[0], -1).index_add_(0, index, rows.reshape(rows.shape[0], -1))
+from sfm3r.sfm.geometry.arrays import Array, arrays_like
 
 
 def normal_equations(
-    J_a: torch.Tensor,  # (K, d, p) Jacobian w.r.t. block a of each group
-    J_b: torch.Tensor,  # (K, d, p) Jacobian w.r.t. block b
-    r: torch.Tensor,  # (K, d) residuals
-    w: torch.Tensor,  # (K,) weights (confidence × robust IRLS weight)
-    block_a: torch.Tensor,  # (K,) int64 parameter block index
-    block_b: torch.Tensor,  # (K,) int64
-    pair_id: torch.Tensor,  # (K,) int64 id of the unordered (a, b) block pair, in [0, P)
+    J_a: Array,  # (K, d, p) Jacobian w.r.t. block a of each group (numpy or torch, as all arrays here)
+    J_b: Array,  # (K, d, p) Jacobian w.r.t. block b
+    r: Array,  # (K, d) residuals
+    w: Array,  # (K,) weights (confidence × robust IRLS weight)
+    block_a: Array,  # (K,) int64 parameter block index
+    block_b: Array,  # (K,) int64
+    pair_id: Array,  # (K,) int64 id of the unordered (a, b) block pair, in [0, P)
     pair_ab: np.ndarray,  # (P, 2) int64 the blocks of each pair id
     num_blocks: int,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """JᵀWJ (num_blocks·p square, sparse) and JᵀWr (num_blocks·p,)."""
+    arrays = arrays_like(r)
     p = J_a.shape[-1]
     wa = J_a * w[:, None, None]
     wb = J_b * w[:, None, None]
-    H_aa = torch.zeros(num_blocks, p, p, dtype=r.dtype, device=r.device)
-    add_rows(H_aa, block_a, wa.transpose(1, 2) @ J_a)
-    add_rows(H_aa, block_b, wb.transpose(1, 2) @ J_b)
+    H_aa = arrays.zeros(num_blocks, p, p)
+    arrays.index_add(H_aa, block_a, wa.mT @ J_a)
+    arrays.index_add(H_aa, block_b, wb.mT @ J_b)
     P = pair_ab.shape[0]
-    H_ab = torch.zeros(P, p, p, dtype=r.dtype, device=r.device)
-    add_rows(H_ab, pair_id, wa.transpose(1, 2) @ J_b)
-    g = torch.zeros(num_blocks, p, dtype=r.dtype, device=r.device)
-    g.index_add_(0, block_a, (wa.transpose(1, 2) @ r[..., None])[..., 0])
-    g.index_add_(0, block_b, (wb.transpose(1, 2) @ r[..., None])[..., 0])
+    H_ab = arrays.zeros(P, p, p)
+    arrays.index_add(H_ab, pair_id, wa.mT @ J_b)
+    g = arrays.zeros(num_blocks, p)
+    arrays.index_add(g, block_a, (wa.mT @ r[..., None])[..., 0])
+    arrays.index_add(g, block_b, (wb.mT @ r[..., None])[..., 0])
     ar = np.arange(p)
     rows, cols, vals = [], [], []
     bi = np.arange(num_blocks)
     rows.append((bi[:, None, None] * p + ar[None, :, None]).repeat(p, 2).ravel())
     cols.append((bi[:, None, None] * p + ar[None, None, :]).repeat(p, 1).ravel())
-    vals.append(H_aa.cpu().numpy().ravel())
-    Hab = H_ab.cpu().numpy()
+    vals.append(arrays.to_numpy(H_aa).ravel())
+    Hab = arrays.to_numpy(H_ab)
     a, b = pair_ab[:, 0], pair_ab[:, 1]
     ra = (a[:, None, None] * p + ar[None, :, None]).repeat(p, 2)
     cb = (b[:, None, None] * p + ar[None, None, :]).repeat(p, 1)
@@ -63,7 +56,7 @@ def normal_equations(
     vals += [Hab.ravel(), Hab.transpose(0, 2, 1).ravel()]
     n = num_blocks * p
     H = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return H, g.cpu().numpy().ravel()
+    return H, arrays.to_numpy(g).ravel()
 
 
 # Predicted fraction of non-zeros in the sparse LU factors above which a dense Cholesky is faster (measured on

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
 from sfm3r.sfm.align.canonical import CanonicalData
-from sfm3r.sfm.align.step_confs import CoarseConf  # its options live apart from torch (step_confs)
+from sfm3r.sfm.align.step_confs import CoarseConf
+from sfm3r.sfm.geometry.arrays import Array, arrays_for, namespace
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
 from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
 
@@ -36,10 +36,10 @@ class CoarseResult:
     cost_history: tuple[float, ...]
 
 
-def skew(v: torch.Tensor) -> torch.Tensor:
-    """(..., 3) -> (..., 3, 3) cross-product matrices."""
-    z = torch.zeros_like(v[..., 0])
-    return torch.stack(
+def skew(v: Array) -> Array:
+    """(..., 3) -> (..., 3, 3) cross-product matrices (numpy or torch, as v)."""
+    z = 0.0 * v[..., 0]
+    return namespace(v).stack(
         [z, -v[..., 2], v[..., 1], v[..., 2], z, -v[..., 0], -v[..., 1], v[..., 0], z], -1
     ).reshape(*v.shape, 3)
 
@@ -60,51 +60,55 @@ def coarse_align(
     pp: np.ndarray,  # (N, 2)
     root: int,
     conf: CoarseConf,
-    device: str | torch.device = "cpu",
+    device: str = "cpu",  # "cpu", or a torch device (e.g. "cuda")
     on_iteration: Callable[[int, int, float], None] | None = None,  # (iteration, max_iters, cost) per step
 ) -> CoarseResult:
-    """Refine poses and per-image scales on the 3D matching objective."""
-    dt = torch.float64
+    """Refine poses and per-image scales on the 3D matching objective.
+
+    On the CPU a problem of at most NUMPY_MAX_MATCHES matches runs on numpy, a larger one on torch
+    (geometry.arrays).
+    """
+    arrays = arrays_for(device, canon.match_a.size)
+    xp, asarray = arrays.xp, arrays.asarray
     N = len(canon.image_names)
-    p_anchor = torch.as_tensor(anchor_rays(canon, focal, pp) * canon.anchor_depth[:, None], dtype=dt, device=device)
-    ii = torch.as_tensor(canon.edge_i[canon.match_edge], device=device)
-    jj = torch.as_tensor(canon.edge_j[canon.match_edge], device=device)
-    pa = p_anchor[torch.as_tensor(canon.match_a, device=device)]
-    pb = p_anchor[torch.as_tensor(canon.match_b, device=device)]
-    c = torch.as_tensor(canon.match_conf, dtype=dt, device=device)
+    p_anchor = asarray(anchor_rays(canon, focal, pp) * canon.anchor_depth[:, None], xp.float64)
+    ii = asarray(canon.edge_i[canon.match_edge], xp.int64)
+    jj = asarray(canon.edge_j[canon.match_edge], xp.int64)
+    pa = p_anchor[asarray(canon.match_a, xp.int64)]
+    pb = p_anchor[asarray(canon.match_b, xp.int64)]
+    c = asarray(canon.match_conf, xp.float64)
     c = c / c.mean()
     pid_np, pair_ab = pair_ids(canon.edge_i[canon.match_edge], canon.edge_j[canon.match_edge])
-    pid = torch.as_tensor(pid_np, device=device)
-    Q = torch.as_tensor(np.transpose(rotations, (0, 2, 1)), dtype=dt, device=device).contiguous()
-    C = torch.as_tensor(centres, dtype=dt, device=device)
-    L = torch.as_tensor(np.log(scales), dtype=dt, device=device)
+    pid = asarray(pid_np, xp.int64)
+    Q = asarray(np.transpose(rotations, (0, 2, 1)), xp.float64)
+    C = asarray(centres, xp.float64)
+    L = asarray(np.log(scales), xp.float64)
     free = np.ones(N * 7, bool)
     free[root * 7 : root * 7 + 7] = False
     delta2 = conf.robust_scale**2
     dense = 7 * N <= DENSE_MAX_COLUMNS and image_graph_fill(pair_ab, N) > DENSE_FILL
 
     def residuals(Q, C, L):
-        va = torch.exp(L[ii])[:, None] * (Q[ii] @ pa[..., None])[..., 0]
-        vb = torch.exp(L[jj])[:, None] * (Q[jj] @ pb[..., None])[..., 0]
-        sig = 0.5 * (torch.exp(L[ii]) * pa[:, 2] + torch.exp(L[jj]) * pb[:, 2])
+        va = xp.exp(L[ii])[:, None] * (Q[ii] @ pa[..., None])[..., 0]
+        vb = xp.exp(L[jj])[:, None] * (Q[jj] @ pb[..., None])[..., 0]
+        sig = 0.5 * (xp.exp(L[ii]) * pa[:, 2] + xp.exp(L[jj]) * pb[:, 2])
         r = (va + C[ii] - vb - C[jj]) / sig[:, None]
         return r, va / sig[:, None], vb / sig[:, None], sig
 
     def cost(r):
-        return float((c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
+        return float((c * delta2 * xp.log1p((r * r).sum(1) / delta2)).sum())
 
     def linearise(state):
         _, _, _, r, va, vb, sig = state
         w = c / (1 + (r * r).sum(1) / delta2)
-        eye = torch.eye(3, dtype=dt, device=device).expand(r.shape[0], 3, 3)
-        inv_sig = (1 / sig)[:, None, None]
-        Ja = torch.cat([-skew(va), eye * inv_sig, va[..., None]], 2)
-        Jb = -torch.cat([-skew(vb), eye * inv_sig, vb[..., None]], 2)
+        eye_sig = arrays.asarray(np.eye(3), xp.float64) * (1 / sig)[:, None, None]  # (K, 3, 3)
+        Ja = xp.concatenate([-skew(va), eye_sig, va[..., None]], axis=2)
+        Jb = -xp.concatenate([-skew(vb), eye_sig, vb[..., None]], axis=2)
         return normal_equations(Ja, Jb, r, w, ii, jj, pid, pair_ab, N)
 
     def solve(system, mu):
         H, g = system
-        return torch.as_tensor(solve_damped(H, g, mu, free, dense=dense), dtype=dt, device=device).reshape(N, 7)
+        return asarray(solve_damped(H, g, mu, free, dense=dense), xp.float64).reshape(N, 7)
 
     def update(state, d):
         Q, C, L = state[:3]
@@ -118,12 +122,11 @@ def coarse_align(
     Q, C, L, r = out.state[:4]
     history = out.cost_history
     logger.info("coarse alignment: cost %.4g -> %.4g in %d iterations", history[0], history[-1], len(history) - 1)
-    rn = torch.linalg.norm(r, dim=1).cpu().numpy()
-    Qn = Q.cpu().numpy()
+    rn = np.linalg.norm(arrays.to_numpy(r), axis=1)
     return CoarseResult(
-        rotations=np.transpose(Qn, (0, 2, 1)),
-        centres=C.cpu().numpy(),
-        scales=np.exp(L.cpu().numpy()),
+        rotations=np.transpose(arrays.to_numpy(Q), (0, 2, 1)),
+        centres=arrays.to_numpy(C),
+        scales=np.exp(arrays.to_numpy(L)),
         inlier_matches=rn < conf.outlier_threshold,
         cost_history=tuple(history),
     )

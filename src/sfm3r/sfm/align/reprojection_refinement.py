@@ -12,7 +12,7 @@ stay fixed unless ``optimise_pp``.
 Scaling (``ReprojectionProblem``): each residual (2 rows) touches two images and one depth. Every image has
 an extended block of 9 columns (its pose, its group's log focal and principal point); a residual's camera
 Jacobian is 2×18 on its two blocks. The residuals are sorted by image pair and cut into padded segments of
-``_WIDTH``, so that JᵀWJ per pair is one batched matrix product (no per-residual outer products); the depth
+``_WIDTH``, so that JᵀWJ per pair is one matrix product (no per-residual outer products); the depth
 elimination Σ_a v_a v_aᵀ / h_a is accumulated the same way over the pairs of (anchor, image) entries of each
 anchor. The pair blocks are scattered into one sparse matrix on the free columns (shared group columns sum)
 through a plan built once. Time and memory per iteration are linear in the residuals (processed in batches
@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-import torch
 
-from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, add_rows, image_graph_fill
+from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
 from sfm3r.sfm.align.canonical import CanonicalData
-from sfm3r.sfm.align.step_confs import ReprojectionConf  # its options live apart from torch (step_confs)
+from sfm3r.sfm.align.step_confs import ReprojectionConf
+from sfm3r.sfm.geometry.arrays import Array, Arrays, arrays_for
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
 from sfm3r.sfm.geometry.projection import perspective_divide
 from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
@@ -52,7 +53,8 @@ BEHIND_PX = 1e4
 _MIN_DEPTH = 1e-6  # observer-frame depth (world units) at or below which a point is behind
 _MAX_LOG_DEPTH_STEP = 1.0  # largest change of one anchor's log depth per iteration (a factor e)
 _BLOCK = 9  # extended camera block of an image: rotation increment, centre, log focal, principal point (x, y)
-_BATCH = 1 << 16  # residuals (or Schur rows) per batch, a multiple of _WIDTH: bounds the temporaries
+_BATCH = 1 << 16  # residuals (or Schur rows) per batch, a multiple of _WIDTH: bounds the temporaries (torch)
+_NUMPY_BATCH = 1 << 13  # the same on numpy, whose temporaries are faster while they stay in the CPU's cache
 _WIDTH = 16  # items per padded segment of one image pair in the batched products
 # The camera system is factorised densely (Cholesky) when its sparse LU would fill in most of it (retrieval-like
 # graphs: measured at 1,000 images, 6,000 columns, sparse LU 33 s with 97 % fill vs dense Cholesky 3.1 s) and it
@@ -73,13 +75,13 @@ class ReprojectionResult:
 
 @dataclass(frozen=True, eq=False)
 class ReprojectionParams:
-    """Parameters of the 2D refinement: N images, G camera groups, A anchors (float64 tensors)."""
+    """Parameters of the 2D refinement: N images, G camera groups, A anchors (float64 numpy or torch)."""
 
-    Q: torch.Tensor  # (N, 3, 3) world_from_cam rotations
-    C: torch.Tensor  # (N, 3) centres
-    logd: torch.Tensor  # (A,) log anchor depths
-    logf: torch.Tensor  # (G,) log focal of each camera group
-    PP: torch.Tensor  # (N, 2) principal point of each image (that of its group)
+    Q: Array  # (N, 3, 3) world_from_cam rotations
+    C: Array  # (N, 3) centres
+    logd: Array  # (A,) log anchor depths
+    logf: Array  # (G,) log focal of each camera group
+    PP: Array  # (N, 2) principal point of each image (that of its group)
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,9 +97,9 @@ class CameraSystem:
     E: sp.csr_matrix  # (F, F), the sparsity of H
     g: np.ndarray  # (F,)
     e: np.ndarray  # (F,)
-    h: torch.Tensor  # (A,)
-    g_d: torch.Tensor  # (A,)
-    V: torch.Tensor  # (M, 9) v_a on the extended block of each (anchor, image) entry
+    h: Array  # (A,)
+    g_d: Array  # (A,)
+    V: Array  # (M, 9) v_a on the extended block of each (anchor, image) entry
 
 
 def _padded_segments(pair: np.ndarray, num_pairs: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,6 +115,13 @@ def _padded_segments(pair: np.ndarray, num_pairs: int, width: int) -> tuple[np.n
     real = pos < counts[slot_pair]
     src = np.concatenate([[0], np.cumsum(counts)[:-1]])[slot_pair] + np.where(real, pos, 0)
     return src, real, slot_pair[::width]
+
+
+def _cross_into(out: Array, a: Array, b: Array) -> None:
+    """out[...] = a × b over the last axis (3), a and b broadcast to out; written per component (np.cross is slow)."""
+    out[..., 0] = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
+    out[..., 1] = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
+    out[..., 2] = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
 
 
 class _BlockScatter:
@@ -167,10 +176,11 @@ class ReprojectionProblem:
         fixed_focal: np.ndarray,  # (N,) bool
         root: int,
         conf: ReprojectionConf,
-        device: str | torch.device = "cpu",
+        arrays: Arrays,  # the array backend (geometry.arrays)
     ):
-        self.device = torch.device(device)
-        dt = torch.float64
+        self.arrays = arrays
+        xp = arrays.xp
+        self.batch = _NUMPY_BATCH if arrays.is_numpy else _BATCH
         N, A = len(canon.image_names), canon.anchor_depth.size
         self.N, self.A = N, A
         self.fidx = fidx = np.asarray(fidx, np.int64)
@@ -189,10 +199,12 @@ class ReprojectionProblem:
         obs_anchor, src_anchor, o_img, s_img = (x[take] for x in (obs_anchor, src_anchor, o_img, s_img))
         c = np.tile(canon.match_conf[keep], 2)
         c = np.where(real, c[take] / max(c.mean(), 1e-12) if c.size else 0.0, 0.0)
-        tt = lambda x, d=dt: torch.as_tensor(np.ascontiguousarray(x), dtype=d, device=self.device)  # noqa: E731
-        ti = lambda x: tt(x, torch.int64)  # noqa: E731
+        tt = lambda x: arrays.asarray(x, xp.float64)  # noqa: E731
+        ti = lambda x: arrays.asarray(x, xp.int64)  # noqa: E731
         self.c = tt(c)
-        self.real = torch.as_tensor(real, device=self.device)
+        self.real = real  # numpy
+        self.behind = tt([BEHIND_PX, 0.0])  # the residual of a point behind its observer
+        self.eye2 = tt(np.eye(2))
         self.x_obs, self.x_src = tt(canon.anchor_xy[obs_anchor]), tt(canon.anchor_xy[src_anchor])
         self.sa = ti(src_anchor)
         self.R = src_anchor.size  # residuals incl. padding
@@ -225,10 +237,13 @@ class ReprojectionProblem:
         )
         ent_inv = ent_inv.ravel()
         ent_anchor, ent_img = ent_key // N, ent_key % N
-        self.e_o, self.e_s = ti(ent_inv[: o_img.size]), ti(ent_inv[o_img.size :])
+        e_o, e_s = ent_inv[: o_img.size], ent_inv[o_img.size :]  # the entries of each residual's two images
         M = ent_key.size  # entry M (zero) pads the Schur rows
         self.ent_anchor, self.ent_img = ti(np.append(ent_anchor, 0)), ti(np.append(ent_img, 0))
         self.num_entries = M + 1
+        # each batch's scatter of JᵀWJ_d (observer then source halves) into V, planned once
+        self.v_scatter = [arrays.scatter_plan(np.concatenate([e_o[k : k + self.batch], e_s[k : k + self.batch]]), M + 1)
+                          for k in range(0, self.R, self.batch)]  # fmt: skip
         # pairs of entries of one anchor (their images are increasing): the rows of the Schur term
         n_a = np.bincount(ent_anchor, minlength=A)
         first = np.concatenate([[0], np.cumsum(n_a)[:-1]])
@@ -248,7 +263,7 @@ class ReprojectionProblem:
         order = np.argsort(s_pair, kind="stable")
         src, sreal, s_seg_pair = _padded_segments(s_pair[order], pk.size, _WIDTH)
         ei, ej = np.where(sreal, ei[order][src], M), np.where(sreal, ej[order][src], M)
-        self.ei, self.ej, self.s_seg_pair = ti(ei), ti(ej), ti(s_seg_pair)
+        self.ei, self.ej, self.s_seg_pair = ti(ei), ti(ej), ti(s_seg_pair)  # Schur rows, sorted by pair
         self.row_scale = tt(np.where(sreal, 1.0 / (n_a[np.append(ent_anchor, 0)[ei]] - 1).clip(1), 0.0))
         self.pair_a, self.pair_b = ti(pairs[:, 0]), ti(pairs[:, 1])
         self.seg_o, self.seg_s = self.pair_a[self.res_seg_pair], self.pair_b[self.res_seg_pair]  # (R / _WIDTH,)
@@ -257,7 +272,7 @@ class ReprojectionProblem:
         self.dense_solve = self.scatter.F <= DENSE_MAX_COLUMNS and image_graph_fill(pairs, N) > DENSE_FILL
 
     def initial_params(self, rotations, centres, depths, focal, pp) -> ReprojectionParams:
-        tt = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64, device=self.device)  # noqa: E731
+        tt = lambda x: self.arrays.asarray(x, self.arrays.xp.float64)  # noqa: E731
         first_of_group = np.full(self.nf, -1)
         first_of_group[self.fidx[::-1]] = np.arange(self.N)[::-1]
         return ReprojectionParams(Q=tt(np.transpose(rotations, (0, 2, 1))), C=tt(centres), logd=tt(np.log(depths)),
@@ -269,44 +284,44 @@ class ReprojectionProblem:
         All residuals of a segment share their observer o and source image s: y = Rrel·p + t with
         Rrel = Q_oᵀQ_s, t = Q_oᵀ(C_s − C_o) and p = d·[(x − pp_s) / f_s, 1] in the source camera.
         """
-        W = _WIDTH
+        W, xp = _WIDTH, self.arrays.xp
         seg = slice(s.start // W, min(s.stop, self.R) // W)
         so, ss = self.seg_o[seg], self.seg_s[seg]
-        n = so.numel()
-        f = torch.exp(prm.logf)
+        n = so.shape[0]
+        f = xp.exp(prm.logf)
         fo, fs = f[self.fidx_t[so]], f[self.fidx_t[ss]]
-        Qo_t, Qs = prm.Q[so].transpose(1, 2), prm.Q[ss]
+        Qo_t, Qs = prm.Q[so].mT, prm.Q[ss]
         Rrel = Qo_t @ Qs
         dC = prm.C[ss] - prm.C[so]
         trel = (Qo_t @ dC[..., None])[..., 0]
-        xs = (self.x_src[s].view(n, W, 2) - prm.PP[ss][:, None]) / fs[:, None, None]
-        ray = torch.cat([xs, torch.ones_like(xs[..., :1])], 2)
-        dep = torch.exp(prm.logd[self.sa[s]]).view(n, W)
-        p = dep[..., None] * ray
-        y = p @ Rrel.transpose(1, 2) + trel[:, None]
+        xs = (self.x_src[s].reshape(n, W, 2) - prm.PP[ss][:, None]) / fs[:, None, None]
+        dep = xp.exp(prm.logd[self.sa[s]]).reshape(n, W)
+        p = xp.concatenate([dep[..., None] * xs, dep[..., None]], axis=2)  # d·[xs, 1]
+        y = p @ Rrel.mT + trel[:, None]
         uv, z = perspective_divide(y, min_depth=1e-9)
-        r = fo[:, None, None] * uv + prm.PP[so][:, None] - self.x_obs[s].view(n, W, 2)
+        r = fo[:, None, None] * uv + prm.PP[so][:, None] - self.x_obs[s].reshape(n, W, 2)
         # a point behind (or at) its observer has no projection: a fixed, large residual (see BEHIND_PX)
-        r = torch.where((z <= _MIN_DEPTH)[..., None], r.new_tensor([BEHIND_PX, 0.0]), r)
+        r = xp.where((z <= _MIN_DEPTH)[..., None], self.behind, r)
         return r, z, (fo, fs, dep, p, Qo_t, Qs, Rrel, dC, uv)
 
-    def residuals(self, prm: ReprojectionParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def residuals(self, prm: ReprojectionParams) -> tuple[Array, Array]:
         """(r (R, 2) pixels, z (R,) clamped depth in the observer) in the internal residual order."""
-        out = [self._project(prm, slice(k, k + _BATCH))[:2] for k in range(0, self.R, _BATCH)]
+        xp = self.arrays.xp
+        out = [self._project(prm, slice(k, k + self.batch))[:2] for k in range(0, self.R, self.batch)]
         if not out:
-            e = self.c.new_zeros(0)
-            return e.view(0, 2), e
-        return torch.cat([o[0].reshape(-1, 2) for o in out]), torch.cat([o[1].reshape(-1) for o in out])
+            return self.arrays.zeros(0, 2), self.arrays.zeros(0)
+        return (xp.concatenate([o[0].reshape(-1, 2) for o in out]),
+                xp.concatenate([o[1].reshape(-1) for o in out]))  # fmt: skip
 
-    def weights(self, r: torch.Tensor, delta2: float) -> torch.Tensor:
+    def weights(self, r: Array, delta2: float) -> Array:
         """(R,) confidence × Cauchy IRLS weight; 0 for points behind their observer (constant cost)."""
         sq = (r * r).sum(1)
-        return torch.where(sq >= BEHIND_PX**2, 0.0, self.c / (1 + sq / delta2))
+        return self.arrays.xp.where(sq >= BEHIND_PX**2, 0.0, self.c / (1 + sq / delta2))
 
-    def cost(self, r: torch.Tensor, delta2: float) -> float:
-        return float((self.c * delta2 * torch.log1p((r * r).sum(1) / delta2)).sum())
+    def cost(self, r: Array, delta2: float) -> float:
+        return float((self.c * delta2 * self.arrays.xp.log1p((r * r).sum(1) / delta2)).sum())
 
-    def _jacobians(self, prm: ReprojectionParams, s: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    def _jacobians(self, prm: ReprojectionParams, s: slice) -> tuple[Array, Array]:
         """Jacobians of the residuals `s` on their two extended blocks.
 
         Returns (J (b, 2, 18): observer block then source block, J_d (b, 2)).
@@ -317,76 +332,92 @@ class ReprojectionProblem:
         # d proj / d X (world) and d proj / d p (source camera): rows (f/z)·(q_k − (y_k / z)·q_2)
         D = a * (Qo_t[:, None, :2] - uv[..., None] * Qo_t[:, None, 2:3])  # (n, W, 2, 3)
         Dp = a * (Rrel[:, None, :2] - uv[..., None] * Rrel[:, None, 2:3])
-        qp = p @ Qs.transpose(1, 2)  # source ray in world axes
-        J = z.new_empty(n, W, 2, 2 * _BLOCK)
-        J[..., 0:3] = torch.linalg.cross(D, (qp + dC[:, None])[..., None, :].expand(n, W, 2, 3), dim=-1)
+        qp = p @ Qs.mT  # source ray in world axes
+        J = self.arrays.zeros(n, W, 2, 2 * _BLOCK)
+        _cross_into(J[..., 0:3], D, (qp + dC[:, None])[..., None, :])
         J[..., 3:6] = -D
         J[..., 6] = fo[:, None, None] * uv  # d proj / d log f_o
-        J[..., 7:9] = torch.eye(2, dtype=z.dtype, device=z.device)  # observer principal point
-        J[..., 9:12] = torch.linalg.cross(qp[..., None, :].expand(n, W, 2, 3), D, dim=-1)
+        J[..., 7:9] = self.eye2  # observer principal point
+        _cross_into(J[..., 9:12], qp[..., None, :], D)
         J[..., 12:15] = D
-        J[..., 15] = -(Dp[..., 0] * p[..., None, 0] + Dp[..., 1] * p[..., None, 1])  # d / d log f_s
         J[..., 16:18] = Dp[..., :2] * (-dep / fs[:, None])[..., None, None]  # source principal point
-        J_d = (Dp * p[..., None, :]).sum(-1)
-        return J.view(n * W, 2, 2 * _BLOCK), J_d.view(n * W, 2)
+        in_plane = Dp[..., 0] * p[..., None, 0] + Dp[..., 1] * p[..., None, 1]
+        J[..., 15] = -in_plane  # d / d log f_s
+        J_d = in_plane + Dp[..., 2] * p[..., None, 2]  # d / d log depth
+        return J.reshape(n * W, 2, 2 * _BLOCK), J_d.reshape(n * W, 2)
 
-    def system(self, prm: ReprojectionParams, r: torch.Tensor, delta2: float) -> CameraSystem:
+    def system(self, prm: ReprojectionParams, r: Array, delta2: float) -> CameraSystem:
         """The depth-reduced normal equations at `prm` (r: its residuals)."""
-        dev, dt = self.device, r.dtype
+        arrays, xp = self.arrays, self.arrays.xp
         N, A, P, B, W = self.N, self.A, self.pairs_key.size, _BLOCK, _WIDTH
-        sw = torch.sqrt(self.weights(r, delta2))
-        blocks = torch.zeros(P, 2 * B, 2 * B, dtype=dt, device=dev)
-        g_pair = torch.zeros(P, 2 * B, dtype=dt, device=dev)
-        h = torch.zeros(A, dtype=dt, device=dev)
-        g_d = torch.zeros(A, dtype=dt, device=dev)
-        V = torch.zeros(self.num_entries, B, dtype=dt, device=dev)  # v_a on the block of each (anchor, image)
-        for k in range(0, self.R, _BATCH):  # _BATCH is a multiple of _WIDTH: whole segments
-            s = slice(k, k + _BATCH)
+        sw = xp.sqrt(self.weights(r, delta2))
+        blocks = arrays.zeros(P, 2 * B, 2 * B)
+        g_pair = arrays.zeros(P, 2 * B, 1)
+        h = arrays.zeros(A)
+        g_d = arrays.zeros(A)
+        V = arrays.zeros(self.num_entries, B)  # v_a on the block of each (anchor, image)
+        for k in range(0, self.R, self.batch):  # the batch is a multiple of _WIDTH: whole segments
+            s = slice(k, k + self.batch)
             rs = r[s] * sw[s, None]
             J, J_d = self._jacobians(prm, s)
-            used = (sw[s] > 0)[:, None]  # zero weight (points behind): Jacobians may be inf there
-            J = torch.where(used[..., None], J * sw[s, None, None], 0.0)
-            J_d = torch.where(used, J_d * sw[s, None], 0.0)
-            X = J.view(-1, 2 * W, 2 * B)
+            J *= sw[s, None, None]
+            J_d *= sw[s, None]
+            unused = sw[s] <= 0  # zero weight (points behind): their Jacobians may have been inf
+            if bool(unused.any()):
+                J[unused], J_d[unused] = 0.0, 0.0
+            X = J.reshape(-1, 2 * W, 2 * B)
             seg = self.res_seg_pair[k // W : (k + rs.shape[0]) // W]
-            add_rows(blocks, seg, X.transpose(1, 2) @ X)
-            g_pair.index_add_(0, seg, (X.transpose(1, 2) @ rs.reshape(-1, 2 * W, 1))[..., 0])
-            h.index_add_(0, self.sa[s], (J_d * J_d).sum(1))
-            g_d.index_add_(0, self.sa[s], (J_d * rs).sum(1))
+            arrays.segment_products(blocks, seg, X, X)
+            arrays.segment_products(g_pair, seg, X, rs.reshape(-1, 2 * W, 1))
+            arrays.index_add(h, self.sa[s], J_d[:, 0] * J_d[:, 0] + J_d[:, 1] * J_d[:, 1])
+            arrays.index_add(g_d, self.sa[s], J_d[:, 0] * rs[:, 0] + J_d[:, 1] * rs[:, 1])
             u = J[:, 0] * J_d[:, :1] + J[:, 1] * J_d[:, 1:]  # (b, 18) JᵀWJ_d
-            V.index_add_(0, self.e_o[s], u[:, :B])
-            V.index_add_(0, self.e_s[s], u[:, B:])
+            self.v_scatter[k // self.batch].add(V, xp.concatenate([u[:, :B], u[:, B:]]))
         inv_h = self.free_d_t / (h + 1e-12)
-        sblocks = torch.zeros(P, 2 * B, 2 * B, dtype=dt, device=dev)
-        for k in range(0, self.ei.numel(), _BATCH):
-            s = slice(k, k + _BATCH)
-            vi, vj = V.index_select(0, self.ei[s]), V.index_select(0, self.ej[s])
+        sblocks = arrays.zeros(P, 2 * B, 2 * B)
+        for k in range(0, self.ei.shape[0], self.batch):
+            s = slice(k, k + self.batch)
+            vi, vj = V[self.ei[s]], V[self.ej[s]]
             sc, ih = self.row_scale[s][:, None], inv_h[self.ent_anchor[self.ei[s]]][:, None]
             # Σ over the entry pairs of an anchor gives v_i v_jᵀ / h once per pair and v_i v_iᵀ / h once per entry
-            x = torch.cat([vi, vj * sc], 1).view(-1, W, 2 * B)
-            y = torch.cat([vi * (sc * ih), vj * ih], 1).view(-1, W, 2 * B)
-            add_rows(sblocks, self.s_seg_pair[k // W : (k + vi.shape[0]) // W], x.transpose(1, 2) @ y)
-        g_ext = torch.zeros(N, B, dtype=dt, device=dev)
-        g_ext.index_add_(0, self.pair_a, g_pair[:, :B])
-        g_ext.index_add_(0, self.pair_b, g_pair[:, B:])
-        e_ext = torch.zeros(N, B, dtype=dt, device=dev)
-        e_ext.index_add_(0, self.ent_img, V * (g_d * inv_h)[self.ent_anchor][:, None])
+            x = xp.concatenate([vi, vj * sc], axis=1).reshape(-1, W, 2 * B)
+            y = xp.concatenate([vi * (sc * ih), vj * ih], axis=1).reshape(-1, W, 2 * B)
+            arrays.segment_products(sblocks, self.s_seg_pair[k // W : (k + vi.shape[0]) // W], x, y)
+        g_pair = g_pair[..., 0]
+        g_ext = arrays.zeros(N, B)
+        arrays.index_add(g_ext, self.pair_a, g_pair[:, :B])
+        arrays.index_add(g_ext, self.pair_b, g_pair[:, B:])
+        e_ext = arrays.zeros(N, B)
+        arrays.index_add(e_ext, self.ent_img, V * (g_d * inv_h)[self.ent_anchor][:, None])
         H = self._assemble(blocks)
         E = self._assemble(sblocks)
         return CameraSystem(H=H, E=E, g=self._vector(g_ext), e=self._vector(e_ext), h=h, g_d=g_d, V=V)
 
-    def _assemble(self, blocks: torch.Tensor) -> sp.csr_matrix:
-        B = _BLOCK
-        diag = torch.zeros(self.N, B, B, dtype=blocks.dtype, device=blocks.device)
-        add_rows(diag, self.pair_a, blocks[:, :B, :B])
-        add_rows(diag, self.pair_b, blocks[:, B:, B:])
-        return self.scatter.matrix(self.scatter.data(diag.cpu().numpy(), blocks[:, :B, B:].cpu().numpy()))
+    def _assemble(self, blocks: Array) -> sp.csr_matrix:
+        B, arrays = _BLOCK, self.arrays
+        diag = arrays.zeros(self.N, B, B)
+        arrays.index_add(diag, self.pair_a, blocks[:, :B, :B])
+        arrays.index_add(diag, self.pair_b, blocks[:, B:, B:])
+        return self.scatter.matrix(self.scatter.data(arrays.to_numpy(diag), arrays.to_numpy(blocks[:, :B, B:])))
 
-    def _vector(self, ext: torch.Tensor) -> np.ndarray:
-        full = np.bincount(self.colmap_np.ravel(), weights=ext.cpu().numpy().ravel(), minlength=self.ncol)
+    def _vector(self, ext: Array) -> np.ndarray:
+        full = np.bincount(self.colmap_np.ravel(), weights=self.arrays.to_numpy(ext).ravel(), minlength=self.ncol)
         return full[self.free_c]
 
-    def solve(self, system: CameraSystem, mu: float) -> tuple[np.ndarray, torch.Tensor]:
+    def _dense_solve(self, S: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        """S⁻¹ rhs by Cholesky, or by LU when S is not numerically positive definite; RuntimeError if singular."""
+        if self.arrays.is_numpy:
+            try:
+                return scipy.linalg.cho_solve(scipy.linalg.cho_factor(S), rhs)
+            except np.linalg.LinAlgError:
+                return np.linalg.solve(S, rhs)  # LinAlgError when singular: a failed trial (geometry.lm)
+        torch = self.arrays.xp
+        Sd, rt = self.arrays.asarray(S), self.arrays.asarray(rhs)[:, None]
+        L, info = torch.linalg.cholesky_ex(Sd)
+        dct = torch.cholesky_solve(rt, L) if int(info) == 0 else torch.linalg.solve(Sd, rt)
+        return dct[:, 0].cpu().numpy()
+
+    def solve(self, system: CameraSystem, mu: float) -> tuple[np.ndarray, Array]:
         """Damped step: (camera increments (ncol,), fixed columns 0; log-depth increments (A,)).
 
         Raises RuntimeError when the reduced system is singular.
@@ -397,26 +428,21 @@ class ReprojectionProblem:
         S = self.scatter.matrix(data)
         rhs = -(system.g - system.e / (1 + mu))
         if self.dense_solve:
-            Sd = torch.as_tensor(S.toarray(), device=self.device)
-            rt = torch.as_tensor(rhs, device=self.device)[:, None]
-            L, info = torch.linalg.cholesky_ex(Sd)
-            # not numerically positive definite: LU as the sparse path (raises RuntimeError when singular)
-            dct = torch.cholesky_solve(rt, L) if int(info) == 0 else torch.linalg.solve(Sd, rt)
-            dc = dct[:, 0].cpu().numpy()
+            dc = self._dense_solve(S.toarray(), rhs)
             if not np.isfinite(dc).all():
                 raise RuntimeError("singular camera system")
         else:
             dc = spla.splu(S.tocsc()).solve(rhs)
         full_c = np.zeros(self.ncol)
         full_c[self.free_c] = dc
-        dc_ext = torch.as_tensor(full_c, device=self.device)[self.colmap]  # (N, 9)
-        q = torch.zeros(self.A, dtype=dc_ext.dtype, device=self.device)
-        q.index_add_(0, self.ent_anchor, (system.V * dc_ext.index_select(0, self.ent_img)).sum(1))
+        dc_ext = self.arrays.asarray(full_c)[self.colmap]  # (N, 9)
+        q = self.arrays.zeros(self.A)
+        self.arrays.index_add(q, self.ent_anchor, (system.V * dc_ext[self.ent_img]).sum(1))
         ddep = (-system.g_d - q) / (system.h * (1 + mu) + 1e-12) * self.free_d_t
         return full_c, ddep
 
-    def step(self, prm: ReprojectionParams, full_c: torch.Tensor, full_d: torch.Tensor) -> ReprojectionParams:
-        """Apply increments (ncol,), (A,) (torch, differentiable)."""
+    def step(self, prm: ReprojectionParams, full_c: Array, full_d: Array) -> ReprojectionParams:
+        """Apply increments (ncol,), (A,) (arrays of the backend; with torch, differentiable)."""
         N, nf = self.N, self.nf
         dpose = full_c[: 6 * N].reshape(N, 6)
         return ReprojectionParams(
@@ -427,10 +453,10 @@ class ReprojectionProblem:
             PP=prm.PP + full_c[6 * N + nf :].reshape(nf, 2)[self.fidx_t],
         )
 
-    def match_errors(self, r: torch.Tensor) -> np.ndarray:
+    def match_errors(self, r: Array) -> np.ndarray:
         """(2K,) reprojection error of each residual in the caller's order (K observed in image i, then j)."""
         err = np.empty(2 * self.K)
-        err[self.perm] = torch.linalg.norm(r[self.real], dim=1).cpu().numpy()
+        err[self.perm] = np.linalg.norm(self.arrays.to_numpy(r)[self.real], axis=1)
         return err
 
 
@@ -447,13 +473,18 @@ def refine_reprojection(
     conf: ReprojectionConf,
     *,
     groups: np.ndarray | None = None,  # (N,) camera group of each image (shared intrinsics); None: per image
-    device: str | torch.device = "cpu",
+    device: str = "cpu",  # "cpu", or a torch device (e.g. "cuda")
     on_iteration: Callable[[int, int, float], None] | None = None,  # (iteration, max_iters, cost) per step
 ) -> ReprojectionResult:
-    """Minimise the symmetric reprojection error of the kept matches."""
+    """Minimise the symmetric reprojection error of the kept matches.
+
+    On the CPU a problem of at most NUMPY_MAX_MATCHES kept matches runs on numpy, a larger one on torch
+    (geometry.arrays).
+    """
     N = len(canon.image_names)
     fidx = np.arange(N) if groups is None else np.asarray(groups, np.int64)
-    prob = ReprojectionProblem(canon, keep, fidx, fixed_focal, root, conf, device)
+    arrays = arrays_for(device, int(np.count_nonzero(keep)))
+    prob = ReprojectionProblem(canon, keep, fidx, fixed_focal, root, conf, arrays)
     prm = prob.initial_params(rotations, centres, depths, focal, pp)
     robust = {"scale_px": max(conf.initial_robust_scale_px, conf.robust_scale_px)}  # annealed in place
 
@@ -470,8 +501,8 @@ def refine_reprojection(
     def update(state, step):
         full_c, full_d = step
         # an anchor seen at almost no parallax has a near-zero depth curvature: bound its step
-        full_d = full_d.clamp(-_MAX_LOG_DEPTH_STEP, _MAX_LOG_DEPTH_STEP)
-        prm_n = prob.step(state[0], torch.as_tensor(full_c, device=prob.device), full_d)
+        full_d = full_d.clip(-_MAX_LOG_DEPTH_STEP, _MAX_LOG_DEPTH_STEP)
+        prm_n = prob.step(state[0], arrays.asarray(full_c), full_d)
         rn, _ = prob.residuals(prm_n)
         return (prm_n, rn), prob.cost(rn, delta2())
 
@@ -506,14 +537,14 @@ def refine_reprojection(
     rms = float(np.sqrt(np.mean(err[np.concatenate([~bad, ~bad])] ** 2))) if (~bad).any() else float("nan")
     logger.info("reprojection refinement: cost %.4g -> %.4g in %d iterations, inlier rms %.3f px",
                 history[0], history[-1], len(history) - 1, rms)
-    fl = np.exp(prm.logf.cpu().numpy())[fidx]
+    fl = np.exp(arrays.to_numpy(prm.logf))[fidx]
     fl[fixed_focal] = focal[fixed_focal]  # exactly as given (no exp/log round trip)
     return ReprojectionResult(
-        rotations=np.transpose(prm.Q.cpu().numpy(), (0, 2, 1)),
-        centres=prm.C.cpu().numpy(),
-        depths=np.exp(prm.logd.cpu().numpy()),
+        rotations=np.transpose(arrays.to_numpy(prm.Q), (0, 2, 1)),
+        centres=arrays.to_numpy(prm.C),
+        depths=np.exp(arrays.to_numpy(prm.logd)),
         focal=fl,
-        pp=prm.PP.cpu().numpy(),
+        pp=arrays.to_numpy(prm.PP),
         inlier_matches=inl,
         cost_history=tuple(history),
         final_rms_px=rms,

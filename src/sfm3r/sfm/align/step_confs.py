@@ -1,4 +1,4 @@
-"""The options of the alignment's torch steps (coarse 3D alignment, 2D reprojection refinement).
+"""The options of the alignment's least-squares steps (coarse 3D alignment, 2D reprojection refinement).
 
 They live apart from the steps' code so that an AlignConf can be built, hashed (the alignment cache's
 namespace) and printed without importing torch: a rerun whose alignment is cached never imports it (~2 s).

@@ -1,4 +1,4 @@
-"""Rotation vectors to rotation matrices on torch tensors (the alignment's pose updates).
+"""Rotation vectors to rotation matrices on numpy arrays or torch tensors (the alignment's pose updates).
 
 Written here rather than taken from roma: importing roma also imports torch._dynamo (1.8 s on this
 machine, on top of torch's own 2.5 s), for the one conversion the alignment needs.
@@ -6,26 +6,29 @@ machine, on top of torch's own 2.5 s), for the one conversion the alignment need
 
 from __future__ import annotations
 
-import torch
+import numpy as np
+
+from sfm3r.sfm.geometry.arrays import Array, namespace
 
 __all__ = ["rotvec_to_rotmat"]
 
 
-def rotvec_to_rotmat(rotvec: torch.Tensor) -> torch.Tensor:
+def rotvec_to_rotmat(rotvec: Array) -> Array:
     """(..., 3) axis * angle (radians) -> (..., 3, 3) rotation matrices (Rodrigues' formula).
 
     R = I + a K + b K^2 with K the cross-product matrix of the rotation vector, a = sin(t)/t and
     b = (1 - cos(t))/t^2, t = |rotvec|; below t = 1e-4 their Taylor series are used (exact to float64).
-    Differentiable (autograd) everywhere, also at 0.
+    Same library as the input; with torch, differentiable (autograd) everywhere, also at 0.
     """
-    theta2 = (rotvec * rotvec).sum(dim=-1, keepdim=True)  # (..., 1)
+    xp = namespace(rotvec)
+    theta2 = (rotvec * rotvec).sum(-1)[..., None]  # (..., 1)
     small = theta2 < 1e-8
-    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
-    safe = safe2.sqrt()
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(safe) / safe)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(safe)) / safe2)
-    x, y, z = rotvec.unbind(dim=-1)
-    zero = torch.zeros_like(x)
-    cross = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*rotvec.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device).expand_as(cross)
+    safe2 = xp.where(small, 1.0, theta2)
+    safe = xp.sqrt(safe2)
+    a = xp.where(small, 1.0 - theta2 / 6.0, xp.sin(safe) / safe)
+    b = xp.where(small, 0.5 - theta2 / 24.0, (1.0 - xp.cos(safe)) / safe2)
+    x, y, z = rotvec[..., 0], rotvec[..., 1], rotvec[..., 2]
+    zero = 0.0 * x
+    cross = xp.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*rotvec.shape[:-1], 3, 3)
+    eye = np.eye(3) if xp is np else xp.eye(3, dtype=rotvec.dtype, device=rotvec.device)
     return eye + a[..., None] * cross + b[..., None] * (cross @ cross)
