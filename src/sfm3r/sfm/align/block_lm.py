@@ -32,15 +32,17 @@ def normal_equations(
     p = J_a.shape[-1]
     wa = J_a * w[:, None, None]
     wb = J_b * w[:, None, None]
+    # each group is a segment of d rows; groups of one image pair are consecutive (callers order them by pair),
+    # so that numpy makes one BLAS product per pair (Arrays.segment_products)
     H_aa = arrays.zeros(num_blocks, p, p)
-    arrays.index_add(H_aa, block_a, wa.mT @ J_a)
-    arrays.index_add(H_aa, block_b, wb.mT @ J_b)
+    arrays.segment_products(H_aa, block_a, wa, J_a)
+    arrays.segment_products(H_aa, block_b, wb, J_b)
     P = pair_ab.shape[0]
     H_ab = arrays.zeros(P, p, p)
-    arrays.index_add(H_ab, pair_id, wa.mT @ J_b)
-    g = arrays.zeros(num_blocks, p)
-    arrays.index_add(g, block_a, (wa.mT @ r[..., None])[..., 0])
-    arrays.index_add(g, block_b, (wb.mT @ r[..., None])[..., 0])
+    arrays.segment_products(H_ab, pair_id, wa, J_b)
+    g = arrays.zeros(num_blocks, p, 1)
+    arrays.segment_products(g, block_a, wa, r[..., None])
+    arrays.segment_products(g, block_b, wb, r[..., None])
     ar = np.arange(p)
     rows, cols, vals = [], [], []
     bi = np.arange(num_blocks)
@@ -56,7 +58,7 @@ def normal_equations(
     vals += [Hab.ravel(), Hab.transpose(0, 2, 1).ravel()]
     n = num_blocks * p
     H = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return H, arrays.to_numpy(g).ravel()
+    return H, arrays.to_numpy(g).ravel()  # (num_blocks·p,)
 
 
 # Predicted fraction of non-zeros in the sparse LU factors above which a dense Cholesky is faster (measured on
