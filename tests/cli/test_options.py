@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,26 @@ def test_a_first_run_loads_the_alignment_steps_while_sift_runs_and_a_rerun_or_ma
     assert loaded == [True] and asked == [3]  # three photos, complete graph
     assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
     assert loaded == [True]  # every feature cached: nothing preloaded
+
+
+_SIGTERM_AFTER_PYCOLMAP = """
+import os, signal, sys, time
+from sfm3r.cli.main import Signalled, install_signal_handlers
+install_signal_handlers()
+assert "pycolmap" not in sys.modules  # setting the handlers does not load it
+import pycolmap  # installs glog's SIGTERM handler (a C stack dump): ours must be set again after it
+names = list(sys.modules)
+assert names.index("PIL.Image") < names.index("pycolmap")  # PIL first (see cli.main)
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except Signalled as interrupt:
+    print("signalled", interrupt.signum)
+"""
+
+
+def test_sigterm_after_a_later_pycolmap_import_still_unwinds_like_ctrl_c():
+    done = subprocess.run([sys.executable, "-c", _SIGTERM_AFTER_PYCOLMAP], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"signalled {int(signal.SIGTERM)}", done.stderr
+    assert "stack trace" not in done.stderr

@@ -151,19 +151,20 @@ try:
     main()
 except SystemExit as exit:
     code = exit.code
-heavy = ("torch", "roma", "faiss", "asmk", "matplotlib", "scipy.optimize", "scipy.sparse")  # ~1.5 s, ~0.2, 0.15 s
+# ~1.5 s, ~0.2, 0.15 s; pycolmap and networkx ~0.1 s each
+heavy = ("torch", "roma", "faiss", "asmk", "matplotlib", "scipy.optimize", "scipy.sparse", "pycolmap", "networkx")
 print(json.dumps({"exit": code, "loaded": [name for name in heavy if name in sys.modules]}))
 """
 
 
-def test_rerun_of_a_finished_run_imports_no_torch_or_scipy_and_computes_nothing(photos, full_run, tmp_path):
+def test_rerun_of_a_finished_run_imports_no_torch_scipy_or_pycolmap_and_computes_nothing(photos, full_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(full_run, out)
     args = ["reconstruct", str(photos), str(out), "--quiet"]
     build = installed_torch_build()
     if build is None or build.has_gpu_backend:  # --device auto then asks torch whether a GPU is there
         args += ["--device", "cpu"]
-    kept = sorted((out / "images").iterdir()) + [out / "preview.png"]
+    kept = sorted((out / "images").iterdir()) + sorted((out / "sparse" / "0").iterdir()) + [out / "preview.png"]
     mtimes = {path.name: path.stat().st_mtime_ns for path in kept}  # copytree kept the first run's
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(sfm3r.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", _RERUN_DRIVER, *args], capture_output=True, text=True, env=env, timeout=300)
@@ -175,11 +176,14 @@ def test_rerun_of_a_finished_run_imports_no_torch_or_scipy_and_computes_nothing(
     assert counts["alignment"] == json.loads((full_run / "run.json").read_text())["counts"]["alignment"] | {"computed": 0, "cached": 1}
     log = (out / "log.txt").read_text()
     assert "cache units: 0 computed" in log  # the first run's line says N computed
-    # The export kept the cropped images it wrote (not re-encoded), and the preview: same files, same mtimes.
+    # The export kept the cropped images and the model files it wrote (not rebuilt), and the preview: same
+    # files, same mtimes.
     assert f"{len(NAMES)} kept as an earlier export wrote them" in log
+    assert "sparse/0 kept as an earlier export wrote it" in log
     assert {path.name: path.stat().st_mtime_ns for path in kept} == mtimes
     manifest = json.loads((out / "sfm3r-manifest.json").read_text())
-    assert sorted(manifest["made_from"]) == sorted(f"images/{name}" for name in NAMES)
+    model_files = [f"sparse/0/{stem}.bin" for stem in ("cameras", "images", "points3D", "rigs", "frames")]
+    assert sorted(manifest["made_from"]) == sorted([f"images/{name}" for name in NAMES] + model_files)
     for key, record in manifest["made_from"].items():
         assert key in manifest["files"] and record["size"] == (out / key).stat().st_size
 

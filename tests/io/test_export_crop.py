@@ -220,7 +220,8 @@ def test_a_second_export_keeps_the_images_it_wrote_identically_and_rewrites_a_ch
     infos = _write_photos(tmp_path / "photos", scene)
     out, written = tmp_path / "out", {}
     export_gaussian_splatting_folder(scene, infos, out, written=written)
-    assert sorted(written) == sorted(f"images/{name}" for name in EXPORTED.values())
+    model_files = [f"sparse/0/{stem}.bin" for stem in ("cameras", "images", "points3D", "rigs", "frames")]
+    assert sorted(written) == sorted([f"images/{name}" for name in EXPORTED.values()] + model_files)
     for key, record in written.items():
         assert record["size"] == (out / key).stat().st_size and record["mtime_ns"] == (out / key).stat().st_mtime_ns
     first, contents = _mtimes(out), {p.name: p.read_bytes() for p in (out / "images").iterdir()}
@@ -249,6 +250,35 @@ def test_a_second_export_keeps_the_images_it_wrote_identically_and_rewrites_a_ch
     export_gaussian_splatting_folder(_scene(cameras=(moved, CENTRED)), infos, out, written=written)
     assert sorted(made) == ["centred_0.jpg", "centred_1.png"]
     assert (out / "images" / "centred_0.jpg").read_bytes() == contents["centred_0.jpg"]
+
+
+def test_a_second_export_keeps_the_model_files_of_the_same_model_and_rewrites_them_otherwise(tmp_path, monkeypatch):
+    scene = _scene()
+    infos = _write_photos(tmp_path / "photos", scene)
+    out, written = tmp_path / "out", {}
+    model = out / "sparse" / "0"
+    export_gaussian_splatting_folder(scene, infos, out, written=written)
+    wrote = []
+    real_write = export_module.write_colmap_model
+    monkeypatch.setattr(export_module, "write_colmap_model", lambda *args, **kw: wrote.append(1) or real_write(*args, **kw))
+
+    def mtimes() -> dict[str, int]:
+        return {path.name: path.stat().st_mtime_ns for path in sorted(model.iterdir())}
+
+    first = mtimes()
+    export_gaussian_splatting_folder(dataclasses.replace(scene, info={"timings": 1.0}), infos, out, written=written)
+    assert wrote == [] and mtimes() == first  # the same model (its log aside): the files are kept
+    moved = dataclasses.replace(scene, translations=scene.translations + 0.01)
+    export_gaussian_splatting_folder(moved, infos, out, written=written)
+    assert len(wrote) == 1 and read_colmap_model(model).translations == pytest.approx(moved.translations)
+    export_gaussian_splatting_folder(moved, infos, out, text=True, written=written)  # another format asked
+    assert len(wrote) == 2 and (model / "images.txt").exists()
+    export_gaussian_splatting_folder(moved, infos, out, written=written)  # the text files go again
+    assert len(wrote) == 3 and not (model / "images.txt").exists()
+    points = read_colmap_model(model).points_xyz  # the cropped scene's
+    (model / "points3D.bin").write_bytes(b"changed by another tool")
+    export_gaussian_splatting_folder(moved, infos, out, written=written)
+    assert len(wrote) == 4 and np.array_equal(read_colmap_model(model).points_xyz, points)
 
 
 def test_export_without_a_record_writes_every_image(cropped, monkeypatch):

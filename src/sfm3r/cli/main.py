@@ -5,6 +5,7 @@ prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit 
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import sys
 import threading
@@ -30,15 +31,47 @@ def _raise_signalled(signum: int, frame: object) -> None:
     raise Signalled(signum)
 
 
-def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP behave like Ctrl-C. Installed after pycolmap is imported: importing it installs
-    glog's failure handler for SIGTERM, which prints a C stack dump (PIL first: see the import note below)."""
-    import PIL.Image  # noqa: F401 -- before pycolmap (the other order once crashed saving PNGs: zlib double free)
-    import pycolmap  # noqa: F401
-
-    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+def _handle_termination_like_ctrl_c() -> None:
+    """SIGTERM and SIGHUP raise Signalled (Python handlers can only be set from the main thread)."""
+    if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _raise_signalled)
+
+
+class _AfterPycolmapImport:
+    """Wraps pycolmap's import, once: PIL first, then pycolmap, then the signal handlers set again.
+
+    Importing pycolmap installs glog's failure handler for SIGTERM, which prints a C stack dump and kills the
+    process, over ours. pycolmap is imported where it is used (a cached rerun never loads it: ~0.1 s), so
+    the handlers are set again right after it loads. PIL before pycolmap: the other order once crashed saving
+    PNGs (zlib double free). The finder finds nothing itself; it only wraps the loader the others find. (A
+    plain class: sys.meta_path takes any object with find_spec, and importlib.abc costs ~20 ms to import.)
+    """
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None):
+        if fullname != "pycolmap":
+            return None
+        sys.meta_path.remove(self)  # once, and so that find_spec below asks the other finders
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def load_then_handle_signals(module: object) -> None:
+            import PIL.Image  # noqa: F401
+
+            load(module)
+            _handle_termination_like_ctrl_c()
+
+        spec.loader.exec_module = load_then_handle_signals  # type: ignore[method-assign]
+        return spec
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP behave like Ctrl-C, also after pycolmap is imported (see _AfterPycolmapImport)."""
+    _handle_termination_like_ctrl_c()
+    if "pycolmap" not in sys.modules and not any(isinstance(f, _AfterPycolmapImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterPycolmapImport())
 
 
 def _asks_for_help(ctx: click.Context) -> bool:
@@ -54,7 +87,7 @@ class Sfm3rGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            if not _asks_for_help(ctx):  # --help must stay instant: the handlers import pycolmap
+            if not _asks_for_help(ctx):
                 install_signal_handlers()
             return super().invoke(ctx)
         except Sfm3rError as error:

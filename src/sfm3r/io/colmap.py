@@ -33,12 +33,15 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
 
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.types import Camera, Scene
+
+if TYPE_CHECKING:  # pycolmap (~0.1 s) is imported where it is used: a cached rerun that keeps sparse/0 needs none
+    import pycolmap
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +114,8 @@ def check_scene(scene: Scene) -> None:
 
 
 def _colmap_camera(camera: Camera, camera_id: int) -> pycolmap.Camera:
+    import pycolmap
+
     model, params = camera.colmap_model()
     return pycolmap.Camera(
         camera_id=camera_id, model=model, width=int(camera.width), height=int(camera.height), params=params
@@ -138,6 +143,8 @@ def _observation_layout(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def _reconstruction_without_points(scene: Scene, order: np.ndarray, bounds: np.ndarray) -> pycolmap.Reconstruction:
     """The cameras (with trivial rigs) and the posed images (with trivial frames) and their points2D, no 3D points."""
+    import pycolmap
+
     rec = pycolmap.Reconstruction()
     camera_ids: dict[Camera, int] = {}  # distinct Camera value -> COLMAP camera id
     for cam_index in np.asarray(scene.camera_of_image):
@@ -167,6 +174,8 @@ def scene_to_reconstruction(scene: Scene) -> pycolmap.Reconstruction:
     Raises:
         ValueError, ReconstructionError: see :func:`check_scene`.
     """
+    import pycolmap
+
     check_scene(scene)
     order, bounds, rank = _observation_layout(scene)
     rec = _reconstruction_without_points(scene, order, bounds)
@@ -309,6 +318,8 @@ def _check_written(counts: tuple[int, int, int], folder: Path, target: Path) -> 
         OSError: the files in `folder` do not read back with `counts` (cameras, images, points) (disk full,
             I/O error).
     """
+    import pycolmap
+
     try:
         back = pycolmap.Reconstruction(str(folder))
         same = (back.num_cameras(), back.num_images(), back.num_points3D()) == counts
@@ -411,6 +422,8 @@ def read_colmap_model(model_dir: Path) -> Scene:
     Raises:
         InputError: the folder is missing or holds no readable model.
     """
+    import pycolmap
+
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"COLMAP model folder {model_dir} does not exist")

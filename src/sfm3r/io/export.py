@@ -209,23 +209,25 @@ def _export_image(
 # Keeping the images of an earlier export
 
 _RECIPE_VERSION = 1  # bump when the image code (read_image, crop, undistortion, encoder options) changes
+_MODEL_RECIPE_VERSION = 1  # bump when the COLMAP writer (io.colmap) changes what it writes
 
 
 @dataclasses.dataclass(frozen=True)
-class WrittenImage:
-    """An exported image file as written: what it was made from, and its size and mtime right after."""
+class WrittenFile:
+    """An exported file (an image, a model file) as written: what it was made from, and its size and mtime
+    right after."""
 
-    recipe: str  # image_recipe(): sha256 hex of the source's sha256 and every option shaping the file
+    recipe: str  # image_recipe() / model_recipe(): sha256 hex of everything shaping the file
     size: int  # bytes
     mtime_ns: int  # st_mtime_ns
 
     @classmethod
-    def of_file(cls, recipe: str, path: Path) -> WrittenImage:
+    def of_file(cls, recipe: str, path: Path) -> WrittenFile:
         stat = path.stat()
         return cls(recipe, stat.st_size, stat.st_mtime_ns)
 
     @classmethod
-    def from_json(cls, value: object) -> WrittenImage | None:
+    def from_json(cls, value: object) -> WrittenFile | None:
         """The record as stored (a dict of the fields); None for anything else (an old or edited record)."""
         if not isinstance(value, dict) or set(value) != {"recipe", "size", "mtime_ns"}:
             return None
@@ -265,6 +267,42 @@ def image_recipe(info: ImageInfo, reencode: bool, crop: Crop | None, distorted: 
     }
     text = json.dumps(recipe, sort_keys=True, default=lambda value: np.asarray(value).tolist())  # numpy values
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_recipe(scene: Scene, text: bool) -> str:
+    """sha256 (hex) of everything :func:`~sfm3r.io.colmap.write_colmap_model` writes from `scene`: the
+    fields it reads (not ``info`` or the dense points), the formats, and the writer's version."""
+    digest = hashlib.sha256(json.dumps({"version": _MODEL_RECIPE_VERSION, "text": text}).encode())
+    cameras = [dataclasses.asdict(camera) for camera in scene.cameras]
+    digest.update(json.dumps([scene.image_names, cameras], default=lambda value: np.asarray(value).tolist()).encode())
+    for array in (scene.camera_of_image, scene.rotations, scene.translations, scene.points_xyz, scene.points_rgb,
+                  scene.points_error, scene.obs_point, scene.obs_image, scene.obs_xy):  # fmt: skip
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _write_model_unless_current(
+    scene: Scene, out_dir: Path, text: bool, written: MutableMapping[str, object] | None
+) -> None:
+    """``sparse/0`` of `scene`, unless an earlier export wrote these very files from the same model (their
+    records in `written` are current): a cached rerun then neither rebuilds nor rewrites them (nor loads
+    pycolmap, ~0.1 s)."""
+    model_dir = out_dir / "sparse" / "0"
+    recipe = model_recipe(scene, text)
+    names = [name for name in model_file_names() if text or name.endswith(".bin")]
+    keys = [f"sparse/0/{name}" for name in names]
+    if written is not None:
+        records = [WrittenFile.from_json(written.get(key)) for key in keys]
+        others = [name for name in model_file_names() if name not in names and (model_dir / name).exists()]
+        if not others and all(r is not None and r.is_current(recipe, model_dir / n) for r, n in zip(records, names)):
+            logger.info("sparse/0 kept as an earlier export wrote it (same model)")
+            return
+    write_colmap_model(scene, model_dir, binary=True, text=text)
+    if written is not None:
+        for key, name in zip(keys, names):
+            written[key] = WrittenFile.of_file(recipe, model_dir / name).to_json()
 
 
 def _pycolmap_version() -> str:
@@ -424,7 +462,7 @@ def export_gaussian_splatting_scene(
         claim: called with every path to be written before the first is written (the run folder's
             written-files contract: it raises if one of them is not sfm3r's to write).
         written: the record of earlier exports into `out_dir`, {path relative to `out_dir` (posix):
-            WrittenImage.to_json()}; images whose record is current are kept as they are (module
+            WrittenFile.to_json()}; images whose record is current are kept as they are (module
             docstring), and the record of every image written is set. None: every image is written.
         downscales: factors (integers >= 2) of the downscaled copies ``images_<f>/`` (``io.downscale``);
             a copy already holding the same pixels' source is kept as is.
@@ -496,14 +534,14 @@ def export_gaussian_splatting_scene(
         target, crop, camera = images_dir / new_names[name], crop_of.get(name), distorted_of.get(name)
         recipe = image_recipe(by_name[name], name in reencode, crop, camera)
         key = target.relative_to(out_dir).as_posix()
-        previous = WrittenImage.from_json(written.get(key)) if written is not None else None
+        previous = WrittenFile.from_json(written.get(key)) if written is not None else None
         if previous is not None and previous.is_current(recipe, target):
             kept += 1
             continue
         _export_image(by_name[name], name in reencode, target, crop, camera, read_rgb)
         if written is not None:
-            written[key] = WrittenImage.of_file(recipe, target).to_json()
-    write_colmap_model(renamed, out_dir / "sparse" / "0", binary=True, text=text)
+            written[key] = WrittenFile.of_file(recipe, target).to_json()
+    _write_model_unless_current(renamed, out_dir, text, written)
     write_ply(out_dir / "points.ply", xyz, rgb)
     if downscales:
         copies_written = sum(

@@ -15,17 +15,22 @@ than 2 observations is removed.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
 
 from sfm3r.sfm.geometry.distortion import to_pycolmap, undistort_pixels
 from sfm3r.types import Camera, Scene
+
+if TYPE_CHECKING:  # imported where used: an export of pinhole cameras needs no pycolmap (~0.1 s)
+    import pycolmap
 
 __all__ = ["undistorted_camera", "undistort_rgb", "undistort_scene"]
 
 
 def _options() -> pycolmap.UndistortCameraOptions:
+    import pycolmap
+
     return pycolmap.UndistortCameraOptions()  # COLMAP's image_undistorter defaults (no black borders)
 
 
@@ -33,6 +38,8 @@ def undistorted_camera(camera: Camera) -> Camera:
     """The PINHOLE camera of `camera`'s undistorted images (itself when it has no distortion)."""
     if not camera.has_distortion:
         return camera
+    import pycolmap
+
     out = pycolmap.undistort_camera(_options(), to_pycolmap(camera))
     fx, fy, cx, cy = (float(v) for v in out.params)
     return Camera(int(out.width), int(out.height), fx, fy, cx, cy, model="PINHOLE")
@@ -40,6 +47,8 @@ def undistorted_camera(camera: Camera) -> Camera:
 
 def undistort_rgb(rgb: np.ndarray, camera: Camera) -> np.ndarray:
     """(H, W, 3) uint8 image of the distorted `camera` -> the image of :func:`undistorted_camera`."""
+    import pycolmap
+
     bitmap = pycolmap.Bitmap.from_array(np.ascontiguousarray(rgb, dtype=np.uint8))
     out, _ = pycolmap.undistort_image(_options(), bitmap, to_pycolmap(camera))
     return out.to_array().reshape(out.height, out.width, -1)[..., :3]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 
 from sfm3r.io.images import read_image
 from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extract_sift
@@ -44,6 +43,8 @@ def verify_job(job: VerifyJob) -> PairResult:
 def fundamental_job(job: FundamentalJob) -> tuple[np.ndarray, int] | None:
     """F (x_j^T F x_i = 0, (3, 3)) of one pair's matched keypoints by seeded LO-RANSAC and its inlier count;
     None when no F was found. Seeded: the same F in a worker as here."""
+    import pycolmap
+
     xy_i, xy_j, max_error, min_trials, confidence = job
     options = pycolmap.RANSACOptions(max_error=max_error, random_seed=0, num_threads=1)
     options.min_num_trials, options.confidence = min_trials, confidence

@@ -8,7 +8,7 @@ OUT, every file sfm3r writes there and the folders it owns whole (``cache/``); e
      "made_from": {"images/0001.jpg": {"recipe": "<sha256>", "size": 153139, "mtime_ns": ...}}}
 
 ``made_from`` (optional) holds, for listed files whose writer records it, what the file was made from and
-its size and mtime when written (the 3DGS export's images: ``io.export.WrittenImage``), so that a rerun
+its size and mtime when written (the 3DGS export's images: ``io.export.WrittenFile``), so that a rerun
 keeps a file it would write identically. Entries of files no longer listed are dropped.
 
 Rules (:func:`open_output`):

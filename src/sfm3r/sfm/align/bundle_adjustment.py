@@ -40,9 +40,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
 
 from sfm3r.errors import InputError, ReconstructionError
 from sfm3r.types import Camera, Scene
@@ -50,6 +50,9 @@ from sfm3r.sfm.geometry.camera_model import CameraModel
 from sfm3r.sfm.geometry.projection import project_pinhole
 from sfm3r.sfm.geometry.triangulation import ray_least_squares, two_ray_midpoint
 from sfm3r.sfm.align.tracks import Tracks
+
+if TYPE_CHECKING:  # imported where used: a cached rerun needs no pycolmap (~0.1 s)
+    import pycolmap
 
 logger = logging.getLogger(__name__)
 
@@ -408,6 +411,8 @@ def _camera_params(p) -> list[float]:
 
 
 def _pycolmap_camera(p) -> pycolmap.Camera:
+    import pycolmap
+
     return pycolmap.Camera(model=p["model"], width=int(p["width"]), height=int(p["height"]),
                            params=_camera_params(p))
 
@@ -427,6 +432,8 @@ def _undistort_obs(obs_xy, obs_image, group_of_img, params) -> np.ndarray:
 
 
 def _loss_type(loss: LossType):
+    import pycolmap
+
     return {LossType.TRIVIAL: pycolmap.LossFunctionType.TRIVIAL, LossType.HUBER: pycolmap.LossFunctionType.HUBER,
             LossType.SOFT_L1: pycolmap.LossFunctionType.SOFT_L1,
             LossType.CAUCHY: pycolmap.LossFunctionType.CAUCHY}[LossType(loss)]
@@ -545,6 +552,8 @@ def _refine_points(tri, obs_track, obs_image, obs_xy, group_of_img, params, rot,
 def _bundle_adjust_colmap(tri, obs_track, obs_image, obs_xy, image_names, group_of_img, params, rot, trans, conf,
                           loss_scale) -> _BAState:
     """Build a pycolmap Reconstruction from the kept observations, run BA, read everything back."""
+    import pycolmap
+
     n = len(image_names)
     kept = np.flatnonzero(tri.obs_keep)
     k_img = obs_image[kept]

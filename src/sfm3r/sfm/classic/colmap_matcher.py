@@ -17,9 +17,12 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
+
+if TYPE_CHECKING:  # imported where used: a cached rerun needs no pycolmap (~0.1 s)
+    import pycolmap
 
 __all__ = ["match_pairs_colmap"]
 
@@ -38,6 +41,8 @@ def match_pairs_colmap(
     scratch_dir: Path | None = None,  # where the temporary database goes (~1 MB per image); None: the system's
 ) -> list[np.ndarray]:
     """Putative matches of each pair -> list of (M, 2) int64 (index in i, index in j), sorted by index in i."""
+    import pycolmap
+
     names = sorted({name for pair in pairs for name in pair})
     for name in names:
         desc = descriptors[name]
@@ -75,6 +80,8 @@ def match_pairs_colmap(
 
 def _write_database(db_path: Path, descriptors: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, int]:
     """One image per name with its descriptors (keypoints are not used by the matcher: zeros) -> name -> id."""
+    import pycolmap
+
     image_id: dict[str, int] = {}
     with pycolmap.Database.open(str(db_path)) as db:
         camera_id = db.write_camera(pycolmap.Camera(model="SIMPLE_PINHOLE", width=1, height=1, params=[1.0, 0.5, 0.5]))

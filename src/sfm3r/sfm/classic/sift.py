@@ -24,9 +24,12 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
+
+if TYPE_CHECKING:  # imported where used: a cached rerun needs no pycolmap (~0.1 s)
+    import pycolmap
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +136,8 @@ def extract_sift(
     The image is converted to grey and downscaled so that its longest side is at most
     ``conf.max_image_size``; at most ``conf.max_num_features`` keypoints (largest scales) are kept.
     """
+    import pycolmap
+
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"extract_sift expects a (H, W, 3) or (H, W) uint8 image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
@@ -174,6 +179,8 @@ def extract_sift(
 
 
 def _pycolmap_device(device: str) -> pycolmap.Device:
+    import pycolmap
+
     if device == "auto":
         return pycolmap.Device.cuda if pycolmap.has_cuda else pycolmap.Device.cpu
     if device == "cpu":
@@ -192,6 +199,8 @@ def _extractor(conf: SiftConf, device: pycolmap.Device, num_threads: int, thread
     Built once and reused (building one per image costs time); one per thread because COLMAP's extractor
     keeps per-image-size scratch state and is not safe to share between threads.
     """
+    import pycolmap
+
     opts = pycolmap.FeatureExtractionOptions()
     opts.num_threads = num_threads
     sift = opts.sift

@@ -7,16 +7,22 @@ observations are *distorted* back to the photo's pixels at the end.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pycolmap
 
 from sfm3r.types import Camera
+
+if TYPE_CHECKING:  # imported where used: pinhole cameras never need it (a cached rerun saves ~0.1 s)
+    import pycolmap
 
 __all__ = ["to_pycolmap", "undistort_pixels", "distort_pixels"]
 
 
 def to_pycolmap(camera: Camera) -> pycolmap.Camera:
     """The pycolmap camera of `camera` (its COLMAP model and parameters)."""
+    import pycolmap
+
     model, params = camera.colmap_model()
     return pycolmap.Camera(model=model, width=int(camera.width), height=int(camera.height), params=params)
 
