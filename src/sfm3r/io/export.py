@@ -45,7 +45,8 @@ Reruns. Given the record of an earlier export into the same folder (``written``:
 manifest keeps it), an image whose file would be made from the same source bytes with the same crop,
 undistortion and encoder options (its recipe, :func:`image_recipe`), and whose file still has the size
 and modification time recorded when it was written, is kept as it is: neither decoded nor re-encoded,
-its mtime unchanged. Any other image is written and its record replaced.
+its mtime unchanged. Any other image is written and its record replaced. The model files of ``sparse/0``
+are kept the same way when they were written from the same model (:func:`model_recipe`).
 
 The PLY is not written as ``sparse/0/points3D.ply``: graphdeco 3DGS would load that file instead of
 points3D.bin and expects normals in it.

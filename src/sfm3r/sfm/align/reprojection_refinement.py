@@ -19,6 +19,9 @@ through a plan built once. Time and memory per iteration are linear in the resid
 of ``_BATCH``) plus the camera system, factorised per damping trial by a sparse LU, or by a dense Cholesky
 when the image graph predicts that the LU would fill in (retrieval-like graphs). The depth damping only
 rescales the Schur term by 1 / (1 + μ) (exact up to the 1e-12 regulariser), so it is formed once per iteration.
+
+Arrays: numpy for a small problem on the CPU, torch otherwise (``geometry.arrays``); on numpy the per-pair
+products are one BLAS call per run of a pair's segments and the batches are smaller (``_NUMPY_BATCH``).
 """
 
 from __future__ import annotations
