@@ -3,7 +3,9 @@
 Why: the alignment's torch steps are many small batched operations. With two OpenMP threads on a 2-core
 machine that something else also uses, a thread that is descheduled stalls the other at every barrier
 (herzjesu's alignment took 19-23 s with 2 threads vs 4.4-4.5 s with 1 while a test suite ran beside it).
-This script measures the alignment alone, the threads interleaved (benchmarks/README.md §4).
+This script measures the alignment alone, the threads interleaved (benchmarks/README.md §4). Since stop 26 a
+problem of at most 50,000 matches aligns on numpy (``sfm.geometry.arrays``; herzjesu, small rings): torch's
+threads do not apply to it, only to the larger sets (fountain, the temple ring's coarse step) and rings.
 
 Real sets: each (set, threads, repeat) is a fresh process that deletes the kept run's cached scene and runs
 ``reconstruct`` again up to the alignment (features and pairs come from the cache), with torch's intra-op
