@@ -320,7 +320,7 @@ def _reconstruct(
             missing = features_to_extract(images, conf.sift, run.cache_dir)
             expected_pairs = num_pairs[0] if num_pairs else len(images) * (len(images) - 1) // 2  # at most
             if stop_after in (Stage.ALIGN, Stage.EXPORT) and missing and pool is not None and pool.size > 1:
-                # A first run: the alignment's steps (scipy's solvers, ~0.3 s) load in this process while the
+                # A first run: the alignment's modules (networkx, scipy's solvers: ~0.5 s) load here while the
                 # workers extract SIFT, once the first image is done, and torch too (~1.7 s of CPU) when the
                 # scene is large enough for the alignment to run on it (a small one runs on numpy; fountain:
                 # alignment -1.3 s, SIFT +0.7 s). Started with the workers, it doubled the SIFT time (their

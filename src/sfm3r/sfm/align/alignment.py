@@ -291,7 +291,8 @@ EXPECTED_MATCHES_PER_PAIR = 1_000
 def needs_torch(num_pairs: int, device: str = "cpu") -> bool:
     """Whether an alignment of `num_pairs` image pairs will likely run on torch (geometry.arrays), predicted
     from the pair count before any matching: a pipeline may then import torch (~1.5 s of CPU) in the
-    background while other work runs (load_alignment_steps). A wrong guess costs time only: the backend is chosen by the actual size."""
+    background while other work runs (load_alignment_steps). A wrong guess costs time only: the backend is
+    chosen by the actual size."""
     return str(device) != "cpu" or num_pairs * EXPECTED_MATCHES_PER_PAIR > NUMPY_MAX_MATCHES
 
 

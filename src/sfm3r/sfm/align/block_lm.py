@@ -81,6 +81,14 @@ def image_graph_fill(pairs: np.ndarray, num_images: int) -> float:
     return (lu.L.nnz + lu.U.nnz - num_images) / float(num_images) ** 2
 
 
+def dense_solve(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """M⁻¹ rhs by Cholesky, or by LU when M is not numerically positive definite (LinAlgError when singular)."""
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(M), rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.solve(M, rhs)
+
+
 def solve_damped(
     H: sp.csr_matrix, g: np.ndarray, damping: float, free: np.ndarray, *, dense: bool = False
 ) -> np.ndarray:
@@ -93,11 +101,7 @@ def solve_damped(
     Hf = Hf + sp.diags(damping * np.maximum(d, 1e-9 * max(d.max(initial=0.0), 1e-12)) + 1e-12)
     delta = np.zeros(H.shape[0])
     if dense:
-        M = Hf.toarray()
-        try:
-            delta[free] = scipy.linalg.cho_solve(scipy.linalg.cho_factor(M), -g[free])
-        except np.linalg.LinAlgError:
-            delta[free] = np.linalg.solve(M, -g[free])
+        delta[free] = dense_solve(Hf.toarray(), -g[free])
     else:
         delta[free] = spla.splu(Hf.tocsc()).solve(-g[free])
     return delta

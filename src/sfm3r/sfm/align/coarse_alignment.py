@@ -20,9 +20,9 @@ import numpy as np
 from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill, normal_equations, pair_ids, solve_damped
 from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.step_confs import CoarseConf
-from sfm3r.sfm.geometry.arrays import Array, arrays_for, namespace
+from sfm3r.sfm.geometry.arrays import arrays_for
 from sfm3r.sfm.geometry.lm import levenberg_marquardt
-from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat
+from sfm3r.sfm.geometry.rotation import rotvec_to_rotmat, skew
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ class CoarseResult:
     scales: np.ndarray  # (N,) λ
     inlier_matches: np.ndarray  # (K,) bool: relative residual below outlier_threshold
     cost_history: tuple[float, ...]
-
-
-def skew(v: Array) -> Array:
-    """(..., 3) -> (..., 3, 3) cross-product matrices (numpy or torch, as v)."""
-    z = 0.0 * v[..., 0]
-    return namespace(v).stack(
-        [z, -v[..., 2], v[..., 1], v[..., 2], z, -v[..., 0], -v[..., 1], v[..., 0], z], -1
-    ).reshape(*v.shape, 3)
 
 
 def anchor_rays(canon: CanonicalData, focal: np.ndarray, pp: np.ndarray) -> np.ndarray:

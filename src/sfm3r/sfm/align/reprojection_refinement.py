@@ -31,11 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, image_graph_fill
+from sfm3r.sfm.align.block_lm import DENSE_FILL, DENSE_MAX_COLUMNS, dense_solve, image_graph_fill
 from sfm3r.sfm.align.canonical import CanonicalData
 from sfm3r.sfm.align.step_confs import ReprojectionConf
 from sfm3r.sfm.geometry.arrays import Array, Arrays, arrays_for
@@ -245,7 +244,7 @@ class ReprojectionProblem:
         self.ent_anchor, self.ent_img = ti(np.append(ent_anchor, 0)), ti(np.append(ent_img, 0))
         self.num_entries = M + 1
         # each batch's scatter of JᵀWJ_d (observer then source halves) into V, planned once
-        self.v_scatter = [arrays.scatter_plan(np.concatenate([e_o[k : k + self.batch], e_s[k : k + self.batch]]), M + 1)
+        self.v_scatter = [arrays.scatter_plan(np.concatenate([e_o[k : k + self.batch], e_s[k : k + self.batch]]))
                           for k in range(0, self.R, self.batch)]  # fmt: skip
         # pairs of entries of one anchor (their images are increasing): the rows of the Schur term
         n_a = np.bincount(ent_anchor, minlength=A)
@@ -410,10 +409,7 @@ class ReprojectionProblem:
     def _dense_solve(self, S: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         """S⁻¹ rhs by Cholesky, or by LU when S is not numerically positive definite; RuntimeError if singular."""
         if self.arrays.is_numpy:
-            try:
-                return scipy.linalg.cho_solve(scipy.linalg.cho_factor(S), rhs)
-            except np.linalg.LinAlgError:
-                return np.linalg.solve(S, rhs)  # LinAlgError when singular: a failed trial (geometry.lm)
+            return dense_solve(S, rhs)  # LinAlgError when singular: a failed trial (geometry.lm)
         torch = self.arrays.xp
         Sd, rt = self.arrays.asarray(S), self.arrays.asarray(rhs)[:, None]
         L, info = torch.linalg.cholesky_ex(Sd)

@@ -75,14 +75,11 @@ class Arrays:
         elif flat.shape[0] > index.size:
             np.add.at(flat, index, values)
         else:
-            import scipy.sparse as sp
+            flat += _selection(index, flat.shape[0]) @ values
 
-            select = sp.csr_matrix((np.ones(index.size), (index, np.arange(index.size))), shape=(flat.shape[0], index.size))
-            flat += select @ values
-
-    def scatter_plan(self, index: np.ndarray, num_targets: int) -> ScatterPlan:
-        """A reusable target[index[k]] += rows[k] for a fixed `index` (K,) into (num_targets, ...) targets."""
-        return ScatterPlan(self, index, num_targets)
+    def scatter_plan(self, index: np.ndarray) -> ScatterPlan:
+        """A reusable target[index[k]] += rows[k] for a fixed `index` (K,)."""
+        return ScatterPlan(self, index)
 
     def segment_products(self, target: Array, segment_block: Array, X: Array, Y: Array) -> None:
         """target[segment_block[s]] += X[s]ᵀ Y[s] for segments s; X (S, w, m), Y (S, w, n), target (P, m, n).
@@ -112,16 +109,12 @@ class ScatterPlan:
     with ufunc.at). torch: index_add_ (Arrays.index_add).
     """
 
-    def __init__(self, arrays: Arrays, index: np.ndarray, num_targets: int):
+    def __init__(self, arrays: Arrays, index: np.ndarray):
         self.arrays = arrays
         index = np.asarray(index, np.int64)
         if arrays.is_numpy:
-            import scipy.sparse as sp
-
             self.targets, inverse = np.unique(index, return_inverse=True)
-            self.select = sp.csr_matrix(
-                (np.ones(index.size), (inverse.reshape(-1), np.arange(index.size))), shape=(self.targets.size, index.size)
-            )
+            self.select = _selection(inverse.reshape(-1), self.targets.size)
         else:
             self.index = arrays.asarray(index)
 
@@ -132,6 +125,13 @@ class ScatterPlan:
             return
         flat = target.reshape(target.shape[0], -1)  # a view: target is contiguous
         flat[self.targets] += self.select @ rows.reshape(rows.shape[0], -1)
+
+
+def _selection(index: np.ndarray, num_targets: int):
+    """The sparse 0/1 matrix S (num_targets, K) with S[index[k], k] = 1: S @ rows sums the rows per target."""
+    import scipy.sparse as sp  # here: a cached rerun never loads it
+
+    return sp.csr_matrix((np.ones(index.size), (index, np.arange(index.size))), shape=(num_targets, index.size))
 
 
 def arrays_like(x: Array) -> Arrays:

@@ -10,7 +10,15 @@ import numpy as np
 
 from sfm3r.sfm.geometry.arrays import Array, namespace
 
-__all__ = ["rotvec_to_rotmat"]
+__all__ = ["rotvec_to_rotmat", "skew"]
+
+
+def skew(v: Array) -> Array:
+    """(..., 3) -> (..., 3, 3) cross-product matrices, skew(v) @ w = v × w (numpy or torch, as v)."""
+    z = 0.0 * v[..., 0]
+    return namespace(v).stack(
+        [z, -v[..., 2], v[..., 1], v[..., 2], z, -v[..., 0], -v[..., 1], v[..., 0], z], -1
+    ).reshape(*v.shape, 3)
 
 
 def rotvec_to_rotmat(rotvec: Array) -> Array:
@@ -27,8 +35,6 @@ def rotvec_to_rotmat(rotvec: Array) -> Array:
     safe = xp.sqrt(safe2)
     a = xp.where(small, 1.0 - theta2 / 6.0, xp.sin(safe) / safe)
     b = xp.where(small, 0.5 - theta2 / 24.0, (1.0 - xp.cos(safe)) / safe2)
-    x, y, z = rotvec[..., 0], rotvec[..., 1], rotvec[..., 2]
-    zero = 0.0 * x
-    cross = xp.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*rotvec.shape[:-1], 3, 3)
+    cross = skew(rotvec)
     eye = np.eye(3) if xp is np else xp.eye(3, dtype=rotvec.dtype, device=rotvec.device)
     return eye + a[..., None] * cross + b[..., None] * (cross @ cross)
