@@ -86,3 +86,54 @@ def test_camera_options_reach_the_alignment_config():
     assert single.align.camera_mode == CameraMode.SINGLE
     per_image = _conf_from_options({**base, "camera_mode": "per-image", "fixed_principal_point": True})
     assert per_image.align.camera_mode == CameraMode.PER_IMAGE and not per_image.align.reprojection.optimise_pp
+
+
+_CONSOLE_SCRIPT = """
+import atexit, sys, threading, time
+atexit.register(lambda: print("atexit function ran", flush=True))
+if "--slow-thread" in sys.argv:
+    sys.argv.remove("--slow-thread")
+    threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished", flush=True))).start()
+from sfm3r.cli.main import main
+sys.argv[0] = "sfm3r"
+main()
+"""
+
+
+def _console_script(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _CONSOLE_SCRIPT, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_console_script_ends_like_sys_exit_without_the_teardown(tmp_path):
+    """main() skips the interpreter's module teardown but keeps what a normal exit does: the exit status, the
+    output flushed (also without a newline at the end), the atexit functions, and a non-daemon thread waited for."""
+    done = _console_script("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"sfm3r, version {__version__}", "atexit function ran"]
+    done = _console_script("evaluate", str(tmp_path / "missing"), str(tmp_path))  # a user error: exit status 2
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "atexit function ran" in done.stdout
+    done = _console_script("--slow-thread", "--version")
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-2:] == ["thread finished", "atexit function ran"]
+
+
+def test_exit_now_reports_a_message_as_sys_exit_does(capsys, monkeypatch):
+    """sys.exit("message") prints the message and exits with status 1; _exit_now does the same."""
+    import os
+
+    from sfm3r.cli import main as module
+
+    ended = []
+    monkeypatch.setattr(module.threading, "enumerate", lambda: [module.threading.main_thread()])
+    monkeypatch.setattr(os, "_exit", lambda status: ended.append(status))
+    monkeypatch.setattr(module.atexit, "_run_exitfuncs", lambda: ended.append("atexit"))
+    module._exit_now("something went wrong")
+    assert ended == ["atexit", 1]
+    assert "something went wrong" in capsys.readouterr().err
+    module._exit_now(None)
+    module._exit_now(3)
+    assert ended[2:] == ["atexit", 0, "atexit", 3]

@@ -103,11 +103,13 @@ def test_a_first_run_loads_the_alignment_steps_while_sift_runs_and_a_rerun_or_ma
     alignment and has features to extract (a rerun of a finished run must not import them)."""
     from sfm3r.pipelines import reconstruct as module
 
-    loaded, asked = [], []
+    loaded, asked, solvers = [], [], []
     monkeypatch.setattr(module, "load_alignment_steps", lambda with_torch: loaded.append(with_torch))
+    monkeypatch.setattr(module, "load_solvers", lambda: solvers.append("scipy.optimize"))
     out = tmp_path / "small"  # three pairs: the alignment runs on numpy, torch is not preloaded
     assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
     assert loaded == [False]
+    assert solvers == ["scipy.optimize"]  # no EXIF focal: the self-calibration's optimisers load with them
     monkeypatch.setattr(module, "needs_torch", lambda num_pairs, device: asked.append(num_pairs) or True)
     loaded.clear()
     result = CliRunner().invoke(cli, ["match", str(two_photos), str(tmp_path / "m"), "-q"])
@@ -118,6 +120,7 @@ def test_a_first_run_loads_the_alignment_steps_while_sift_runs_and_a_rerun_or_ma
     assert loaded == [True] and asked == [3]  # three photos, complete graph
     assert CliRunner().invoke(cli, ["align", str(two_photos), str(out), "-q"]).exit_code == 0
     assert loaded == [True]  # every feature cached: nothing preloaded
+    assert solvers == ["scipy.optimize"] * 2  # the first run of `small`, then of `a`
 
 
 _SIGTERM_AFTER_PYCOLMAP = """

@@ -5,7 +5,9 @@ prints a summary. User mistakes (Sfm3rError) become one line on stderr and exit 
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import os
 import signal
 import sys
 import threading
@@ -286,4 +288,35 @@ cli.add_command(view)
 
 
 def main() -> None:
-    cli()
+    """The console script: the command, then the end of the process without the interpreter's teardown."""
+    try:
+        cli()
+    except SystemExit as finished:  # click ends every command this way
+        _exit_now(finished.code)
+    _exit_now(0)
+
+
+def _exit_now(code: object) -> None:
+    """End the process as `sys.exit(code)` would, but skip the interpreter's teardown of its ~1,200 modules
+    (pycolmap, scipy, h5py: 0.13 s after a first run, 0.05 s after a cached rerun of 0.45 s). What a normal
+    exit does before that teardown still happens: the atexit functions run (logging's flush and close among
+    them), then stdout and stderr are flushed. While a non-daemon thread still runs, the normal exit (which
+    waits for it) is kept."""
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)  # CPython's: what the interpreter calls at exit
+    if others or run_exit_functions is None:
+        sys.exit(code)
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # as sys.exit("message") does
+        print(code, file=sys.stderr)
+        status = 1
+    run_exit_functions()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`sfm3r ... | head`): nothing more to deliver
+            pass
+    os._exit(status)
