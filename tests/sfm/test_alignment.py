@@ -70,6 +70,8 @@ def test_default_points_are_multi_view_tracks_with_the_anchor_poses(ring):
     key = tracks.obs_point * tracks.num_images + tracks.obs_image
     assert np.unique(key).size == key.size  # at most one observation per image and point
     assert np.nanmax(tracks.points_error) < 4.0 and np.nanmean(tracks.points_error) < 1.0
+    # the poses are final: one triangulation + points-only BA at the final 4 px threshold
+    assert [r["threshold_px"] for r in tracks.info["tracks"]["rounds"]] == [4.0]
 
 
 def test_bundle_adjustment_refinement_recovers_poses_and_focals(ring):
