@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sfm3r.pipelines.classic import match_classic, match_putative, self_calibrate_focals
+from sfm3r.pipelines.process_pool import WorkerPool
 from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures
 from sfm3r.sfm.classic.two_view import TwoViewConf
 from sfm3r.types import ImageInfo, Pairs
@@ -130,6 +131,15 @@ def test_critical_motion_falls_back_to_the_multi_view_focal_sweep(tmp_path, capl
         _, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
     assert "from the multi-view sweep" in caplog.text
     assert calibrated["640x480"] == pytest.approx(FOCAL, rel=0.03)
+    # with the run's worker processes, the sweep verifies each hypothesis's pairs there: the same focal
+    mapped = []
+    with WorkerPool(2) as pool:
+        real_map = pool.map
+        pool.map = lambda function, items, **kw: (mapped.append(function.__name__), real_map(function, items, **kw))[1]
+        _, in_workers = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path / "pool",
+                                              pool=pool)  # fmt: skip
+    assert in_workers == calibrated
+    assert "verify_job" in mapped
 
 
 # Internet photos: (name, width, height, true focal); two share a size (a group whose one pair is too few).

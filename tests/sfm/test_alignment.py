@@ -89,11 +89,19 @@ def test_coarse_alignment_improves_the_initialisation(ring):
     assert coarse["rot_err_max_deg"] < 1.0 and init["rot_err_max_deg"] < 2.0
 
 
-def test_disconnected_components_keep_the_largest_and_report_the_rest():
+def test_disconnected_components_keep_the_largest_and_report_the_rest(caplog):
     scene = make_scene(13, seed=3)
     pairs = neighbour_pairs(8, 2, cyclic=False) + [(8 + i, 8 + j) for i, j in neighbour_pairs(5, 2, cyclic=False)]
     prs = make_pair_results(scene, pairs, seed=4)
-    out = align_scene(prs, scene.images, AlignConf(refine=Refinement.NONE))
+    with caplog.at_level("DEBUG", logger="sfm3r.sfm.align.alignment"):
+        quiet = align_scene(prs, scene.images, AlignConf(refine=Refinement.NONE), report_left_out=False)
+    left_out = [r for r in caplog.records if "not registered" in r.getMessage()]
+    assert [r.levelname for r in left_out] == ["DEBUG"]  # a caller's trial alignment: logged, not warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sfm3r.sfm.align.alignment"):
+        out = align_scene(prs, scene.images, AlignConf(refine=Refinement.NONE))
+    assert [r.levelname for r in caplog.records if "not registered" in r.getMessage()] == ["WARNING"]
+    assert quiet.unregistered == out.unregistered
     assert out.image_names == scene.image_names[:8]
     assert set(out.unregistered) == set(scene.image_names[8:])
     # ... and say why (run.json's counts.scene.left_out): a component with its own pairs, none to the model

@@ -22,7 +22,8 @@ def _fake_alignment(monkeypatch, basins):
     """align_scene stand-in: a start focal f ends at the basin (lo, hi, refined, error) containing it."""
     started = []
 
-    def align_scene(results, images, conf):
+    def align_scene(results, images, conf, *, report_left_out):
+        assert report_left_out is False  # a trial alignment of a subset: no warnings about left-out images
         f = images[0].prior_focal_px
         started.append(f)
         _, _, refined, error = next(b for b in basins if b[0] <= f < b[1])
@@ -30,13 +31,13 @@ def _fake_alignment(monkeypatch, basins):
         return SimpleNamespace(points_error=np.full(10, error), cameras=cameras, num_images=len(images))
 
     monkeypatch.setattr(focal_sweep, "align_scene", align_scene)
-    monkeypatch.setattr(focal_sweep, "verify_matches", lambda *args: None)
+    monkeypatch.setattr(focal_sweep, "verify_keypoint_matches", lambda *args: None)
     return started
 
 
 PAIRS = [(_info("a.png"), _info("b.png")), (_info("b.png"), _info("c.png"))]
 PUTATIVE = {("a.png", "b.png"): None, ("b.png", "c.png"): None}
-FEATURES = dict.fromkeys(("a.png", "b.png", "c.png"))
+FEATURES = {name: SimpleNamespace(keypoints=None) for name in ("a.png", "b.png", "c.png")}
 # starts 512 / 768 / 1152 / 1728 / 2560 px (factors of 640); true focal ~1510, basin from ~1000 to ~2000
 BASINS = [(0, 600, 1099.0, 0.132), (600, 1000, 1386.0, 0.118), (1000, 2000, 1510.0, 0.116), (2000, 1e9, 1988.0, 0.144)]
 
@@ -69,8 +70,8 @@ def test_starts_that_leave_an_image_out_may_still_agree(monkeypatch):
     started = _fake_alignment(monkeypatch, BASINS)
     real = focal_sweep.align_scene
 
-    def one_image_short(results, images, conf):
-        scene = real(results, images, conf)
+    def one_image_short(results, images, conf, **options):
+        scene = real(results, images, conf, **options)
         scene.num_images = len(images) - 1
         return scene
 

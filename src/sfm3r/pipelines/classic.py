@@ -428,8 +428,9 @@ def _self_calibration_unit(
     }  # fmt: skip
     if est.focal_px is None and est.num_pairs >= 3:
         swept = multi_view_focal_sweep(
-            ordered, putative, matches_for.features, width, height, conf, guess_px=est.best_focal_px or None
-        )
+            ordered, putative, matches_for.features, width, height, conf, guess_px=est.best_focal_px or None,
+            verify_many=(lambda jobs: pool.map(verify_job, jobs)) if pool is not None else None,
+        )  # fmt: skip
         logger.info(
             "self-calibration: multi-view focal sweep of %s aligned %d hypotheses (%s px -> %s px)",
             f"{width}x{height}", len(swept.tried), ", ".join(f"{f:.0f}" for f in swept.tried),

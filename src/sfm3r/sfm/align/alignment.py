@@ -313,6 +313,8 @@ def align_scene(
     dense_views: DenseViewSource | None = None,
     known_cameras: Mapping[str, Camera] | None = None,
     progress: Callable[[str, float, str], None] | None = None,  # (step, fraction of it done, note)
+    *,
+    report_left_out: bool = True,  # a warning per group of images left out (False: a caller's trial alignment)
 ) -> Scene:
     """Align all pairwise results into one scene (cameras at original resolution, cam_from_world poses).
 
@@ -357,7 +359,7 @@ def align_scene(
     unregistered = tuple(n for c in graph.other_components for n in c)
     left_out = describe_left_out(pair_results, graph)
     for component in left_out:
-        logger.warning("alignment: %s", left_out_message(component))
+        logger.log(logging.WARNING if report_left_out else logging.DEBUG, "alignment: %s", left_out_message(component))
     t0 = time.perf_counter()
     report("canonical", 0.0, "")
     canon = build_canonical(pair_results, graph.edges, model_images, dense_views)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,17 +33,21 @@ import numpy as np
 from sfm3r.errors import Sfm3rError
 from sfm3r.sfm.align.alignment import AlignConf, OutputPoints, align_scene
 from sfm3r.sfm.classic.sift import SiftFeatures
-from sfm3r.sfm.classic.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, verify_matches
-from sfm3r.types import ImageInfo
+from sfm3r.sfm.classic.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, verify_keypoint_matches
+from sfm3r.types import ImageInfo, PairResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SWEEP_ALIGN_CONF", "SWEEP_FACTORS", "SweepResult", "multi_view_focal_sweep"]
+__all__ = ["SWEEP_ALIGN_CONF", "SWEEP_FACTORS", "SweepResult", "VerifyArgs", "multi_view_focal_sweep"]
 
 # Focal hypotheses, as factors of max(W, H): 0.8 (wide) ... 4.0 (tele).
 SWEEP_FACTORS = (0.8, 1.2, 1.8, 2.7, 4.0)
 # The alignment of each hypothesis: the default one without track points (not used by the sweep).
 SWEEP_ALIGN_CONF = AlignConf(points=OutputPoints.ANCHORS)
+
+# The arguments of one pair's verify_keypoint_matches: (name_i, name_j, keypoints_i, keypoints_j, prior_i,
+# prior_j, putative matches, conf)
+VerifyArgs = tuple
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,14 @@ def multi_view_focal_sweep(
     factors: Sequence[float] = SWEEP_FACTORS,
     agree: float = 0.01,  # two refined focals this close (relative) end the sweep
     align_conf: AlignConf = SWEEP_ALIGN_CONF,
+    verify_many: Callable[[Sequence[VerifyArgs]], Iterable[PairResult]] | None = None,  # e.g. in worker processes
 ) -> SweepResult:
-    """Focal (pixels) of the images of size ``width`` x ``height`` in the pairs ``ordered`` (see module doc)."""
+    """Focal (pixels) of the images of size ``width`` x ``height`` in the pairs ``ordered`` (see module doc).
+
+    ``verify_many`` verifies each hypothesis's pairs (the arguments of :func:`verify_keypoint_matches` per
+    pair, results in the same order); None: here, one after the other. The alignments' reports of
+    images left out are not logged: they are about this subset of pairs, not the model.
+    """
     size = max(width, height)
     starts = [f * size for f in factors]
     inside = guess_px and min(starts) <= guess_px <= max(starts)  # outside: the flat curve's edge, no hint
@@ -79,14 +89,16 @@ def multi_view_focal_sweep(
     tried, refined_all = [], []
     for focal in starts:
         prior = camera_prior(width, height, focal)
-        results = [
-            verify_matches(i.name, j.name, features[i.name], features[j.name], prior, prior, putative[(i.name, j.name)], conf)
+        jobs = [
+            (i.name, j.name, features[i.name].keypoints, features[j.name].keypoints, prior, prior,
+             putative[(i.name, j.name)], conf)
             for i, j in ordered
         ]  # fmt: skip
+        results = list(verify_many(jobs)) if verify_many else [verify_keypoint_matches(*job) for job in jobs]
         images = [dataclasses.replace(info, prior_focal_px=focal) for info in infos.values()]
         tried.append(focal)
         try:
-            scene = align_scene(results, images, align_conf)
+            scene = align_scene(results, images, align_conf, report_left_out=False)
         except Sfm3rError:
             refined_all.append(float("nan"))
             continue
