@@ -194,3 +194,21 @@ def test_batched_assignment_keeps_image_order(data):
         assert f is p and w.shape == (len(p), 2)
         if len(p):
             np.testing.assert_array_equal(w, assign(p, 2))
+
+
+def test_aggregation_sums_each_words_residuals():
+    """The binarised residual sum of every word an image's features are assigned to (several words per
+    feature), against a plain loop."""
+    from sfm3r.sfm.graph.retrieval import _aggregate
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    centroids = rng.normal(size=(40, 16)).astype(np.float32)
+    words = rng.integers(0, 40, size=(300, 3))
+    uniq, codes = _aggregate(x, words, centroids)
+    expected_words = np.unique(words)
+    np.testing.assert_array_equal(uniq, expected_words)
+    for row, word in enumerate(expected_words):
+        features = np.flatnonzero((words == word).any(axis=1))
+        total = sum((x[f] - centroids[word]) * np.count_nonzero(words[f] == word) for f in features)
+        np.testing.assert_array_equal(np.unpackbits(codes[row])[:16], total > 0)
