@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +128,15 @@ def test_critical_motion_falls_back_to_the_multi_view_focal_sweep(tmp_path, capl
     window = tuple((names[k], names[(k + d) % len(names)]) for k in range(len(names)) for d in (1, 2))
     pairs = Pairs(names=tuple(names), pairs=window, scores=np.full(len(window), np.nan, np.float32),
                   sources=("swin",) * len(window))  # fmt: skip
-    with caplog.at_level("INFO"):
+    with caplog.at_level("DEBUG"):
         _, calibrated = self_calibrate_focals(images, pairs, features, SiftConf(), TwoViewConf(), tmp_path)
     assert "from the multi-view sweep" in caplog.text
     assert calibrated["640x480"] == pytest.approx(FOCAL, rel=0.03)
+    # the sweep's trial alignments (a subset of the pairs) log at DEBUG: in the log file, not on the console
+    trial = [r for r in caplog.records if r.name.startswith("sfm3r.sfm.align.")]
+    assert any("reprojection refinement" in r.getMessage() for r in trial)
+    assert {r.levelname for r in trial} == {"DEBUG"}
+    assert not logging.getLogger("sfm3r.sfm.align.alignment").filters  # and only while the sweep runs
     # with the run's worker processes, the sweep verifies each hypothesis's pairs there: the same focal
     mapped = []
     with WorkerPool(2) as pool:

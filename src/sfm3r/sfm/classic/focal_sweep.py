@@ -25,11 +25,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
+import sfm3r.sfm.align as align_package
 from sfm3r.errors import Sfm3rError
 from sfm3r.sfm.align.alignment import AlignConf, OutputPoints, align_scene
 from sfm3r.sfm.classic.sift import SiftFeatures
@@ -57,6 +60,32 @@ class SweepResult:
     refined: tuple[float, ...]  # their refined focals (NaN where the alignment failed)
 
 
+class _InfoAsDebug(logging.Filter):
+    """Logs a trial alignment's INFO records at DEBUG: they describe a subset of the pairs, not the model (the
+    run's log file keeps them, the console does not show them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+@contextmanager
+def _trial_alignment_logs() -> Iterator[None]:
+    """The loggers of the alignment's modules (sfm3r.sfm.align.*) report INFO at DEBUG while the block runs."""
+    quiet = _InfoAsDebug()
+    # every module's logger, also of the steps that align_scene imports on first use
+    loggers = [logging.getLogger(f"{align_package.__name__}.{module.name}")
+               for module in pkgutil.iter_modules(align_package.__path__)]  # fmt: skip
+    for item in loggers:
+        item.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for item in loggers:
+            item.removeFilter(quiet)
+
+
 def multi_view_focal_sweep(
     ordered: Sequence[tuple[ImageInfo, ImageInfo]],
     putative: Mapping[tuple[str, str], np.ndarray],  # (name_i, name_j) -> (M, 2) putative matches
@@ -74,8 +103,8 @@ def multi_view_focal_sweep(
     """Focal (pixels) of the images of size ``width`` x ``height`` in the pairs ``ordered`` (see module doc).
 
     ``verify_many`` verifies each hypothesis's pairs (the arguments of :func:`verify_keypoint_matches` per
-    pair, results in the same order); None: here, one after the other. The alignments' reports of
-    images left out are not logged: they are about this subset of pairs, not the model.
+    pair, results in the same order); None: here, one after the other. The alignments log at DEBUG (their
+    steps and the images they leave out are about this subset of the pairs, not the model).
     """
     size = max(width, height)
     starts = [f * size for f in factors]
@@ -98,7 +127,8 @@ def multi_view_focal_sweep(
         images = [dataclasses.replace(info, prior_focal_px=focal) for info in infos.values()]
         tried.append(focal)
         try:
-            scene = align_scene(results, images, align_conf, report_left_out=False)
+            with _trial_alignment_logs():
+                scene = align_scene(results, images, align_conf, report_left_out=False)
         except Sfm3rError:
             refined_all.append(float("nan"))
             continue
