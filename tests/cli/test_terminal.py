@@ -85,9 +85,12 @@ def test_pipe_gets_plain_lines_without_bars(photos, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     done = subprocess.run(
-        [sys.executable, "-c", "from sfm3r.cli.main import main; main()", "pairs", str(photos), str(out)],
+        [sys.executable, "-c", "from sfm3r.cli.main import main; main()", "match", str(photos), str(out)],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert _BAR not in done.stderr and "\x1b[" not in done.stderr
     assert re.search(r"^\d\d:\d\d:\d\d INFO\s+pairs done in", done.stderr, re.M), done.stderr
+    # one line per stage: COLMAP's matcher reports into the putative_matching stage, not a row of its own
+    assert len(re.findall(r"INFO\s+putative_matching done in", done.stderr)) == 1, done.stderr
+    assert "putative matching done" not in done.stderr

@@ -213,7 +213,7 @@ class PutativeMatches:
         for leftover in self.cache_dir.glob("sfm3r-match-*"):  # the database of a run killed mid-matching
             shutil.rmtree(leftover, ignore_errors=True)
         total = len(todo)
-        tick = (lambda done: progress("putative matching", done, total)) if progress else None
+        tick = (lambda done: progress("putative_matching", done, total)) if progress else None  # the stage's row
         found = match_descriptor_pairs(
             {name: self.features[name].descriptors for name in names},
             [(info_i.name, info_j.name) for info_i, info_j in todo.values()], self.conf, device=self.device,
