@@ -15,13 +15,12 @@ import numpy as np
 
 from sfm3r.io.images import read_image
 from sfm3r.sfm.classic.sift import SiftConf, SiftFeatures, extract_sift
-from sfm3r.sfm.classic.two_view import TwoViewConf, verify_keypoint_matches
-from sfm3r.types import Camera, PairResult
+from sfm3r.sfm.classic.two_view import VerifyArgs, verify_keypoint_matches
+from sfm3r.types import PairResult
 
 __all__ = ["FundamentalJob", "VerifyJob", "fundamental_job", "sift_of_file", "verify_job"]
 
-# (name_i, name_j, keypoints_i (N_i, 2), keypoints_j (N_j, 2), prior_i, prior_j, matches (M, 2), conf)
-VerifyJob = tuple[str, str, np.ndarray, np.ndarray, Camera, Camera, np.ndarray, TwoViewConf]
+VerifyJob = VerifyArgs  # one pair's verify_keypoint_matches arguments (sfm/classic/two_view.py)
 
 
 # (matched keypoints of image i (M, 2) float64, their matches in image j (M, 2) float64, RANSAC max error px,

@@ -36,21 +36,23 @@ import sfm3r.sfm.align as align_package
 from sfm3r.errors import Sfm3rError
 from sfm3r.sfm.align.alignment import AlignConf, OutputPoints, align_scene
 from sfm3r.sfm.classic.sift import SiftFeatures
-from sfm3r.sfm.classic.two_view import DEFAULT_FOCAL_FACTOR, TwoViewConf, camera_prior, verify_keypoint_matches
+from sfm3r.sfm.classic.two_view import (
+    DEFAULT_FOCAL_FACTOR,
+    TwoViewConf,
+    VerifyArgs,
+    camera_prior,
+    verify_keypoint_matches,
+)
 from sfm3r.types import ImageInfo, PairResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SWEEP_ALIGN_CONF", "SWEEP_FACTORS", "SweepResult", "VerifyArgs", "multi_view_focal_sweep"]
+__all__ = ["SWEEP_ALIGN_CONF", "SWEEP_FACTORS", "SweepResult", "multi_view_focal_sweep"]
 
 # Focal hypotheses, as factors of max(W, H): 0.8 (wide) ... 4.0 (tele).
 SWEEP_FACTORS = (0.8, 1.2, 1.8, 2.7, 4.0)
 # The alignment of each hypothesis: the default one without track points (not used by the sweep).
 SWEEP_ALIGN_CONF = AlignConf(points=OutputPoints.ANCHORS)
-
-# The arguments of one pair's verify_keypoint_matches: (name_i, name_j, keypoints_i, keypoints_j, prior_i,
-# prior_j, putative matches, conf)
-VerifyArgs = tuple
 
 
 @dataclass(frozen=True)

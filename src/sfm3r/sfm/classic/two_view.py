@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BACKEND",
+    "VerifyArgs",
     "DEFAULT_FOCAL_FACTOR",
     "MatcherType",
     "PRESETS",
@@ -129,6 +130,10 @@ PRESETS: dict[str, TwoViewConf] = {
     # pair of 7-8k keypoints). The default's COLMAP_INDEX is COLMAP's default (approximate, batched) matcher.
     "colmap": TwoViewConf(matcher=MatcherType.PYCOLMAP),
 }
+
+# The arguments of verify_keypoint_matches as one picklable tuple (a worker process's job): (name_i, name_j,
+# keypoints_i (N_i, 2), keypoints_j (N_j, 2), prior_i, prior_j, putative matches (M, 2), conf)
+VerifyArgs = tuple[str, str, np.ndarray, np.ndarray, Camera, Camera, np.ndarray, TwoViewConf]
 
 
 def camera_prior(width: int, height: int, focal_px: float | None = None) -> Camera:
