@@ -86,6 +86,16 @@ def test_camera_options_reach_the_alignment_config():
     assert single.align.camera_mode == CameraMode.SINGLE
     per_image = _conf_from_options({**base, "camera_mode": "per-image", "fixed_principal_point": True})
     assert per_image.align.camera_mode == CameraMode.PER_IMAGE and not per_image.align.reprojection.optimise_pp
+    assert default.align.min_track_length == 3
+    assert _conf_from_options({**base, "min_track_length": 2}).align.min_track_length == 2
+
+
+def test_min_track_length_below_two_is_a_usage_error(tmp_path):
+    (tmp_path / "photos").mkdir()
+    args = ["reconstruct", str(tmp_path / "photos"), str(tmp_path / "out"), "--min-track-length", "1", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "--min-track-length" in result.output and "Traceback" not in result.output
 
 
 _CONSOLE_SCRIPT = """

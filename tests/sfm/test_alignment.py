@@ -59,7 +59,7 @@ def test_default_recovers_poses_and_focals(ring):
 
 def test_default_points_are_multi_view_tracks_with_the_anchor_poses(ring):
     scene, pairs = ring
-    tracks = align_scene(pairs, scene.images, AlignConf())
+    tracks = align_scene(pairs, scene.images, AlignConf(min_track_length=2))
     anchors = align_scene(pairs, scene.images, AlignConf(points=OutputPoints.ANCHORS))
     assert "tracks" in tracks.info["timings"] and "tracks" not in anchors.info["timings"]
     np.testing.assert_array_equal(tracks.rotations, anchors.rotations)  # the points-only BA keeps the poses
@@ -72,6 +72,66 @@ def test_default_points_are_multi_view_tracks_with_the_anchor_poses(ring):
     assert np.nanmax(tracks.points_error) < 4.0 and np.nanmean(tracks.points_error) < 1.0
     # the poses are final: one triangulation + points-only BA at the final 4 px threshold
     assert [r["threshold_px"] for r in tracks.info["tracks"]["rounds"]] == [4.0]
+
+
+def test_default_points_are_seen_in_three_or_more_images(ring):
+    scene, pairs = ring
+    every = align_scene(pairs, scene.images, AlignConf(min_track_length=2))
+    default = align_scene(pairs, scene.images, AlignConf())
+    np.testing.assert_array_equal(default.rotations, every.rotations)  # the points only
+    length = np.bincount(default.obs_point, minlength=default.num_points)
+    every_length = np.bincount(every.obs_point, minlength=every.num_points)
+    assert length.min() == 3 and (every_length == 2).sum() > 100  # there were two-view points to drop
+    report = default.info["points"]
+    assert report["dropped"] == (every_length == 2).sum() and report["short_kept"] == 0
+    assert report["sparse_images"] == [] and report["mean_track_length"] == pytest.approx(length.mean())
+    # the kept points are the longer ones of the full set, unchanged
+    longer = every_length >= 3
+    np.testing.assert_array_equal(default.points_xyz, every.points_xyz[longer])
+    assert default.obs_point.size == every_length[longer].sum()
+
+
+def _scene_with_tracks(lengths_and_images):
+    """A Scene whose point p is observed in the images lengths_and_images[p] (a list of image indices)."""
+    obs_point = np.concatenate([np.full(len(ims), p) for p, ims in enumerate(lengths_and_images)])
+    obs_image = np.concatenate([np.asarray(ims) for ims in lengths_and_images])
+    num = len(lengths_and_images)
+    from sfm3r.types import Scene
+
+    return Scene(
+        image_names=("a", "b", "c", "d"), cameras=(Camera(100, 80, 90.0, 90.0, 50.0, 40.0),),
+        camera_of_image=np.zeros(4, np.int64), rotations=np.broadcast_to(np.eye(3), (4, 3, 3)).copy(),
+        translations=np.zeros((4, 3)), points_xyz=np.arange(num * 3, dtype=float).reshape(num, 3),
+        points_rgb=np.zeros((num, 3), np.uint8), points_error=np.arange(num, dtype=float),
+        obs_point=obs_point.astype(np.int64), obs_image=obs_image.astype(np.int64),
+        obs_xy=np.stack([obs_point, obs_image], 1).astype(float),
+    )  # fmt: skip
+
+
+def test_keep_long_tracks_drops_two_view_points_except_in_sparsely_seen_images():
+    from sfm3r.sfm.align.alignment import keep_long_tracks
+
+    # images a, b, c share 3-view points; d is seen only in two-view points with c; a-b also have two-view points
+    tracks = [[0, 1, 2]] * 5 + [[0, 1]] * 3 + [[2, 3]] * 2
+    scene = _scene_with_tracks(tracks)
+    out = keep_long_tracks(scene, min_length=3, min_image_observations=1)
+    # the a-b two-view points go; d has no longer track, so its points (with c) stay
+    assert out.num_points == 7 and out.info["points"]["dropped"] == 3 and out.info["points"]["short_kept"] == 2
+    assert out.info["points"]["sparse_images"] == ["d"]
+    np.testing.assert_array_equal(out.points_error, [0, 1, 2, 3, 4, 8, 9])
+    # observations follow their points: re-indexed, and their pixels are the same rows as before
+    np.testing.assert_array_equal(np.bincount(out.obs_point), [3] * 5 + [2] * 2)
+    np.testing.assert_array_equal(out.obs_xy[:, 0], out.points_error[out.obs_point])
+    np.testing.assert_array_equal(out.obs_image, out.obs_xy[:, 1])
+    # an image needing more longer-track observations than it has keeps every point it sees
+    strict = keep_long_tracks(scene, min_length=3, min_image_observations=6)
+    assert strict.num_points == 10 and strict.info["points"]["sparse_images"] == ["a", "b", "c", "d"]
+    assert keep_long_tracks(scene, min_length=2, min_image_observations=100).num_points == 10
+
+
+def test_min_track_length_below_two_is_refused():
+    with pytest.raises(InputError, match="min_track_length"):
+        AlignConf(min_track_length=1)
 
 
 def test_bundle_adjustment_refinement_recovers_poses_and_focals(ring):

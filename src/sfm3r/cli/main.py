@@ -129,6 +129,7 @@ def _conf_from_options(options: dict):
     shared = options.pop("shared_intrinsics", None)
     camera_mode = options.pop("camera_mode", None)
     fixed_pp = options.pop("fixed_principal_point", None)
+    min_track_length = options.pop("min_track_length", None)
     ray_address, ray_num_cpus = options.pop("ray_address", None), options.pop("ray_num_cpus", None)
     if (ray_address is not None or ray_num_cpus is not None) and options.get("workers") != "ray":
         raise click.UsageError("--ray-address and --ray-num-cpus need --workers ray")
@@ -148,6 +149,8 @@ def _conf_from_options(options: dict):
         align = dataclasses.replace(align, camera_mode=CameraMode(camera_mode))
     if fixed_pp:
         align = dataclasses.replace(align, reprojection=dataclasses.replace(align.reprojection, optimise_pp=False))
+    if min_track_length is not None:
+        align = dataclasses.replace(align, min_track_length=min_track_length)
     if ray_address is not None or ray_num_cpus is not None:
         from sfm3r.pipelines.config import RayConf
 

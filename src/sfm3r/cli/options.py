@@ -185,6 +185,12 @@ _OPTIONS: dict[str, Callable] = {
              "estimated (SIMPLE_RADIAL, RADIAL, OPENCV; AUTO = per camera, the richest of pinhole, SIMPLE_RADIAL, RADIAL, OPENCV that held-out matches support). The "
              "3DGS folder always gets undistorted PINHOLE images [default: PINHOLE].",
     ),
+    "min_track_length": click.option(
+        "--min-track-length", type=click.IntRange(min=2), default=None,
+        help="Images a point of the model must be seen in. 3 drops two-view points, as COLMAP does (a third view "
+             "confirms the match); images that would keep fewer than 100 points keep theirs. 2 keeps every "
+             "triangulated point (more points to start 3DGS from) [default: 3].",
+    ),
     "known_intrinsics": click.option(
         "--known-intrinsics", type=EXISTING_PATH, default=None,
         help="Known cameras, kept fixed: a COLMAP model folder, or a cameras.txt with one camera.",
@@ -232,7 +238,8 @@ _INPUTS = ["recursive", "skip_bad_images"]
 _PAIRS = ["preset", "checkpoint", "backend", "retrieval_checkpoint", "codebook", "scene_graph", "pairs_file",
           "max_image_size", "net_image_size", "device"]  # fmt: skip
 _MATCH = _PAIRS + ["batch_size", "amp", "known_intrinsics"]
-_ALIGN = _MATCH + ["camera_mode", "shared_intrinsics", "fixed_principal_point", "camera_model", "write_text"]
+_ALIGN = _MATCH + ["camera_mode", "shared_intrinsics", "fixed_principal_point", "camera_model", "min_track_length",
+                   "write_text"]
 _RUN = ["workers", "processes", "ray_address", "ray_num_cpus", "overwrite", "quiet", "verbose"]
 STAGE_OPTIONS: dict[str, list[str]] = {
     "pairs": _PAIRS + _INPUTS + _RUN,

@@ -438,6 +438,8 @@ def _reconstruct(
     result.counts["scene"] = _scene_counts(scene, len(images))
     if "lens" in scene.info:
         result.counts["lens"] = scene.info["lens"]  # the distortion model chosen, and why
+    if "points" in scene.info:
+        result.counts["points"] = scene.info["points"]  # which points the model keeps (min_track_length)
 
     with _timed(timings, "export", progress):
         run.claim(run.preview_path)

@@ -9,7 +9,8 @@ Stages (each its own module):
 5. ``reprojection_refinement``: 2D reprojection objective on anchor depths, focals and poses, robust LM;
 6. the output points: multi-view tracks (sfm.align.tracks) triangulated on the final poses with a points-only
    pycolmap BA (``points="tracks"``, default), or the pairwise anchors (``points="anchors"``); or a full
-   tracks + bundle adjustment refinement (``refine="ba"``, sfm.align.bundle_adjustment);
+   tracks + bundle adjustment refinement (``refine="ba"``, sfm.align.bundle_adjustment); track points seen
+   in fewer than ``min_track_length`` (3) images are dropped at the end (``keep_long_tracks``);
 7. optional lens distortion (``lens``): a final BA of poses, points, intrinsics and distortion on the tracks,
    then, when a lens is kept, the whole alignment again on keypoints undistorted with it (``_estimate_lens``);
    ``Lens.AUTO`` chooses the model from held-out tracks (sfm.align.lens_selection).
@@ -107,6 +108,13 @@ class AlignConf:
     track_points: BundleAdjustmentConf = field(default_factory=lambda: BundleAdjustmentConf(
         refine_focal=False, refine_poses=False, camera_model=BACameraModel.PINHOLE, initial_max_error_frac=0.0, rounds=1,
     ))
+    # Track points need this many views (COLMAP's mapper ignores two-view tracks as well: < 0.3 % of its
+    # points on the Strecha sets have two). A two-view point has no third view to confirm its match; without
+    # them the points and track lengths match COLMAP's (benchmarks/README.md §1). An image that would keep
+    # fewer than `min_image_observations` observations keeps its shorter tracks too (two-image scenes, images
+    # that overlap one other image only). 2 = every triangulated track (more points for a 3DGS start).
+    min_track_length: int = 3
+    min_image_observations: int = 100
     lens: Lens = Lens.NONE  # lens distortion estimated after the track points (_estimate_lens)
     # The final BA of a lens model: poses, points, focal, principal point and distortion on the tracks.
     lens_ba: BundleAdjustmentConf = field(default_factory=lambda: BundleAdjustmentConf(
@@ -118,6 +126,13 @@ class AlignConf:
     default_focal_factor: float = DEFAULT_FOCAL_FACTOR  # focal = factor·max(W, H) when nothing better is known
     focal_sanity: tuple[float, float] = (0.25, 6.0)  # backend focal estimates outside ·max(W,H) are ignored
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.min_track_length < 2 or self.min_image_observations < 0:
+            raise InputError(
+                f"min_track_length must be >= 2 and min_image_observations >= 0, got {self.min_track_length} "
+                f"and {self.min_image_observations}"
+            )
 
 
 PRESETS: dict[str, AlignConf] = {
@@ -442,7 +457,43 @@ def align_scene(
                 scene = _realign_with_lens(scene, pair_results, images, conf, dense_views, progress)
         timings["lens"] = time.perf_counter() - t0
         report("lens", 1.0, "")
+    if conf.points == OutputPoints.TRACKS or conf.refine in (Refinement.BA, Refinement.REPROJECTION_BA):
+        scene = keep_long_tracks(scene, conf.min_track_length, conf.min_image_observations)
     return scene
+
+
+def keep_long_tracks(scene: Scene, min_length: int, min_image_observations: int) -> Scene:
+    """The scene without its points seen in fewer than ``min_length`` images, except the points of images
+    that would keep fewer than ``min_image_observations`` observations: those images keep every point.
+
+    Reports the choice in ``scene.info["points"]`` (logged at INFO when points were dropped).
+    """
+    lengths = np.bincount(scene.obs_point, minlength=scene.num_points)  # (P,)
+    long = lengths >= min_length
+    seen_long = np.bincount(scene.obs_image[long[scene.obs_point]], minlength=scene.num_images)  # (N,)
+    sparse_images = seen_long < min_image_observations
+    keep = long.copy()
+    keep[scene.obs_point[sparse_images[scene.obs_image]]] = True
+    kept_lengths = lengths[keep]
+    info = {
+        "min_track_length": int(min_length),
+        "dropped": int((~keep).sum()),
+        "short_kept": int((keep & ~long).sum()),  # in the sparsely seen images
+        "sparse_images": [scene.image_names[k] for k in np.flatnonzero(sparse_images)],
+        "mean_track_length": float(kept_lengths.mean()) if kept_lengths.size else 0.0,
+    }
+    if info["dropped"]:
+        logger.info("points: %d of %d kept (seen in %d or more images), mean track length %.2f",
+                    int(keep.sum()), scene.num_points, min_length, info["mean_track_length"])
+    if keep.all():
+        return replace(scene, info={**scene.info, "points": info})
+    new_index = np.cumsum(keep) - 1  # (P,) index among the kept points
+    obs = keep[scene.obs_point]
+    return replace(
+        scene, points_xyz=scene.points_xyz[keep], points_rgb=scene.points_rgb[keep],
+        points_error=scene.points_error[keep], obs_point=new_index[scene.obs_point[obs]],
+        obs_image=scene.obs_image[obs], obs_xy=scene.obs_xy[obs], info={**scene.info, "points": info},
+    )  # fmt: skip
 
 
 def _realign_with_lens(scene, pair_results, images, conf, dense_views, progress) -> Scene:
