@@ -428,8 +428,21 @@ def _reconstruct(
             ),
         )  # fmt: skip
         result.counts["alignment"] = dataclasses.asdict(align_counts) | {"key": align_key}
-        _check_finite(scene)
-        _warn_if_no_baseline(scene)
+    if backend == Backend.CLASSIC and runner is None and scene.info.get("left_out"):
+        with _timed(timings, "bridging", progress):  # a second chance for the images left out
+            from sfm3r.pipelines.bridging import bridge_left_out
+
+            bridged = bridge_left_out(
+                scene, pair_results, images, features, conf.sift, conf.two_view, align_conf, run.cache_dir,
+                known_cameras=known,
+                progress=lambda step, fraction, note="": progress(f"bridging/{step}", int(100 * fraction), 100),
+            )  # fmt: skip
+        if bridged is not None:
+            scene, pair_results = bridged.scene, bridged.pair_results
+            align_key = bridged.align_key or align_key
+            result.counts["bridging"] = bridged.report
+    _check_finite(scene)
+    _warn_if_no_baseline(scene)
     with _timed(timings, "colors", progress):
         paths = {info.name: info.path for info in images}
         decoded = DecodedImages(_DECODED_IMAGES_BUDGET)
