@@ -3,10 +3,10 @@
 For each left-out component, every scene-graph pair between it and the model is matched again with a looser
 ratio test (0.9, exact matcher) and verified with several RANSAC seeds at 2 px; sfm.align.bridging keeps
 the solutions of at least two links that agree on the component's rotation, and the alignment runs again
-with them. The new scene replaces the old one only when it registers more images. That alignment skips the
-coarse 3D step: with a component linked by ~50 matches, the coarse step rotated it by 18° away from its
-(2° accurate) initial placement on the temple ring's subset, and the 2D refinement could not bring it back
-(benchmarks/README.md §1).
+with them. The new scene replaces the old one only when it registers more images, all of the old ones among
+them. That alignment skips the coarse 3D step: with a component linked by ~50 matches, the coarse step
+rotated it by 18° away from its (2° accurate) initial placement on the temple ring's subset, and the 2D
+refinement could not bring it back (benchmarks/README.md §1).
 
 Every verification is cached (namespace ``bridges-classic``, key: the pair's key and the seed), as is the
 alignment, so a rerun computes nothing.
@@ -111,7 +111,8 @@ def bridge_left_out(
     new_pairs = [p for p in pair_results if (p.name_i, p.name_j) not in replaced] + bridges
     again, _, key = align_cached(new_pairs, images, dataclasses.replace(align_conf, coarse_enabled=False), cache_dir,
                                known_cameras=known_cameras, progress=progress)  # fmt: skip
-    taken = again.num_images > scene.num_images
+    # kept only with more images and every image of the first alignment still in
+    taken = again.num_images > scene.num_images and set(scene.image_names) <= set(again.image_names)
     for entry in report:
         entry["registered"] = taken and bool(entry["bridges"]) and all(n in again.image_names for n in entry["images"])
     logger.info("bridged alignment: %d images registered (before: %d)%s", again.num_images, scene.num_images,
