@@ -67,13 +67,10 @@ def bridge_left_out(
     *,
     known_cameras: Mapping[str, Camera] | None = None,
     progress: Callable[[str, float], None] | None = None,
-) -> BridgingResult | None:
+) -> BridgingResult:
     """Bridges for the left-out components of `scene` (``scene.info["left_out"]``) and the alignment with
-    them (the scene unchanged when no bridge was found or the alignment did not register more images);
-    None when nothing was left out."""
+    them (the scene unchanged when no bridge was found or the alignment did not register more images)."""
     components = [list(c["images"]) for c in scene.info.get("left_out", ())]
-    if not components:
-        return None
     by_name = {info.name: info for info in images}
     model = {name: scene.rotations[k] for k, name in enumerate(scene.image_names)}
     loose = dataclasses.replace(two_view_conf, matcher=MatcherType.TORCH, max_ratio=conf.max_ratio,

@@ -437,10 +437,9 @@ def _reconstruct(
                 known_cameras=known,
                 progress=lambda step, fraction, note="": progress(f"bridging/{step}", int(100 * fraction), 100),
             )  # fmt: skip
-        if bridged is not None:
-            scene, pair_results = bridged.scene, bridged.pair_results
-            align_key = bridged.align_key or align_key
-            result.counts["bridging"] = bridged.report
+        scene, pair_results = bridged.scene, bridged.pair_results
+        align_key = bridged.align_key or align_key
+        result.counts["bridging"] = bridged.report
     _check_finite(scene)
     _warn_if_no_baseline(scene)
     with _timed(timings, "colors", progress):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sfm3r.sfm.evaluation import rotation_angle_deg
 from sfm3r.types import PairResult
 
 
@@ -66,11 +67,6 @@ def component_rotation(
     return members[u].T @ u_from_m @ model[m]
 
 
-def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    cos = (np.trace(a @ b.T) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-
-
 def select_bridges(
     solutions: Sequence[PairResult],  # verified two-view solutions of the links (several per link allowed)
     members: Mapping[str, np.ndarray],
@@ -80,13 +76,14 @@ def select_bridges(
     """The best-supported set of agreeing solutions, one per link, from at least ``conf.min_links`` links
     (most inliers in total); [] when no such set exists."""
     usable = [s for s in solutions if s.verified and s.rel_rotation is not None and s.num_inliers >= conf.min_inliers]
-    rotations = [component_rotation(s, members, model) for s in usable]
+    rotations = np.array([component_rotation(s, members, model) for s in usable]).reshape(-1, 3, 3)  # (S, 3, 3)
+    apart = rotation_angle_deg(rotations[:, None] @ rotations[None].transpose(0, 1, 3, 2))  # (S, S) degrees
     best: list[PairResult] = []
     best_support = 0
     for centre in range(len(usable)):  # each solution as the centre of a set
         per_link: dict[tuple[str, str], int] = {}
         for k, solution in enumerate(usable):
-            if _angle_deg(rotations[k], rotations[centre]) > conf.max_angle_deg:
+            if apart[k, centre] > conf.max_angle_deg:
                 continue
             link = (solution.name_i, solution.name_j)
             if link not in per_link or solution.num_inliers > usable[per_link[link]].num_inliers:
